@@ -1,0 +1,1 @@
+//! icewatch: data-observability sensors for Apache Iceberg tables.
