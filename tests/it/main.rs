@@ -1,1 +1,4 @@
-fn main(){}
+//! The one integration-test binary (one binary links faster than many). Each module tests one
+//! capability end to end against real tables and real Prometheus tools.
+
+mod common;
