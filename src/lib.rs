@@ -1,1 +1,5 @@
 //! icewatch: data-observability sensors for Apache Iceberg tables.
+
+pub mod config;
+pub mod history;
+pub mod stats;

@@ -1,0 +1,222 @@
+//! The only module that talks to an Iceberg catalog: connects the SQL (SQLite / PostgreSQL) or
+//! REST catalog named in `[catalog]`, with local or S3-compatible storage, and loads tables.
+//! Errors name the catalog URI with its password hidden and keep the driver's noise to one line.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableIdent};
+use iceberg_catalog_rest::RestCatalogBuilder;
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+
+use crate::config::{CatalogConfig, CatalogKind, TableName};
+
+/// How long connecting to a catalog may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a catalog or a table could not be reached. Display never shows a password.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot reach catalog `{uri}`: {reason}")]
+    Unreachable { uri: String, reason: String },
+    #[error("invalid catalog setting `{key}`: {reason}")]
+    InvalidSetting { key: String, reason: String },
+    #[error("table `{table}` not found in catalog `{uri}`")]
+    TableNotFound { table: String, uri: String },
+    #[error("failed to load table `{table}`: {reason}")]
+    LoadTable { table: String, reason: String },
+}
+
+impl CatalogError {
+    /// A bounded label value for `icewatch_sensor_errors_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CatalogError::Unreachable { .. } | CatalogError::InvalidSetting { .. } => "catalog_unavailable",
+            CatalogError::TableNotFound { .. } => "table_not_found",
+            CatalogError::LoadTable { .. } => "metadata_invalid",
+        }
+    }
+}
+
+/// A connected catalog plus the redacted URI used in messages.
+#[derive(Clone)]
+pub struct CatalogHandle {
+    catalog: Arc<dyn Catalog>,
+    uri: String,
+}
+
+impl std::fmt::Debug for CatalogHandle {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("CatalogHandle").field("uri", &self.uri).finish()
+    }
+}
+
+impl CatalogHandle {
+    /// Connects to the catalog of `config`. SQL catalogs open their connection pool here, so
+    /// an unreachable database fails now; REST catalogs are contacted on first use.
+    pub async fn connect(config: &CatalogConfig) -> Result<CatalogHandle, CatalogError> {
+        let uri = config.uri.redacted();
+        let mut properties: HashMap<String, String> = config
+            .properties
+            .iter()
+            .map(|(key, value)| (key.clone(), value.expose().to_string()))
+            .collect();
+        check_pool_properties(&properties)?;
+        properties.insert("uri".to_string(), config.uri.expose().to_string());
+        if let Some(warehouse) = &config.warehouse {
+            properties.insert("warehouse".to_string(), warehouse.clone());
+        }
+        let storage = Arc::new(OpenDalResolvingStorageFactory::new());
+        let connecting = async {
+            let catalog: Arc<dyn Catalog> = match config.kind {
+                CatalogKind::Sql => {
+                    check_sqlite_file(config.uri.expose(), &uri)?;
+                    let bind_style = if config.uri.expose().starts_with("postgres") {
+                        SqlBindStyle::DollarNumeric
+                    } else {
+                        SqlBindStyle::QMark
+                    };
+                    properties.insert("sql_bind_style".to_string(), bind_style.to_string());
+                    let catalog = SqlCatalogBuilder::default()
+                        .with_storage_factory(storage)
+                        .load(config.name.clone(), properties)
+                        .await
+                        .map_err(|error| unreachable(&uri, &error))?;
+                    Arc::new(catalog)
+                }
+                CatalogKind::Rest => {
+                    let catalog = RestCatalogBuilder::default()
+                        .with_storage_factory(storage)
+                        .load(config.name.clone(), properties)
+                        .await
+                        .map_err(|error| unreachable(&uri, &error))?;
+                    Arc::new(catalog)
+                }
+            };
+            Ok::<_, CatalogError>(catalog)
+        };
+        let catalog = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| {
+            CatalogError::Unreachable {
+                uri: uri.clone(),
+                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            }
+        })??;
+        Ok(CatalogHandle { catalog, uri })
+    }
+
+    /// The catalog URI with its password hidden.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// Loads the current metadata of `name`.
+    pub async fn load_table(&self, name: &TableName) -> Result<Table, CatalogError> {
+        let ident = table_ident(name)?;
+        let loading = self.catalog.load_table(&ident);
+        let result = tokio::time::timeout(CONNECT_TIMEOUT, loading).await.map_err(|_| {
+            CatalogError::Unreachable {
+                uri: self.uri.clone(),
+                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            }
+        })?;
+        result.map_err(|error| match error.kind() {
+            ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound => {
+                CatalogError::TableNotFound { table: name.to_string(), uri: self.uri.clone() }
+            }
+            ErrorKind::DataInvalid | ErrorKind::FeatureUnsupported => {
+                CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) }
+            }
+            _ if is_connection_error(&error) => {
+                CatalogError::Unreachable { uri: self.uri.clone(), reason: root_cause(&error) }
+            }
+            _ => CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) },
+        })
+    }
+}
+
+/// The catalog identifier of a configured table name.
+pub fn table_ident(name: &TableName) -> Result<TableIdent, CatalogError> {
+    let namespace = NamespaceIdent::from_vec(name.namespace.clone()).map_err(|error| {
+        CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) }
+    })?;
+    Ok(TableIdent::new(namespace, name.name.clone()))
+}
+
+fn unreachable(uri: &str, error: &iceberg::Error) -> CatalogError {
+    CatalogError::Unreachable { uri: uri.to_string(), reason: root_cause(error) }
+}
+
+/// The innermost cause's message, on one line: what a person can act on.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current: &(dyn std::error::Error + 'static) = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    let message = if std::ptr::eq(current, error) {
+        match error.downcast_ref::<iceberg::Error>() {
+            Some(iceberg_error) => iceberg_error.message().to_string(),
+            None => error.to_string(),
+        }
+    } else {
+        current.to_string()
+    };
+    message.lines().next().unwrap_or_default().trim().to_string()
+}
+
+fn is_connection_error(error: &iceberg::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if cause.downcast_ref::<sqlx::Error>().is_some() || cause.downcast_ref::<reqwest::Error>().is_some() {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
+}
+
+/// The SQL catalog parses its pool settings with `unwrap()`: check them first.
+fn check_pool_properties(properties: &HashMap<String, String>) -> Result<(), CatalogError> {
+    for (key, kind) in [
+        ("pool.max-connections", "a whole number"),
+        ("pool.idle-timeout", "a whole number of seconds"),
+        ("pool.test-before-acquire", "true or false"),
+    ] {
+        let Some(value) = properties.get(key) else { continue };
+        let valid = match key {
+            "pool.test-before-acquire" => value.parse::<bool>().is_ok(),
+            _ => value.parse::<u64>().is_ok(),
+        };
+        if !valid {
+            return Err(CatalogError::InvalidSetting {
+                key: key.to_string(),
+                reason: format!("expected {kind}, found `{value}`"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A missing SQLite file would otherwise surface as "unable to open database file".
+fn check_sqlite_file(uri: &str, redacted: &str) -> Result<(), CatalogError> {
+    let Some(rest) = uri.strip_prefix("sqlite:") else { return Ok(()) };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (file, query) = rest.split_once('?').map_or((rest, ""), |(file, query)| (file, query));
+    if file == ":memory:" || query.contains("mode=rwc") {
+        return Ok(());
+    }
+    if std::path::Path::new(file).is_file() {
+        Ok(())
+    } else {
+        Err(CatalogError::Unreachable {
+            uri: redacted.to_string(),
+            reason: format!("the catalog database file `{file}` does not exist"),
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! `sensors.toml`: the validated configuration the rest of icewatch reads.
+//!
+//! Loading goes file text → spanned TOML document ([`parse`]) → the typed [`Config`] below, with
+//! every problem collected (not just the first) and pointing at `file:line:col`. Checks that need
+//! a catalog (does the table / column exist) live in `icewatch validate --online`, not here.
+//! This module owns no IO beyond reading the file and the environment (`${VAR}`).
+
+mod diagnostics;
+mod parse;
+mod values;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostics::{ConfigError, Problem};
+pub use values::{
+    Scope, Secret, SensorKind, Statistic, TableName, duration_to_string, parse_duration,
+    redact_uri,
+};
+
+use crate::history::HistoryLocation;
+use crate::stats::Direction;
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from (for messages and reloads).
+    pub source: PathBuf,
+    pub catalog: CatalogConfig,
+    pub history: HistoryConfig,
+    pub server: ServerConfig,
+    pub pushgateway: Option<PushgatewayConfig>,
+    pub defaults: Defaults,
+    /// Monitored tables by their configured name (`namespace.table`), in file order.
+    pub tables: Vec<TableConfig>,
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. Every problem in the file is reported at once.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_str(&text, path)
+    }
+
+    /// Parses `text` as if it had been read from `path` (relative paths resolve against the
+    /// folder of `path`).
+    pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        parse::parse(text, path, &|name| std::env::var(name).ok())
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableConfig> {
+        self.tables.iter().find(|table| table.name.as_str() == name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatalogKind {
+    /// SQL catalog (SQLite or PostgreSQL) as written by PyIceberg, Spark's JdbcCatalog, iceberg-rust.
+    Sql,
+    /// Iceberg REST catalog.
+    Rest,
+}
+
+#[derive(Clone, Debug)]
+pub struct CatalogConfig {
+    pub kind: CatalogKind,
+    /// Database or REST URI; may carry credentials, so it is a [`Secret`]. SQLite paths are
+    /// already resolved against the config file's folder.
+    pub uri: Secret,
+    /// Warehouse location: a local path (resolved) or an object-store URI such as `s3://bucket/prefix`.
+    pub warehouse: Option<String>,
+    /// Catalog name inside a SQL catalog (PyIceberg's default is `default`); for REST, a label.
+    pub name: String,
+    /// Properties handed to the catalog and its FileIO (`s3.endpoint`, `token`, ...). Values may be secrets.
+    pub properties: BTreeMap<String, Secret>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    pub location: HistoryLocation,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct PushgatewayConfig {
+    pub url: String,
+    pub job: String,
+    /// Grouping labels beyond `job` (`instance` defaults to the host name).
+    pub grouping: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub delete_on_shutdown: bool,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Defaults every sensor falls back to.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    pub schedule: Schedule,
+    pub zscore_threshold: f64,
+    pub min_history: usize,
+    /// Points in the rolling window.
+    pub window: usize,
+    pub direction: Direction,
+    /// Longest a single sensor run may take.
+    pub timeout: Duration,
+    /// Sensor runs allowed at the same time.
+    pub concurrency: usize,
+}
+
+/// A cron schedule with a seconds field, kept with the text it came from.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub expression: String,
+    pub cron: cron::Schedule,
+}
+
+/// Scoring settings of one sensor, resolved from its own keys and `[defaults]`.
+#[derive(Clone, Debug)]
+pub struct SensorSettings {
+    pub schedule: Schedule,
+    pub zscore_threshold: f64,
+    pub min_history: usize,
+    pub window: usize,
+    pub direction: Direction,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct TableConfig {
+    pub name: TableName,
+    /// `layer` label of the table's metrics (empty when not set).
+    pub layer: String,
+    pub freshness: Option<FreshnessConfig>,
+    pub volume: Option<VolumeConfig>,
+    pub schema: Option<SchemaConfig>,
+    pub distribution: Option<DistributionConfig>,
+}
+
+impl TableConfig {
+    /// The sensor kinds configured for this table, in a fixed order.
+    pub fn sensor_kinds(&self) -> Vec<SensorKind> {
+        let mut kinds = Vec::new();
+        if self.freshness.is_some() {
+            kinds.push(SensorKind::Freshness);
+        }
+        if self.volume.is_some() {
+            kinds.push(SensorKind::Volume);
+        }
+        if self.schema.is_some() {
+            kinds.push(SensorKind::Schema);
+        }
+        if self.distribution.is_some() {
+            kinds.push(SensorKind::Distribution);
+        }
+        kinds
+    }
+
+    pub fn settings(&self, kind: SensorKind) -> Option<&SensorSettings> {
+        match kind {
+            SensorKind::Freshness => self.freshness.as_ref().map(|sensor| &sensor.settings),
+            SensorKind::Volume => self.volume.as_ref().map(|sensor| &sensor.settings),
+            SensorKind::Schema => self.schema.as_ref().map(|sensor| &sensor.settings),
+            SensorKind::Distribution => self.distribution.as_ref().map(|sensor| &sensor.settings),
+            SensorKind::Lineage => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FreshnessConfig {
+    /// Warning when the last data commit is older than this (falls back to `critical_after`).
+    pub warn_after: Option<Duration>,
+    /// Critical when the last data commit is older than this. With neither set, only the
+    /// commit-cadence score judges freshness.
+    pub critical_after: Option<Duration>,
+    /// Event-time column whose max gives the event-time lag.
+    pub timestamp_column: Option<String>,
+    pub settings: SensorSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct VolumeConfig {
+    /// Warning when rows added deviate this many percent from the rolling mean.
+    pub deviation_percent: f64,
+    /// Critical at this deviation (default twice `deviation_percent`).
+    pub critical_deviation_percent: f64,
+    /// Time window of the rolling mean.
+    pub window: Duration,
+    pub settings: SensorSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct SchemaConfig {
+    /// Declared baseline: column name → Iceberg type (`double`, `long`, `decimal(10,2)`, ...).
+    pub expect: BTreeMap<String, String>,
+    /// Columns not in `expect` are fine unless this is false.
+    pub allow_extra_columns: bool,
+    /// How long after it happened a schema change keeps the sensor at warning/critical.
+    pub recent: Duration,
+    pub settings: SensorSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct DistributionConfig {
+    /// Column → statistics to compute, in file order.
+    pub columns: Vec<(String, Vec<Statistic>)>,
+    pub scope: Scope,
+    /// Fraction (0, 1] of rows to profile, or a row cap when > 1.
+    pub sample: Option<f64>,
+    pub drift: DriftConfig,
+    pub settings: SensorSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct DriftConfig {
+    /// How many previous batches make the reference (0 disables drift tests).
+    pub reference_batches: usize,
+    /// Pinned reference snapshot instead of the previous batches.
+    pub reference_snapshot: Option<i64>,
+    pub psi_threshold: f64,
+    pub ks_p_value: f64,
+    pub chi_square_p_value: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub stages: Vec<StageConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StageConfig {
+    pub stage: String,
+    pub table: String,
+    pub upstream: Vec<String>,
+    /// `job` label of the stage's metrics (default: the table name).
+    pub job: String,
+}
