@@ -1,1 +1,4 @@
 //! icewatch: data-observability sensors for Apache Iceberg tables.
+
+pub mod history;
+pub mod stats;

@@ -64,14 +64,22 @@ pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
     if count == 0 || count < params.min_history {
         return None;
     }
-    let raw_stddev = if count >= 2 { (m2 / (count - 1) as f64).sqrt() } else { 0.0 };
+    let raw_stddev = if count >= 2 {
+        (m2 / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
     let floor = params
         .min_stddev_absolute
         .max(params.min_stddev_relative * mean.abs())
         .max(0.0);
     let stddev = raw_stddev.max(floor);
     let usable = mean.is_finite() && stddev.is_finite() && stddev > 0.0;
-    usable.then_some(Baseline { count, mean, stddev })
+    usable.then_some(Baseline {
+        count,
+        mean,
+        stddev,
+    })
 }
 
 /// How one value compares with its history.
@@ -104,7 +112,10 @@ pub fn score(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score
     let half_band = params.zscore_threshold * stddev;
     let expected_lower = mean - half_band;
     let expected_upper = mean + half_band;
-    if ![zscore, expected_lower, expected_upper].iter().all(|number| number.is_finite()) {
+    if ![zscore, expected_lower, expected_upper]
+        .iter()
+        .all(|number| number.is_finite())
+    {
         return None;
     }
     let threshold = params.zscore_threshold;
@@ -113,7 +124,14 @@ pub fn score(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score
         Direction::Drop => zscore <= -threshold,
         Direction::Both => zscore.abs() >= threshold,
     };
-    Some(Score { zscore, mean, stddev, expected_lower, expected_upper, is_anomaly })
+    Some(Score {
+        zscore,
+        mean,
+        stddev,
+        expected_lower,
+        expected_upper,
+        is_anomaly,
+    })
 }
 
 /// `100 * (value - mean) / |mean|` against the mean of `reference` (non-finite points ignored);
@@ -163,7 +181,11 @@ fn welford(values: impl Iterator<Item = f64>) -> (usize, f64, f64) {
 }
 
 fn finite_sorted(values: &[f64]) -> Vec<f64> {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|value| value.is_finite()).collect();
+    let mut sorted: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|value| value.is_finite())
+        .collect();
     sorted.sort_by(f64::total_cmp);
     sorted
 }
@@ -366,7 +388,10 @@ mod tests {
     }
 
     fn owned(counts: &[(&str, u64)]) -> Vec<(String, u64)> {
-        counts.iter().map(|(name, count)| (name.to_string(), *count)).collect()
+        counts
+            .iter()
+            .map(|(name, count)| (name.to_string(), *count))
+            .collect()
     }
 
     #[test]
@@ -374,7 +399,11 @@ mod tests {
         // 2 4 4 4 5 5 7 9: mean 5, squared deviations sum 32, sample variance 32/7.
         let values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
         assert_eq!(mean(&values), Some(5.0));
-        assert!(close(sample_stddev(&values).unwrap(), (32.0f64 / 7.0).sqrt(), 1e-12));
+        assert!(close(
+            sample_stddev(&values).unwrap(),
+            (32.0f64 / 7.0).sqrt(),
+            1e-12
+        ));
         assert_eq!(mean(&[]), None);
         assert_eq!(sample_stddev(&[1.0]), None);
         assert_eq!(mean(&[f64::NAN, 3.0, f64::INFINITY]), Some(3.0));
@@ -393,16 +422,30 @@ mod tests {
         let window = [8.0, 9.0, 10.0, 11.0, 12.0];
         let score = score(16.0, &window, &ScoringParams::default()).unwrap();
         assert!(close(score.zscore, 6.0 / 2.5f64.sqrt(), 1e-12));
-        assert!(close(score.expected_upper, 10.0 + 3.0 * 2.5f64.sqrt(), 1e-12));
-        assert!(close(score.expected_lower, 10.0 - 3.0 * 2.5f64.sqrt(), 1e-12));
+        assert!(close(
+            score.expected_upper,
+            10.0 + 3.0 * 2.5f64.sqrt(),
+            1e-12
+        ));
+        assert!(close(
+            score.expected_lower,
+            10.0 - 3.0 * 2.5f64.sqrt(),
+            1e-12
+        ));
         assert!(score.is_anomaly);
     }
 
     #[test]
     fn direction_selects_the_side() {
         let window = [8.0, 9.0, 10.0, 11.0, 12.0];
-        let spike = ScoringParams { direction: Direction::Spike, ..ScoringParams::default() };
-        let drop = ScoringParams { direction: Direction::Drop, ..ScoringParams::default() };
+        let spike = ScoringParams {
+            direction: Direction::Spike,
+            ..ScoringParams::default()
+        };
+        let drop = ScoringParams {
+            direction: Direction::Drop,
+            ..ScoringParams::default()
+        };
         assert!(score(20.0, &window, &spike).unwrap().is_anomaly);
         assert!(!score(0.0, &window, &spike).unwrap().is_anomaly);
         assert!(score(0.0, &window, &drop).unwrap().is_anomaly);
@@ -415,7 +458,17 @@ mod tests {
         assert_eq!(score(1.0, &[1.0, 2.0, 3.0, 4.0], &params), None);
         assert_eq!(score(1.0, &[1.0, 2.0, 3.0, 4.0, f64::NAN], &params), None);
         assert_eq!(score(f64::NAN, &[1.0, 2.0, 3.0, 4.0, 5.0], &params), None);
-        assert_eq!(score(1.0, &[], &ScoringParams { min_history: 0, ..params }), None);
+        assert_eq!(
+            score(
+                1.0,
+                &[],
+                &ScoringParams {
+                    min_history: 0,
+                    ..params
+                }
+            ),
+            None
+        );
     }
 
     #[test]
@@ -449,7 +502,10 @@ mod tests {
         assert_eq!(result.statistic, 1.0);
         let lambda = 2.5f64.sqrt() + 0.12 + 0.11 / 2.5f64.sqrt();
         let expected = 2.0 * ((-2.0 * lambda * lambda).exp() - (-8.0 * lambda * lambda).exp());
-        assert!(close(result.p_value, expected, 1e-6), "{result:?} vs {expected}");
+        assert!(
+            close(result.p_value, expected, 1e-6),
+            "{result:?} vs {expected}"
+        );
         assert!(close(result.p_value, 0.0037868, 1e-3), "{result:?}");
     }
 
@@ -482,8 +538,11 @@ mod tests {
     fn chi_square_two_by_two() {
         // [[10, 20], [20, 10]]: every expected cell 15, statistic 4 * 25/15 = 6.6667, df 1,
         // p = erfc(sqrt(6.6667 / 2)) = 0.0098233.
-        let result =
-            chi_square(&owned(&[("a", 10), ("b", 20)]), &owned(&[("a", 20), ("b", 10)])).unwrap();
+        let result = chi_square(
+            &owned(&[("a", 10), ("b", 20)]),
+            &owned(&[("a", 20), ("b", 10)]),
+        )
+        .unwrap();
         assert!(close(result.statistic, 20.0 / 3.0, 1e-12));
         assert_eq!(result.degrees_of_freedom, 1.0);
         assert!(close(result.p_value, 0.0098233, 1e-5), "{result:?}");
@@ -494,11 +553,17 @@ mod tests {
         // expected {a:30, b:30}, actual {a:30, c:30}: columns a (60), b (30), c (30) of N = 120;
         // expected cells a 30/30, b 15/15, c 15/15 -> 0 + 0 + 15 + 15 + 15 + 15 = 60, df 2,
         // p = exp(-60/2) = 9.36e-14 (chi-square with 2 df has survival exp(-x/2)).
-        let result =
-            chi_square(&owned(&[("a", 30), ("b", 30)]), &owned(&[("a", 30), ("c", 30)])).unwrap();
+        let result = chi_square(
+            &owned(&[("a", 30), ("b", 30)]),
+            &owned(&[("a", 30), ("c", 30)]),
+        )
+        .unwrap();
         assert!(close(result.statistic, 60.0, 1e-12));
         assert_eq!(result.degrees_of_freedom, 2.0);
-        assert!((result.p_value - (-30.0f64).exp()).abs() < 1e-15, "{result:?}");
+        assert!(
+            (result.p_value - (-30.0f64).exp()).abs() < 1e-15,
+            "{result:?}"
+        );
         let same = chi_square(&owned(&[("a", 5), ("b", 5)]), &owned(&[("b", 5), ("a", 5)]));
         assert_eq!(same.map(|r| r.statistic), Some(0.0));
         assert_eq!(chi_square(&owned(&[("a", 5)]), &owned(&[("a", 7)])), None);
@@ -509,13 +574,18 @@ mod tests {
     fn psi_by_hand() {
         // expected {a:50, b:50}, actual {a:80, b:20}:
         // (0.8-0.5) ln(1.6) + (0.2-0.5) ln(0.4) = 0.3*0.470004 + 0.3*0.916291 = 0.415888.
-        let value =
-            psi_categorical(&owned(&[("a", 50), ("b", 50)]), &owned(&[("a", 80), ("b", 20)]));
+        let value = psi_categorical(
+            &owned(&[("a", 50), ("b", 50)]),
+            &owned(&[("a", 80), ("b", 20)]),
+        );
         assert!(close(value.unwrap(), 0.415888, 1e-5), "{value:?}");
         // A category only one side has counts as epsilon on the other: finite, large.
         let new_category = psi_categorical(&owned(&[("a", 10)]), &owned(&[("a", 5), ("z", 5)]));
         let new_category = new_category.unwrap();
-        assert!(new_category.is_finite() && new_category > 2.0, "{new_category}");
+        assert!(
+            new_category.is_finite() && new_category > 2.0,
+            "{new_category}"
+        );
     }
 
     #[test]
@@ -554,19 +624,23 @@ mod tests {
         (
             0usize..8,
             0.5f64..6.0,
-            prop_oneof![Just(Direction::Spike), Just(Direction::Drop), Just(Direction::Both)],
+            prop_oneof![
+                Just(Direction::Spike),
+                Just(Direction::Drop),
+                Just(Direction::Both)
+            ],
             prop_oneof![Just(0.0), Just(1e-9), Just(1.0)],
             prop_oneof![Just(0.0), Just(0.01), Just(0.5)],
         )
-            .prop_map(|(min_history, zscore_threshold, direction, absolute, relative)| {
-                ScoringParams {
+            .prop_map(
+                |(min_history, zscore_threshold, direction, absolute, relative)| ScoringParams {
                     min_history,
                     zscore_threshold,
                     direction,
                     min_stddev_absolute: absolute,
                     min_stddev_relative: relative,
-                }
-            })
+                },
+            )
     }
 
     proptest! {
