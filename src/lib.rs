@@ -1,5 +1,6 @@
 //! icewatch: data-observability sensors for Apache Iceberg tables.
 
+pub mod catalog;
 pub mod config;
 pub mod history;
 pub mod stats;

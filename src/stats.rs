@@ -1,0 +1,764 @@
+//! Pure statistics: rolling baselines, z-scores with a floored standard deviation, deviation
+//! from a rolling mean, and drift tests (KS, PSI, chi-square). No IO, no async, no clocks: every
+//! function is a deterministic map from numbers to numbers, and never returns NaN or infinity
+//! (when a number cannot be produced, the answer is `None`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ChiSquared, ContinuousCDF};
+
+/// Which side of the baseline counts as an anomaly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Only values above the band (z >= threshold).
+    Spike,
+    /// Only values below the band (z <= -threshold).
+    Drop,
+    /// Either side (|z| >= threshold).
+    Both,
+}
+
+/// How a value is scored against its history.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoringParams {
+    /// Fewer finite history points than this gives no score at all.
+    pub min_history: usize,
+    /// |z| at or beyond this is an anomaly (on the side(s) `direction` selects).
+    pub zscore_threshold: f64,
+    pub direction: Direction,
+    /// The standard deviation used for scoring is never below this.
+    pub min_stddev_absolute: f64,
+    /// ... nor below this fraction of |mean|, so a near-constant series (row counts that are
+    /// exactly 1 000 000 every day, plus or minus a handful) does not turn noise into huge z-scores.
+    pub min_stddev_relative: f64,
+}
+
+impl Default for ScoringParams {
+    fn default() -> Self {
+        ScoringParams {
+            min_history: 5,
+            zscore_threshold: 3.0,
+            direction: Direction::Both,
+            min_stddev_absolute: 1e-9,
+            min_stddev_relative: 0.01,
+        }
+    }
+}
+
+/// Mean and floored sample standard deviation of a history window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Baseline {
+    /// Finite points the baseline was computed from.
+    pub count: usize,
+    pub mean: f64,
+    /// Sample standard deviation, already raised to the floors of [`ScoringParams`].
+    pub stddev: f64,
+}
+
+/// The baseline of `window`, ignoring non-finite points; `None` with fewer than
+/// `params.min_history` finite points (or at least one, whatever `min_history` says).
+pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
+    let (count, mean, m2) = welford(window.iter().copied().filter(|value| value.is_finite()));
+    if count == 0 || count < params.min_history {
+        return None;
+    }
+    let raw_stddev = if count >= 2 {
+        (m2 / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    let floor = params
+        .min_stddev_absolute
+        .max(params.min_stddev_relative * mean.abs())
+        .max(0.0);
+    let stddev = raw_stddev.max(floor);
+    let usable = mean.is_finite() && stddev.is_finite() && stddev > 0.0;
+    usable.then_some(Baseline {
+        count,
+        mean,
+        stddev,
+    })
+}
+
+/// How one value compares with its history.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    pub zscore: f64,
+    pub mean: f64,
+    /// The floored standard deviation the z-score was divided by.
+    pub stddev: f64,
+    /// `mean - threshold * stddev`: the lowest value that is not a drop.
+    pub expected_lower: f64,
+    /// `mean + threshold * stddev`: the highest value that is not a spike.
+    pub expected_upper: f64,
+    pub is_anomaly: bool,
+}
+
+/// Scores `value` against `window`.
+///
+/// `window` must NOT contain `value` itself: the caller scores first and appends to history
+/// afterwards, otherwise a spike pulls its own baseline towards itself and hides.
+///
+/// `None` when `value` is not finite, the window is too short (see [`baseline`]), or a field
+/// would not be a finite number (values near `f64::MAX`).
+pub fn score(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score> {
+    if !value.is_finite() {
+        return None;
+    }
+    let Baseline { mean, stddev, .. } = baseline(window, params)?;
+    let zscore = (value - mean) / stddev;
+    let half_band = params.zscore_threshold * stddev;
+    let expected_lower = mean - half_band;
+    let expected_upper = mean + half_band;
+    if ![zscore, expected_lower, expected_upper]
+        .iter()
+        .all(|number| number.is_finite())
+    {
+        return None;
+    }
+    let threshold = params.zscore_threshold;
+    let is_anomaly = match params.direction {
+        Direction::Spike => zscore >= threshold,
+        Direction::Drop => zscore <= -threshold,
+        Direction::Both => zscore.abs() >= threshold,
+    };
+    Some(Score {
+        zscore,
+        mean,
+        stddev,
+        expected_lower,
+        expected_upper,
+        is_anomaly,
+    })
+}
+
+/// `100 * (value - mean) / |mean|` against the mean of `reference` (non-finite points ignored);
+/// `None` when there is no finite reference point, the mean is 0, or the result is not finite.
+pub fn deviation_percent(value: f64, reference: &[f64]) -> Option<f64> {
+    if !value.is_finite() {
+        return None;
+    }
+    let reference_mean = mean(reference)?;
+    if reference_mean == 0.0 {
+        return None;
+    }
+    let percent = 100.0 * (value - reference_mean) / reference_mean.abs();
+    percent.is_finite().then_some(percent)
+}
+
+/// Arithmetic mean of the finite values; `None` when there are none.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    let (count, mean, _) = welford(values.iter().copied().filter(|value| value.is_finite()));
+    (count > 0 && mean.is_finite()).then_some(mean)
+}
+
+/// Sample (n - 1) standard deviation of the finite values, computed with Welford's update so a
+/// series of large, nearly equal numbers does not cancel catastrophically; `None` with fewer
+/// than two finite values.
+pub fn sample_stddev(values: &[f64]) -> Option<f64> {
+    let (count, _, m2) = welford(values.iter().copied().filter(|value| value.is_finite()));
+    if count < 2 {
+        return None;
+    }
+    let stddev = (m2 / (count - 1) as f64).sqrt();
+    stddev.is_finite().then_some(stddev)
+}
+
+/// (count, mean, sum of squared deviations) in one pass.
+fn welford(values: impl Iterator<Item = f64>) -> (usize, f64, f64) {
+    let mut count = 0usize;
+    let mut mean = 0.0f64;
+    let mut m2 = 0.0f64;
+    for value in values {
+        count += 1;
+        let delta = value - mean;
+        mean += delta / count as f64;
+        m2 += delta * (value - mean);
+    }
+    (count, mean, m2)
+}
+
+fn finite_sorted(values: &[f64]) -> Vec<f64> {
+    let mut sorted: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|value| value.is_finite())
+        .collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+}
+
+/// Result of a two-sample Kolmogorov-Smirnov test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KsResult {
+    /// D = sup |F_a(x) - F_b(x)|, exact.
+    pub statistic: f64,
+    /// Asymptotic p-value (small for different distributions).
+    pub p_value: f64,
+}
+
+/// Two-sample Kolmogorov-Smirnov test; non-finite values are ignored, `None` when either side
+/// has no finite value.
+///
+/// D is exact (ties are stepped over together). The p-value uses the asymptotic Kolmogorov
+/// distribution with the effective sample size `n_e = n_a n_b / (n_a + n_b)` and the
+/// small-sample correction of Numerical Recipes (`kstwo`):
+/// `p = Q_KS((sqrt(n_e) + 0.12 + 0.11 / sqrt(n_e)) * D)`, clamped to [0, 1].
+pub fn ks_two_sample(a: &[f64], b: &[f64]) -> Option<KsResult> {
+    let a = finite_sorted(a);
+    let b = finite_sorted(b);
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let (n_a, n_b) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j) = (0usize, 0usize);
+    let mut statistic = 0.0f64;
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        statistic = statistic.max((i as f64 / n_a - j as f64 / n_b).abs());
+    }
+    let effective = (n_a * n_b / (n_a + n_b)).sqrt();
+    let p_value = kolmogorov_q((effective + 0.12 + 0.11 / effective) * statistic).clamp(0.0, 1.0);
+    Some(KsResult { statistic, p_value })
+}
+
+/// Q_KS(λ) = 2 Σ_{j>=1} (-1)^(j-1) exp(-2 j² λ²), the Kolmogorov survival function
+/// (Numerical Recipes' `probks`): 1 when the series does not converge (λ near 0).
+fn kolmogorov_q(lambda: f64) -> f64 {
+    let a2 = -2.0 * lambda * lambda;
+    let mut sign = 2.0f64;
+    let mut sum = 0.0f64;
+    let mut previous_term = 0.0f64;
+    for j in 1..=100 {
+        let j = f64::from(j);
+        let term = sign * (a2 * j * j).exp();
+        sum += term;
+        if term.abs() <= 0.001 * previous_term || term.abs() <= 1e-8 * sum {
+            return sum;
+        }
+        sign = -sign;
+        previous_term = term.abs();
+    }
+    1.0
+}
+
+/// Proportions below this count as this, so an empty bin contributes a large but finite term.
+const PSI_EPSILON: f64 = 1e-4;
+
+/// Population Stability Index of `actual` against `expected`, with `bins` bins cut at the
+/// quantiles of `expected` (linear interpolation; repeated cut points are merged, so a column
+/// with few distinct values gets fewer bins). Empty bins count as [`PSI_EPSILON`]. Non-finite
+/// values are ignored; `None` when `bins` is 0 or either side has no finite value.
+///
+/// Rule of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 significant shift.
+pub fn psi(expected: &[f64], actual: &[f64], bins: usize) -> Option<f64> {
+    let expected = finite_sorted(expected);
+    let actual = finite_sorted(actual);
+    if bins == 0 || expected.is_empty() || actual.is_empty() {
+        return None;
+    }
+    let mut cuts: Vec<f64> = (1..bins)
+        .map(|bin| quantile_sorted(&expected, bin as f64 / bins as f64))
+        .collect();
+    cuts.dedup();
+    let histogram = |sorted: &[f64]| {
+        let mut counts = vec![0u64; cuts.len() + 1];
+        for value in sorted {
+            counts[cuts.partition_point(|cut| cut < value)] += 1;
+        }
+        counts
+    };
+    let expected_counts = histogram(&expected);
+    let actual_counts = histogram(&actual);
+    let value = psi_from_counts(&expected_counts, &actual_counts)?;
+    value.is_finite().then_some(value)
+}
+
+/// PSI over categories (the union of both sides; repeated names are summed). `None` when either
+/// side has no observations.
+pub fn psi_categorical(expected: &[(String, u64)], actual: &[(String, u64)]) -> Option<f64> {
+    let (expected_counts, actual_counts) = aligned_counts(expected, actual);
+    psi_from_counts(&expected_counts, &actual_counts)
+}
+
+fn psi_from_counts(expected: &[u64], actual: &[u64]) -> Option<f64> {
+    let expected_total: u64 = expected.iter().sum();
+    let actual_total: u64 = actual.iter().sum();
+    if expected_total == 0 || actual_total == 0 {
+        return None;
+    }
+    let value = expected
+        .iter()
+        .zip(actual)
+        .map(|(&expected_count, &actual_count)| {
+            let e = (expected_count as f64 / expected_total as f64).max(PSI_EPSILON);
+            let a = (actual_count as f64 / actual_total as f64).max(PSI_EPSILON);
+            (a - e) * (a / e).ln()
+        })
+        .sum::<f64>();
+    value.is_finite().then_some(value)
+}
+
+/// Linear-interpolation quantile (R type 7, numpy's default) of sorted, non-empty data.
+fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let position = q * (sorted.len() - 1) as f64;
+    let lower = position.floor() as usize;
+    let upper = position.ceil() as usize;
+    let fraction = position - lower as f64;
+    sorted[lower] + (sorted[upper] - sorted[lower]) * fraction
+}
+
+/// Counts of both sides over the union of their categories, in name order.
+fn aligned_counts(expected: &[(String, u64)], actual: &[(String, u64)]) -> (Vec<u64>, Vec<u64>) {
+    let mut table: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (category, count) in expected {
+        let entry = table.entry(category.as_str()).or_default();
+        entry.0 = entry.0.saturating_add(*count);
+    }
+    for (category, count) in actual {
+        let entry = table.entry(category.as_str()).or_default();
+        entry.1 = entry.1.saturating_add(*count);
+    }
+    table.values().map(|&(e, a)| (e, a)).unzip()
+}
+
+/// Result of a chi-square test of homogeneity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChiSquareResult {
+    pub statistic: f64,
+    pub degrees_of_freedom: f64,
+    pub p_value: f64,
+}
+
+/// Chi-square test that two samples of a categorical column come from the same distribution:
+/// a 2 x k contingency table over the union of categories (categories absent from both sides
+/// are dropped), `k - 1` degrees of freedom, no continuity correction. `None` when either
+/// sample is empty or fewer than two categories occur.
+pub fn chi_square(
+    expected_counts: &[(String, u64)],
+    actual_counts: &[(String, u64)],
+) -> Option<ChiSquareResult> {
+    let (expected, actual) = aligned_counts(expected_counts, actual_counts);
+    let columns: Vec<(f64, f64)> = expected
+        .iter()
+        .zip(&actual)
+        .filter(|&(&e, &a)| e > 0 || a > 0)
+        .map(|(&e, &a)| (e as f64, a as f64))
+        .collect();
+    let expected_total: f64 = columns.iter().map(|column| column.0).sum();
+    let actual_total: f64 = columns.iter().map(|column| column.1).sum();
+    if columns.len() < 2 || expected_total == 0.0 || actual_total == 0.0 {
+        return None;
+    }
+    let grand_total = expected_total + actual_total;
+    let statistic: f64 = columns
+        .iter()
+        .map(|&(e, a)| {
+            let column_total = e + a;
+            let e_hat = expected_total * column_total / grand_total;
+            let a_hat = actual_total * column_total / grand_total;
+            (e - e_hat).powi(2) / e_hat + (a - a_hat).powi(2) / a_hat
+        })
+        .sum();
+    let degrees_of_freedom = (columns.len() - 1) as f64;
+    let distribution = ChiSquared::new(degrees_of_freedom).ok()?;
+    let p_value = distribution.sf(statistic).clamp(0.0, 1.0);
+    (statistic.is_finite() && p_value.is_finite()).then_some(ChiSquareResult {
+        statistic,
+        degrees_of_freedom,
+        p_value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn close(actual: f64, expected: f64, tolerance: f64) -> bool {
+        (actual - expected).abs() <= tolerance * expected.abs().max(1.0)
+    }
+
+    fn owned(counts: &[(&str, u64)]) -> Vec<(String, u64)> {
+        counts
+            .iter()
+            .map(|(name, count)| (name.to_string(), *count))
+            .collect()
+    }
+
+    #[test]
+    fn mean_and_stddev_by_hand() {
+        // 2 4 4 4 5 5 7 9: mean 5, squared deviations sum 32, sample variance 32/7.
+        let values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
+        assert_eq!(mean(&values), Some(5.0));
+        assert!(close(
+            sample_stddev(&values).unwrap(),
+            (32.0f64 / 7.0).sqrt(),
+            1e-12
+        ));
+        assert_eq!(mean(&[]), None);
+        assert_eq!(sample_stddev(&[1.0]), None);
+        assert_eq!(mean(&[f64::NAN, 3.0, f64::INFINITY]), Some(3.0));
+    }
+
+    #[test]
+    fn welford_survives_large_offsets() {
+        // Naive sum-of-squares loses everything here; the true sample stddev is 1.
+        let values: Vec<f64> = [-1.0, 0.0, 1.0].iter().map(|d| 1e9 + d).collect();
+        assert!(close(sample_stddev(&values).unwrap(), 1.0, 1e-9));
+    }
+
+    #[test]
+    fn score_by_hand() {
+        // window mean 10, sample stddev sqrt(2.5) = 1.5811; value 16 -> z = 6 / 1.5811 = 3.7947.
+        let window = [8.0, 9.0, 10.0, 11.0, 12.0];
+        let score = score(16.0, &window, &ScoringParams::default()).unwrap();
+        assert!(close(score.zscore, 6.0 / 2.5f64.sqrt(), 1e-12));
+        assert!(close(
+            score.expected_upper,
+            10.0 + 3.0 * 2.5f64.sqrt(),
+            1e-12
+        ));
+        assert!(close(
+            score.expected_lower,
+            10.0 - 3.0 * 2.5f64.sqrt(),
+            1e-12
+        ));
+        assert!(score.is_anomaly);
+    }
+
+    #[test]
+    fn direction_selects_the_side() {
+        let window = [8.0, 9.0, 10.0, 11.0, 12.0];
+        let spike = ScoringParams {
+            direction: Direction::Spike,
+            ..ScoringParams::default()
+        };
+        let drop = ScoringParams {
+            direction: Direction::Drop,
+            ..ScoringParams::default()
+        };
+        assert!(score(20.0, &window, &spike).unwrap().is_anomaly);
+        assert!(!score(0.0, &window, &spike).unwrap().is_anomaly);
+        assert!(score(0.0, &window, &drop).unwrap().is_anomaly);
+        assert!(!score(20.0, &window, &drop).unwrap().is_anomaly);
+    }
+
+    #[test]
+    fn short_history_and_bad_values_give_no_score() {
+        let params = ScoringParams::default();
+        assert_eq!(score(1.0, &[1.0, 2.0, 3.0, 4.0], &params), None);
+        assert_eq!(score(1.0, &[1.0, 2.0, 3.0, 4.0, f64::NAN], &params), None);
+        assert_eq!(score(f64::NAN, &[1.0, 2.0, 3.0, 4.0, 5.0], &params), None);
+        assert_eq!(
+            score(
+                1.0,
+                &[],
+                &ScoringParams {
+                    min_history: 0,
+                    ..params
+                }
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn relative_floor_tames_a_constant_series() {
+        // Row count 1 000 000 every day: sample stddev 0, floor 1% of the mean = 10 000.
+        let window = [1_000_000.0; 10];
+        let params = ScoringParams::default();
+        let quiet = score(1_000_050.0, &window, &params).unwrap();
+        assert!(close(quiet.zscore, 0.005, 1e-12));
+        assert!(!quiet.is_anomaly);
+        let halved = score(500_000.0, &window, &params).unwrap();
+        assert!(close(halved.zscore, -50.0, 1e-12));
+        assert!(halved.is_anomaly);
+    }
+
+    #[test]
+    fn deviation_percent_by_hand() {
+        assert_eq!(deviation_percent(120.0, &[100.0, 100.0]), Some(20.0));
+        assert_eq!(deviation_percent(-150.0, &[-100.0]), Some(-50.0));
+        assert_eq!(deviation_percent(1.0, &[-1.0, 1.0]), None);
+        assert_eq!(deviation_percent(1.0, &[]), None);
+    }
+
+    #[test]
+    fn ks_disjoint_samples() {
+        // D = 1; n_e = 25/10, sqrt = 1.58114; lambda = 1.58114 + 0.12 + 0.11/1.58114 = 1.77071;
+        // Q = 2 (e^{-2 l^2} - e^{-8 l^2} + ...) = 2 * 0.0018934 = 0.0037868 (to 5 digits).
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let b = [6.0, 7.0, 8.0, 9.0, 10.0];
+        let result = ks_two_sample(&a, &b).unwrap();
+        assert_eq!(result.statistic, 1.0);
+        let lambda = 2.5f64.sqrt() + 0.12 + 0.11 / 2.5f64.sqrt();
+        let expected = 2.0 * ((-2.0 * lambda * lambda).exp() - (-8.0 * lambda * lambda).exp());
+        assert!(
+            close(result.p_value, expected, 1e-6),
+            "{result:?} vs {expected}"
+        );
+        assert!(close(result.p_value, 0.0037868, 1e-3), "{result:?}");
+    }
+
+    #[test]
+    fn ks_identical_and_tied_samples() {
+        let a = [1.0, 2.0, 2.0, 3.0];
+        let same = ks_two_sample(&a, &a).unwrap();
+        assert_eq!(same.statistic, 0.0);
+        assert_eq!(same.p_value, 1.0);
+        // a = {1,1,2}, b = {1,2,2}: at x=1, F_a = 2/3, F_b = 1/3 -> D = 1/3 (ties stepped together).
+        let tied = ks_two_sample(&[1.0, 1.0, 2.0], &[1.0, 2.0, 2.0]).unwrap();
+        assert!(close(tied.statistic, 1.0 / 3.0, 1e-12));
+        assert_eq!(ks_two_sample(&[], &[1.0]), None);
+        assert_eq!(ks_two_sample(&[f64::NAN], &[1.0]), None);
+    }
+
+    #[test]
+    fn ks_shifted_halves() {
+        // a = 0..10, b = 5..15 (10 each): D = 0.5 at x = 4. n_e = 5, sqrt = 2.23607,
+        // lambda = (2.23607 + 0.12 + 0.04919) * 0.5 = 1.20263; Q = 2(e^{-2.89264} - e^{-11.5706}
+        // + ...) = 0.1108403 (independently summed in Python).
+        let a: Vec<f64> = (0..10).map(f64::from).collect();
+        let b: Vec<f64> = (5..15).map(f64::from).collect();
+        let result = ks_two_sample(&a, &b).unwrap();
+        assert_eq!(result.statistic, 0.5);
+        assert!(close(result.p_value, 0.1108403, 1e-5), "{result:?}");
+    }
+
+    #[test]
+    fn chi_square_two_by_two() {
+        // [[10, 20], [20, 10]]: every expected cell 15, statistic 4 * 25/15 = 6.6667, df 1,
+        // p = erfc(sqrt(6.6667 / 2)) = 0.0098233.
+        let result = chi_square(
+            &owned(&[("a", 10), ("b", 20)]),
+            &owned(&[("a", 20), ("b", 10)]),
+        )
+        .unwrap();
+        assert!(close(result.statistic, 20.0 / 3.0, 1e-12));
+        assert_eq!(result.degrees_of_freedom, 1.0);
+        assert!(close(result.p_value, 0.0098233, 1e-5), "{result:?}");
+    }
+
+    #[test]
+    fn chi_square_union_of_categories() {
+        // expected {a:30, b:30}, actual {a:30, c:30}: columns a (60), b (30), c (30) of N = 120;
+        // expected cells a 30/30, b 15/15, c 15/15 -> 0 + 0 + 15 + 15 + 15 + 15 = 60, df 2,
+        // p = exp(-60/2) = 9.36e-14 (chi-square with 2 df has survival exp(-x/2)).
+        let result = chi_square(
+            &owned(&[("a", 30), ("b", 30)]),
+            &owned(&[("a", 30), ("c", 30)]),
+        )
+        .unwrap();
+        assert!(close(result.statistic, 60.0, 1e-12));
+        assert_eq!(result.degrees_of_freedom, 2.0);
+        assert!(
+            (result.p_value - (-30.0f64).exp()).abs() < 1e-15,
+            "{result:?}"
+        );
+        let same = chi_square(&owned(&[("a", 5), ("b", 5)]), &owned(&[("b", 5), ("a", 5)]));
+        assert_eq!(same.map(|r| r.statistic), Some(0.0));
+        assert_eq!(chi_square(&owned(&[("a", 5)]), &owned(&[("a", 7)])), None);
+        assert_eq!(chi_square(&owned(&[]), &owned(&[("a", 7), ("b", 1)])), None);
+    }
+
+    #[test]
+    fn psi_by_hand() {
+        // expected {a:50, b:50}, actual {a:80, b:20}:
+        // (0.8-0.5) ln(1.6) + (0.2-0.5) ln(0.4) = 0.3*0.470004 + 0.3*0.916291 = 0.415888.
+        let value = psi_categorical(
+            &owned(&[("a", 50), ("b", 50)]),
+            &owned(&[("a", 80), ("b", 20)]),
+        );
+        assert!(close(value.unwrap(), 0.415888, 1e-5), "{value:?}");
+        // A category only one side has counts as epsilon on the other: finite, large.
+        let new_category = psi_categorical(&owned(&[("a", 10)]), &owned(&[("a", 5), ("z", 5)]));
+        let new_category = new_category.unwrap();
+        assert!(
+            new_category.is_finite() && new_category > 2.0,
+            "{new_category}"
+        );
+    }
+
+    #[test]
+    fn psi_numeric_quantile_bins() {
+        // expected 1..=100, 4 bins: cuts at 25.75, 50.5, 75.25 -> 25/25/25/25.
+        let expected: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!(psi(&expected, &expected, 4).unwrap().abs() < 1e-12);
+        // actual all in the top bin: 3 * (1e-4 - 0.25) ln(1e-4/0.25) + (1 - 0.25) ln(4).
+        let actual = vec![90.0; 40];
+        let by_hand = 3.0 * (1e-4 - 0.25) * (1e-4f64 / 0.25).ln() + 0.75 * 4.0f64.ln();
+        assert!(close(psi(&expected, &actual, 4).unwrap(), by_hand, 1e-12));
+        assert_eq!(psi(&expected, &actual, 0), None);
+        assert_eq!(psi(&[], &actual, 4), None);
+        // Constant expected: every cut merges into one; values above it land in the upper bin.
+        let constant = vec![5.0; 10];
+        assert!(psi(&constant, &constant, 10).unwrap().abs() < 1e-12);
+        assert!(psi(&constant, &[6.0; 10], 10).unwrap() > 1.0);
+    }
+
+    fn finite() -> impl Strategy<Value = f64> {
+        -1e12f64..1e12f64
+    }
+
+    fn any_f64() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => finite(),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::MAX),
+            1 => Just(-f64::MAX),
+            1 => Just(0.0),
+        ]
+    }
+
+    fn params() -> impl Strategy<Value = ScoringParams> {
+        (
+            0usize..8,
+            0.5f64..6.0,
+            prop_oneof![
+                Just(Direction::Spike),
+                Just(Direction::Drop),
+                Just(Direction::Both)
+            ],
+            prop_oneof![Just(0.0), Just(1e-9), Just(1.0)],
+            prop_oneof![Just(0.0), Just(0.01), Just(0.5)],
+        )
+            .prop_map(
+                |(min_history, zscore_threshold, direction, absolute, relative)| ScoringParams {
+                    min_history,
+                    zscore_threshold,
+                    direction,
+                    min_stddev_absolute: absolute,
+                    min_stddev_relative: relative,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn every_field_is_finite(
+            value in any_f64(),
+            window in prop::collection::vec(any_f64(), 0..40),
+            params in params(),
+        ) {
+            if let Some(score) = score(value, &window, &params) {
+                for field in [score.zscore, score.mean, score.stddev, score.expected_lower, score.expected_upper] {
+                    prop_assert!(field.is_finite(), "{score:?}");
+                }
+                prop_assert!(score.stddev > 0.0);
+            }
+            if let Some(deviation) = deviation_percent(value, &window) {
+                prop_assert!(deviation.is_finite());
+            }
+            if let Some(stddev) = sample_stddev(&window) {
+                prop_assert!(stddev.is_finite() && stddev >= 0.0);
+            }
+        }
+
+        #[test]
+        fn short_history_gives_none(
+            value in finite(),
+            window in prop::collection::vec(finite(), 0..5),
+        ) {
+            prop_assert_eq!(score(value, &window, &ScoringParams::default()), None);
+        }
+
+        #[test]
+        fn constant_history_with_a_wobble_is_quiet(
+            level in prop_oneof![1e-3f64..1e12, -1e12f64..-1e-3],
+            wobble in prop::collection::vec(-1e-4f64..1e-4, 5..40),
+            step in -1e-4f64..1e-4,
+        ) {
+            // Wobbles of up to 0.01% of the level stay far inside a 1%-of-mean floor.
+            let window: Vec<f64> = wobble.iter().map(|w| level * (1.0 + w)).collect();
+            let score = score(level * (1.0 + step), &window, &ScoringParams::default()).unwrap();
+            prop_assert!(score.zscore.abs() < 0.05, "{score:?}");
+            prop_assert!(!score.is_anomaly);
+        }
+
+        #[test]
+        fn zscore_invariant_under_shift_and_positive_scale(
+            window in prop::collection::vec(-1e3f64..1e3, 5..30),
+            value in -1e4f64..1e4,
+            shift in -1e4f64..1e4,
+            scale in 1e-2f64..1e2,
+        ) {
+            // Floors are absolute/relative by design; keep them out of the way for this property.
+            let params = ScoringParams { min_stddev_absolute: 1e-12, min_stddev_relative: 0.0, ..ScoringParams::default() };
+            prop_assume!(sample_stddev(&window).unwrap() > 1e-3);
+            let original = score(value, &window, &params).unwrap();
+            let moved: Vec<f64> = window.iter().map(|x| x * scale + shift).collect();
+            let transformed = score(value * scale + shift, &moved, &params).unwrap();
+            prop_assert!((original.zscore - transformed.zscore).abs() <= 1e-6 * original.zscore.abs().max(1.0),
+                "{original:?} vs {transformed:?}");
+            if (original.zscore.abs() - params.zscore_threshold).abs() > 1e-6 {
+                prop_assert_eq!(original.is_anomaly, transformed.is_anomaly);
+            }
+        }
+
+        #[test]
+        fn negation_flips_the_sign(
+            window in prop::collection::vec(-1e6f64..1e6, 5..30),
+            value in -1e7f64..1e7,
+            params in params(),
+        ) {
+            let negated: Vec<f64> = window.iter().map(|x| -x).collect();
+            let original = score(value, &window, &params);
+            let flipped = score(-value, &negated, &params);
+            prop_assert_eq!(original.is_some(), flipped.is_some());
+            if let (Some(original), Some(flipped)) = (original, flipped) {
+                prop_assert!((original.zscore + flipped.zscore).abs() <= 1e-9 * original.zscore.abs().max(1.0));
+            }
+        }
+
+        #[test]
+        fn bounds_contain_the_mean(
+            window in prop::collection::vec(finite(), 1..30),
+            value in finite(),
+            params in params(),
+        ) {
+            if let Some(score) = score(value, &window, &params) {
+                prop_assert!(score.expected_lower <= score.mean && score.mean <= score.expected_upper);
+            }
+        }
+
+        #[test]
+        fn drift_statistics_are_in_range(
+            a in prop::collection::vec(any_f64(), 0..60),
+            b in prop::collection::vec(any_f64(), 0..60),
+            bins in 0usize..12,
+        ) {
+            if let Some(ks) = ks_two_sample(&a, &b) {
+                prop_assert!((0.0..=1.0).contains(&ks.statistic), "{ks:?}");
+                prop_assert!((0.0..=1.0).contains(&ks.p_value), "{ks:?}");
+            }
+            if let Some(value) = psi(&a, &b, bins) {
+                prop_assert!(value.is_finite() && value >= 0.0, "{value}");
+            }
+        }
+
+        #[test]
+        fn categorical_tests_are_in_range(
+            expected in prop::collection::vec(("[a-e]", 0u64..1000), 0..8),
+            actual in prop::collection::vec(("[a-e]", 0u64..1000), 0..8),
+        ) {
+            if let Some(result) = chi_square(&expected, &actual) {
+                prop_assert!(result.statistic.is_finite() && result.statistic >= 0.0);
+                prop_assert!((0.0..=1.0).contains(&result.p_value));
+                prop_assert!(result.degrees_of_freedom >= 1.0);
+            }
+            if let Some(value) = psi_categorical(&expected, &actual) {
+                prop_assert!(value.is_finite() && value >= 0.0);
+            }
+        }
+    }
+}
