@@ -1,0 +1,153 @@
+//! The table's commit history as the freshness and volume sensors need it: the current
+//! branch's snapshots in commit order, each with its operation and summary counts, and which
+//! of them changed data (a compaction or a metadata-only commit did not).
+
+use iceberg::spec::{Operation, TableMetadata};
+
+/// One snapshot of the current branch, with the counts of its summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    pub snapshot_id: i64,
+    pub sequence_number: i64,
+    pub timestamp_ms: i64,
+    pub operation: CommitOperation,
+    pub schema_id: Option<i32>,
+    pub added_records: Option<u64>,
+    pub deleted_records: Option<u64>,
+    pub total_records: Option<u64>,
+    pub added_files: Option<u64>,
+    pub deleted_files: Option<u64>,
+    pub total_files: Option<u64>,
+    pub added_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+    /// Rows removed through delete files (merge-on-read), when the summary says.
+    pub added_delete_records: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitOperation {
+    Append,
+    Overwrite,
+    Delete,
+    Replace,
+}
+
+impl CommitOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitOperation::Append => "append",
+            CommitOperation::Overwrite => "overwrite",
+            CommitOperation::Delete => "delete",
+            CommitOperation::Replace => "replace",
+        }
+    }
+}
+
+impl Commit {
+    /// Whether this commit changed the table's data: an append, overwrite or delete that added
+    /// or removed records. A `replace` (compaction) never does; nor does a commit that touched
+    /// no records. When a writer leaves the record counts out, changed files count instead.
+    pub fn is_data_change(&self) -> bool {
+        if self.operation == CommitOperation::Replace {
+            return false;
+        }
+        let records = self.added_records.unwrap_or(0)
+            + self.deleted_records.unwrap_or(0)
+            + self.added_delete_records.unwrap_or(0);
+        if self.added_records.is_some() || self.deleted_records.is_some() {
+            return records > 0;
+        }
+        self.added_files.unwrap_or(0) + self.deleted_files.unwrap_or(0) > 0
+    }
+
+    /// An append: the rows it added are new data (for overwrites they are mostly rewritten rows).
+    pub fn is_append(&self) -> bool {
+        self.operation == CommitOperation::Append
+    }
+}
+
+/// The current branch's snapshots, oldest first: the ancestry of the current snapshot (a
+/// branch or an audit snapshot that was never published is not the table's history). Where
+/// the ancestry is broken by expired snapshots, it stops there.
+pub fn commits(metadata: &TableMetadata) -> Vec<Commit> {
+    let mut chain = Vec::new();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(snapshot_id) = next {
+        let Some(snapshot) = metadata.snapshot_by_id(snapshot_id) else { break };
+        chain.push(commit_of(snapshot));
+        next = snapshot.parent_snapshot_id();
+        if chain.len() > metadata.snapshots().len() {
+            break; // a parent cycle in corrupt metadata
+        }
+    }
+    chain.reverse();
+    chain
+}
+
+fn commit_of(snapshot: &iceberg::spec::Snapshot) -> Commit {
+    let summary = snapshot.summary();
+    let count = |key: &str| -> Option<u64> {
+        summary.additional_properties.get(key).and_then(|value| value.trim().parse().ok())
+    };
+    let operation = match summary.operation {
+        Operation::Append => CommitOperation::Append,
+        Operation::Overwrite => CommitOperation::Overwrite,
+        Operation::Delete => CommitOperation::Delete,
+        Operation::Replace => CommitOperation::Replace,
+    };
+    let delete_records = match (count("added-position-deletes"), count("added-equality-deletes")) {
+        (None, None) => None,
+        (position, equality) => Some(position.unwrap_or(0) + equality.unwrap_or(0)),
+    };
+    Commit {
+        snapshot_id: snapshot.snapshot_id(),
+        sequence_number: snapshot.sequence_number(),
+        timestamp_ms: snapshot.timestamp_ms(),
+        operation,
+        schema_id: snapshot.schema_id(),
+        added_records: count("added-records"),
+        deleted_records: count("deleted-records"),
+        total_records: count("total-records"),
+        added_files: count("added-data-files"),
+        deleted_files: count("deleted-data-files"),
+        total_files: count("total-data-files"),
+        added_bytes: count("added-files-size"),
+        total_bytes: count("total-files-size"),
+        added_delete_records: delete_records,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(operation: CommitOperation, added: Option<u64>, deleted: Option<u64>) -> Commit {
+        Commit {
+            snapshot_id: 1,
+            sequence_number: 1,
+            timestamp_ms: 0,
+            operation,
+            schema_id: None,
+            added_records: added,
+            deleted_records: deleted,
+            total_records: None,
+            added_files: None,
+            deleted_files: None,
+            total_files: None,
+            added_bytes: None,
+            total_bytes: None,
+            added_delete_records: None,
+        }
+    }
+
+    #[test]
+    fn compactions_and_empty_commits_are_not_data_changes() {
+        assert!(commit(CommitOperation::Append, Some(10), None).is_data_change());
+        assert!(commit(CommitOperation::Delete, None, Some(3)).is_data_change());
+        assert!(commit(CommitOperation::Overwrite, Some(5), Some(5)).is_data_change());
+        assert!(!commit(CommitOperation::Replace, Some(100), Some(100)).is_data_change());
+        assert!(!commit(CommitOperation::Append, Some(0), None).is_data_change());
+        assert!(!commit(CommitOperation::Overwrite, None, None).is_data_change());
+    }
+}
