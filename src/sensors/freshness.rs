@@ -1,0 +1,497 @@
+//! Freshness: how long since the table's data last changed, read from the snapshot log (no data
+//! scan). Compactions and metadata-only commits do not count. Optionally the event-time lag of a
+//! timestamp column, from manifest upper bounds (scanning only files that have none), and the
+//! commit cadence: the current gap since the last data commit against past inter-commit gaps.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use futures::TryStreamExt;
+use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, PrimitiveLiteral, PrimitiveType, Type};
+use iceberg::table::Table;
+
+use super::snapshots::{Commit, commits};
+use super::{Evaluation, SensorError, Status, WindowRequest, Windows, human_seconds};
+use crate::config::{FreshnessConfig, SensorKind};
+use crate::history::{Point, SeriesKey};
+use crate::stats::{Direction, ScoringParams, score};
+
+/// History series names of this sensor.
+pub const COMMIT_GAP: &str = "commit_gap_seconds";
+
+/// What the freshness sensor saw.
+#[derive(Clone, Debug)]
+pub struct FreshnessObservation {
+    pub now_ms: i64,
+    /// The newest commit that changed data, if the table ever had one.
+    pub last_data_commit: Option<Commit>,
+    /// Data-changing commits, oldest first: (snapshot id, commit time).
+    pub data_commits: Vec<(i64, i64)>,
+    /// The newest snapshot of any kind (a compaction after the last data commit shows here).
+    pub last_commit: Option<Commit>,
+    pub event_time: Option<EventTime>,
+}
+
+/// The max of the event-time column and how it was obtained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventTime {
+    pub column: String,
+    pub max_ms: i64,
+    /// Files whose bound came from the manifests, and files that had to be scanned.
+    pub files_from_metadata: usize,
+    pub files_scanned: usize,
+}
+
+impl FreshnessObservation {
+    pub fn age_seconds(&self) -> Option<f64> {
+        self.last_data_commit
+            .as_ref()
+            .map(|commit| ((self.now_ms - commit.timestamp_ms) as f64 / 1000.0).max(0.0))
+    }
+
+    pub fn event_time_lag_seconds(&self) -> Option<f64> {
+        self.event_time.as_ref().map(|event| (self.now_ms - event.max_ms) as f64 / 1000.0)
+    }
+}
+
+/// Per-manifest max of a column's upper bounds. Manifest files are immutable, so a manifest
+/// read once never needs reading again: each run reads only manifests it has not seen, which
+/// are those written since the last check.
+#[derive(Debug, Default)]
+pub struct ManifestBoundsCache {
+    /// (manifest path, field id) → (max upper bound in ms, data files without a bound).
+    entries: Mutex<HashMap<(String, i32), ManifestBounds>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ManifestBounds {
+    max_ms: Option<i64>,
+    files_with_bound: usize,
+    files_without_bound: Vec<String>,
+}
+
+pub async fn observe(
+    table: &Table,
+    table_name: &str,
+    config: &FreshnessConfig,
+    now_ms: i64,
+    cache: &ManifestBoundsCache,
+) -> Result<FreshnessObservation, SensorError> {
+    let history = commits(table.metadata());
+    let data: Vec<&Commit> = history.iter().filter(|commit| commit.is_data_change()).collect();
+    let event_time = match &config.timestamp_column {
+        Some(column) => max_event_time(table, table_name, column, cache).await?,
+        None => None,
+    };
+    Ok(FreshnessObservation {
+        now_ms,
+        last_data_commit: data.last().map(|commit| (*commit).clone()),
+        data_commits: data.iter().map(|commit| (commit.snapshot_id, commit.timestamp_ms)).collect(),
+        last_commit: history.last().cloned(),
+        event_time,
+    })
+}
+
+/// Inter-commit gaps, one point per data commit after the first: backfilled from the snapshot
+/// log, so the cadence has a history on first sight.
+pub fn series(table_name: &str, observation: &FreshnessObservation) -> Vec<Point> {
+    let key = gap_series(table_name);
+    observation
+        .data_commits
+        .windows(2)
+        .map(|pair| Point {
+            series: key.clone(),
+            observed_at_ms: pair[1].1,
+            snapshot_id: Some(pair[1].0),
+            value: ((pair[1].1 - pair[0].1) as f64 / 1000.0).max(0.0),
+        })
+        .collect()
+}
+
+pub fn gap_series(table_name: &str) -> SeriesKey {
+    SeriesKey::new(table_name, SensorKind::Freshness.as_str(), COMMIT_GAP, &[])
+}
+
+/// The gaps the cadence score needs: the `window` newest before now.
+pub fn window_requests(table_name: &str, config: &FreshnessConfig, observation: &FreshnessObservation) -> Vec<WindowRequest> {
+    vec![WindowRequest {
+        series: gap_series(table_name),
+        before_ms: observation.now_ms + 1,
+        limit: config.settings.window,
+        since_ms: None,
+    }]
+}
+
+pub fn judge(table_name: &str, config: &FreshnessConfig, observation: &FreshnessObservation, windows: &Windows) -> Vec<Evaluation> {
+    let kind = SensorKind::Freshness;
+    let Some(last) = &observation.last_data_commit else {
+        let message = match &observation.last_commit {
+            Some(commit) => format!(
+                "no data-changing commit in the table's history (latest commit is a `{}` that changed no records)",
+                commit.operation.as_str()
+            ),
+            None => "the table has no snapshot: it never received data".to_string(),
+        };
+        return vec![Evaluation::new(table_name, kind, "freshness_seconds", Status::Critical, message)];
+    };
+    let age = observation.age_seconds().unwrap_or(0.0);
+    let mut results = Vec::new();
+
+    let (status, verdict) = threshold_status(age, config);
+    let mut message = format!(
+        "last data commit ({}) {} ago{}",
+        last.operation.as_str(),
+        human_seconds(age),
+        verdict
+    );
+    if let Some(latest) = &observation.last_commit
+        && latest.snapshot_id != last.snapshot_id
+    {
+        message.push_str(&format!(
+            "; newer `{}` commit(s) since then changed no data",
+            latest.operation.as_str()
+        ));
+    }
+    let mut freshness = Evaluation::new(table_name, kind, "freshness_seconds", status, message)
+        .with_value(age)
+        .at(last.timestamp_ms, Some(last.snapshot_id));
+    if let Some(warn) = config.warn_after {
+        freshness.expected_lower = Some(0.0);
+        freshness.expected_upper = Some(warn.as_secs_f64());
+    }
+    results.push(freshness);
+
+    results.push(judge_cadence(table_name, config, observation, windows, age, status));
+
+    if let (Some(event), Some(lag)) = (&observation.event_time, observation.event_time_lag_seconds()) {
+        let (status, verdict) = threshold_status(lag, config);
+        let source = if event.files_scanned == 0 {
+            "from manifest bounds, no data scanned".to_string()
+        } else {
+            format!("{} file(s) from manifest bounds, {} scanned", event.files_from_metadata, event.files_scanned)
+        };
+        let mut lag_result = Evaluation::new(
+            table_name,
+            kind,
+            "event_time_lag_seconds",
+            status,
+            format!("newest `{}` is {} old{verdict} ({source})", event.column, human_seconds(lag)),
+        )
+        .with_value(lag)
+        .at(observation.now_ms, None);
+        lag_result.column = Some(event.column.clone());
+        results.push(lag_result);
+    }
+    results
+}
+
+/// Status of an age against `warn_after` / `critical_after`, and the words that explain it.
+fn threshold_status(age_seconds: f64, config: &FreshnessConfig) -> (Status, String) {
+    if let Some(critical) = config.critical_after
+        && age_seconds > critical.as_secs_f64()
+    {
+        return (Status::Critical, format!(", over critical_after {}", human_seconds(critical.as_secs_f64())));
+    }
+    if let Some(warn) = config.warn_after
+        && age_seconds > warn.as_secs_f64()
+    {
+        return (Status::Warning, format!(", over warn_after {}", human_seconds(warn.as_secs_f64())));
+    }
+    match config.warn_after {
+        Some(warn) => (Status::Ok, format!(", within warn_after {}", human_seconds(warn.as_secs_f64()))),
+        None => (Status::Ok, String::new()),
+    }
+}
+
+/// The current open gap since the last data commit, scored against past gaps (spikes only:
+/// committing sooner than usual is not a problem).
+fn judge_cadence(
+    table_name: &str,
+    config: &FreshnessConfig,
+    observation: &FreshnessObservation,
+    windows: &Windows,
+    age: f64,
+    threshold_status: Status,
+) -> Evaluation {
+    let gaps: Vec<f64> = windows
+        .get(&gap_series(table_name))
+        .map(|points| points.iter().map(|point| point.value).collect())
+        .unwrap_or_default();
+    let params = ScoringParams {
+        min_history: config.settings.min_history,
+        zscore_threshold: config.settings.zscore_threshold,
+        direction: Direction::Spike,
+        ..ScoringParams::default()
+    };
+    let scored = score(age, &gaps, &params);
+    let (status, message) = match &scored {
+        None => (
+            Status::InsufficientHistory,
+            format!("{} past commit gap(s), need {} to score the cadence", gaps.len(), params.min_history),
+        ),
+        Some(score) if score.is_anomaly && threshold_status == Status::Ok && config.warn_after.is_some() => (
+            Status::Ok,
+            format!(
+                "no commit for {}, later than the usual {} (z={:.1}), but within warn_after",
+                human_seconds(age),
+                human_seconds(score.mean),
+                score.zscore
+            ),
+        ),
+        Some(score) if score.is_anomaly => (
+            Status::Warning,
+            format!(
+                "no commit for {}, the table usually commits every {} (z={:.1})",
+                human_seconds(age),
+                human_seconds(score.mean),
+                score.zscore
+            ),
+        ),
+        Some(score) => (
+            Status::Ok,
+            format!("commit cadence as usual: {} since the last, typically {}", human_seconds(age), human_seconds(score.mean)),
+        ),
+    };
+    Evaluation::new(table_name, SensorKind::Freshness, "commit_gap_seconds", status, message)
+        .with_value(age)
+        .with_score(scored.as_ref())
+        .at(observation.now_ms, None)
+}
+
+/// Max of `column` over the current snapshot's live data files: upper bounds from manifests,
+/// and a scan of only the files whose manifest entry has no bound.
+async fn max_event_time(
+    table: &Table,
+    table_name: &str,
+    column: &str,
+    cache: &ManifestBoundsCache,
+) -> Result<Option<EventTime>, SensorError> {
+    let schema = table.metadata().current_schema();
+    let field = schema.field_by_name(column).ok_or_else(|| SensorError::ColumnNotFound {
+        table: table_name.to_string(),
+        column: column.to_string(),
+    })?;
+    let Type::Primitive(primitive) = field.field_type.as_ref() else {
+        return Err(SensorError::ColumnNotFound {
+            table: table_name.to_string(),
+            column: format!("{column}` is not a date or timestamp column (it is `{}`", field.field_type),
+        });
+    };
+    if to_millis(primitive, &PrimitiveLiteral::Long(0)).is_none() {
+        return Err(SensorError::ColumnNotFound {
+            table: table_name.to_string(),
+            column: format!("{column}` is not a date or timestamp column (it is `{primitive}`"),
+        });
+    }
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(None);
+    };
+    let metadata_error = |source: iceberg::Error| SensorError::Metadata { table: table_name.to_string(), source };
+    let manifest_list = table.manifest_list_reader(snapshot).load().await.map_err(metadata_error)?;
+
+    let mut max_ms: Option<i64> = None;
+    let mut files_from_metadata = 0;
+    let mut unbounded_files: HashSet<String> = HashSet::new();
+    let mut live_keys = HashSet::new();
+    for manifest_file in manifest_list.entries() {
+        if manifest_file.content != ManifestContentType::Data {
+            continue;
+        }
+        let key = (manifest_file.manifest_path.clone(), field.id);
+        live_keys.insert(key.clone());
+        let cached = cache.entries.lock().ok().and_then(|entries| entries.get(&key).cloned());
+        let bounds = match cached {
+            Some(bounds) => bounds,
+            None => {
+                let manifest = manifest_file.load_manifest(table.file_io()).await.map_err(metadata_error)?;
+                let mut bounds = ManifestBounds::default();
+                for entry in manifest.entries() {
+                    if entry.status() == ManifestStatus::Deleted
+                        || entry.content_type() != DataContentType::Data
+                    {
+                        continue;
+                    }
+                    let file = entry.data_file();
+                    match file.upper_bounds().get(&field.id).and_then(|datum| to_millis(primitive, datum.literal())) {
+                        Some(upper) => {
+                            bounds.files_with_bound += 1;
+                            bounds.max_ms = Some(bounds.max_ms.map_or(upper, |max| max.max(upper)));
+                        }
+                        None if file.record_count() > 0 => bounds.files_without_bound.push(file.file_path().to_string()),
+                        None => {}
+                    }
+                }
+                if let Ok(mut entries) = cache.entries.lock() {
+                    entries.insert(key, bounds.clone());
+                }
+                bounds
+            }
+        };
+        files_from_metadata += bounds.files_with_bound;
+        if let Some(upper) = bounds.max_ms {
+            max_ms = Some(max_ms.map_or(upper, |max| max.max(upper)));
+        }
+        unbounded_files.extend(bounds.files_without_bound);
+    }
+    // Forget manifests of this table and column that are no longer part of the table.
+    if let Ok(mut entries) = cache.entries.lock() {
+        entries.retain(|key, _| key.1 != field.id || live_keys.contains(key) || !key.0.starts_with(table.metadata().location()));
+    }
+
+    let files_scanned = unbounded_files.len();
+    if !unbounded_files.is_empty() {
+        if let Some(scanned) = scan_max(table, table_name, column, &unbounded_files).await? {
+            max_ms = Some(max_ms.map_or(scanned, |max| max.max(scanned)));
+        }
+    }
+    Ok(max_ms.map(|max_ms| EventTime { column: column.to_string(), max_ms, files_from_metadata, files_scanned }))
+}
+
+/// Milliseconds since the epoch of a date/timestamp literal of `primitive`.
+fn to_millis(primitive: &PrimitiveType, literal: &PrimitiveLiteral) -> Option<i64> {
+    match (primitive, literal) {
+        (PrimitiveType::Timestamp | PrimitiveType::Timestamptz, PrimitiveLiteral::Long(micros)) => Some(micros.div_euclid(1000)),
+        (PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs, PrimitiveLiteral::Long(nanos)) => Some(nanos.div_euclid(1_000_000)),
+        (PrimitiveType::Date, PrimitiveLiteral::Int(days)) => Some(*days as i64 * 86_400_000),
+        (PrimitiveType::Date, PrimitiveLiteral::Long(days)) => Some(days * 86_400_000),
+        _ => None,
+    }
+}
+
+/// Reads `column` from just `files` of the current snapshot and returns its max in ms.
+async fn scan_max(table: &Table, table_name: &str, column: &str, files: &HashSet<String>) -> Result<Option<i64>, SensorError> {
+    let scan_error = |source: iceberg::Error| SensorError::Scan { table: table_name.to_string(), source: Box::new(source) };
+    let scan = table.scan().select([column]).build().map_err(scan_error)?;
+    let tasks: Vec<_> = scan
+        .plan_files()
+        .await
+        .map_err(scan_error)?
+        .try_filter(|task| futures::future::ready(files.contains(task.data_file_path())))
+        .try_collect()
+        .await
+        .map_err(scan_error)?;
+    let stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
+    let batches: Vec<_> = table
+        .reader_builder()
+        .build()
+        .read(stream)
+        .map_err(scan_error)?
+        .stream()
+        .try_collect()
+        .await
+        .map_err(scan_error)?;
+    let mut max_ms: Option<i64> = None;
+    for batch in batches {
+        if let Some(values) = batch.column_by_name(column)
+            && let Some(batch_max) = array_max_ms(values)
+        {
+            max_ms = Some(max_ms.map_or(batch_max, |max| max.max(batch_max)));
+        }
+    }
+    Ok(max_ms)
+}
+
+fn array_max_ms(values: &ArrayRef) -> Option<i64> {
+    use datafusion::arrow::datatypes::{
+        Date32Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    let max = |iter: &mut dyn Iterator<Item = Option<i64>>| iter.flatten().max();
+    match values.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            max(&mut values.as_primitive::<TimestampMicrosecondType>().iter().map(|value| value.map(|v| v.div_euclid(1000))))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            max(&mut values.as_primitive::<TimestampNanosecondType>().iter().map(|value| value.map(|v| v.div_euclid(1_000_000))))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => max(&mut values.as_primitive::<TimestampMillisecondType>().iter()),
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            max(&mut values.as_primitive::<TimestampSecondType>().iter().map(|value| value.map(|v| v * 1000)))
+        }
+        DataType::Date32 => {
+            max(&mut values.as_primitive::<Date32Type>().iter().map(|value| value.map(|days| days as i64 * 86_400_000)))
+        }
+        _ => None,
+    }
+    .filter(|_| values.len() > values.null_count())
+}
+
+use futures::StreamExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensors::snapshots::CommitOperation;
+
+    fn commit(snapshot_id: i64, timestamp_ms: i64, operation: CommitOperation, added: u64) -> Commit {
+        Commit {
+            snapshot_id,
+            sequence_number: snapshot_id,
+            timestamp_ms,
+            operation,
+            schema_id: None,
+            added_records: Some(added),
+            deleted_records: None,
+            total_records: None,
+            added_files: None,
+            deleted_files: None,
+            total_files: None,
+            added_bytes: None,
+            total_bytes: None,
+            added_delete_records: None,
+        }
+    }
+
+    fn config(warn: u64, critical: u64) -> FreshnessConfig {
+        let text = format!(
+            "[catalog]\ntype = \"sql\"\nuri = \"sqlite://c.db\"\nwarehouse = \"w\"\n[tables.\"a.b\".freshness]\nwarn_after = \"{warn}s\"\ncritical_after = \"{critical}s\"\n"
+        );
+        let config = crate::config::Config::from_str(&text, std::path::Path::new("/tmp/s.toml")).unwrap();
+        config.tables[0].freshness.clone().unwrap()
+    }
+
+    #[test]
+    fn age_is_judged_against_thresholds() {
+        let config = config(120, 900);
+        let observation = |age_s: i64| FreshnessObservation {
+            now_ms: 1_000_000_000,
+            last_data_commit: Some(commit(1, 1_000_000_000 - age_s * 1000, CommitOperation::Append, 10)),
+            data_commits: vec![(1, 1_000_000_000 - age_s * 1000)],
+            last_commit: None,
+            event_time: None,
+        };
+        let status = |age| judge("a.b", &config, &observation(age), &Windows::new())[0].status;
+        assert_eq!(status(60), Status::Ok);
+        assert_eq!(status(121), Status::Warning);
+        assert_eq!(status(901), Status::Critical);
+    }
+
+    #[test]
+    fn a_table_without_data_commits_is_critical() {
+        let observation = FreshnessObservation {
+            now_ms: 0,
+            last_data_commit: None,
+            data_commits: vec![],
+            last_commit: Some(commit(1, 0, CommitOperation::Replace, 0)),
+            event_time: None,
+        };
+        let results = judge("a.b", &config(1, 2), &observation, &Windows::new());
+        assert_eq!(results[0].status, Status::Critical);
+        assert!(results[0].message.contains("replace"), "{}", results[0].message);
+    }
+
+    #[test]
+    fn gaps_are_one_per_data_commit_after_the_first() {
+        let observation = FreshnessObservation {
+            now_ms: 0,
+            last_data_commit: None,
+            data_commits: vec![(1, 0), (2, 60_000), (3, 180_000)],
+            last_commit: None,
+            event_time: None,
+        };
+        let points = series("a.b", &observation);
+        assert_eq!(points.iter().map(|point| point.value).collect::<Vec<_>>(), vec![60.0, 120.0]);
+        assert_eq!(points[1].snapshot_id, Some(3));
+    }
+}
