@@ -525,6 +525,9 @@ fn postgres_round_trip_survives_reopen() {
     let server = PostgresServer::start(&bindir);
     runtime().block_on(async {
         let store = server.open().await;
+        let shown = format!("{store:?} {}", store.location());
+        assert!(shown.contains("postgres:***@127.0.0.1"), "{shown}");
+        assert!(!shown.contains(&server.password), "{shown}");
         write_and_check(&store).await;
         store.close().await;
         // A second open runs the (idempotent) migration again and sees everything.
