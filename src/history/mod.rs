@@ -244,7 +244,7 @@ pub enum HistoryError {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
@@ -268,11 +268,21 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
 const POOL_SIZE: u32 = 4;
 
 /// A handle to the history store; cloning is cheap (the pool is shared).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HistoryStore {
     backend: Backend,
     /// Redacted, for error messages.
     location: Arc<str>,
+}
+
+impl fmt::Debug for HistoryStore {
+    /// Only the redacted location: pool internals could carry connection options.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("HistoryStore")
+            .field("location", &self.location)
+            .finish()
+    }
 }
 
 type PointRow = (i64, Option<i64>, f64);

@@ -1,0 +1,556 @@
+//! The history store on real databases: round trips through a SQLite file and through a
+//! throwaway PostgreSQL server, reopening to prove durability, and a writer killed with SIGKILL
+//! at random moments that must never lose a committed batch nor leave half of one.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use icewatch::history::*;
+use serde_json::json;
+
+use crate::common::{ChildGuard, free_port};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn trades(metric: &str, labels: &[(&str, &str)]) -> SeriesKey {
+    SeriesKey::new("bronze.raw_trades", "volume", metric, labels)
+}
+
+fn points(series: &SeriesKey, times: std::ops::Range<i64>) -> Vec<Point> {
+    times
+        .map(|t| Point {
+            series: series.clone(),
+            observed_at_ms: 1_700_000_000_000 + t * 60_000,
+            snapshot_id: (t % 3 != 0).then_some(t * 1000 + 7),
+            value: (t as f64).sin() * 100.0 + 1000.0,
+        })
+        .collect()
+}
+
+fn schema_event(table: &str, key: &str, at: i64) -> Event {
+    Event {
+        table: table.into(),
+        kind: "schema_change".into(),
+        key: key.into(),
+        occurred_at_ms: at,
+        payload: json!({"change_type": "column_added", "field_id": 7, "name": key}),
+    }
+}
+
+/// Writes a known data set into an empty store and checks every read path against it.
+async fn write_and_check(store: &HistoryStore) {
+    let rows = trades("row_count", &[]);
+    let nulls = trades(
+        "null_fraction",
+        &[("column", "price"), ("partition_date", "2024-01-01")],
+    );
+    let rows_points = points(&rows, 0..40);
+    let nulls_points = points(&nulls, 0..10);
+    assert_eq!(store.append(&rows_points[..25]).await.unwrap(), 25);
+    // Overlapping re-append (a re-run tick): only the 15 new points count.
+    assert_eq!(store.append(&rows_points).await.unwrap(), 15);
+    assert_eq!(store.append(&nulls_points).await.unwrap(), 10);
+    assert_eq!(store.append(&nulls_points).await.unwrap(), 0);
+    let events = vec![
+        schema_event("bronze.raw_trades", "v2:add:7", 10),
+        schema_event("bronze.raw_trades", "v3:add:8", 20),
+        schema_event("silver.trades", "v2:add:3", 15),
+    ];
+    assert_eq!(store.record_events(&events).await.unwrap(), 3);
+    assert_eq!(store.record_events(&events[..1]).await.unwrap(), 0);
+    check_contents(store).await;
+}
+
+/// Everything `write_and_check` wrote, read back (also after a reopen).
+async fn check_contents(store: &HistoryStore) {
+    let rows = trades("row_count", &[]);
+    let nulls = trades(
+        "null_fraction",
+        &[("partition_date", "2024-01-01"), ("column", "price")],
+    );
+    let rows_points = points(&rows, 0..40);
+    assert_eq!(store.point_count().await.unwrap(), 50);
+    let before = rows_points[30].observed_at_ms;
+    assert_eq!(
+        store.window(&rows, before, 5).await.unwrap(),
+        rows_points[25..30].to_vec()
+    );
+    assert_eq!(
+        store.window(&rows, before, 1000).await.unwrap(),
+        rows_points[..30].to_vec()
+    );
+    assert_eq!(
+        store
+            .range(
+                &rows,
+                rows_points[3].observed_at_ms,
+                rows_points[9].observed_at_ms
+            )
+            .await
+            .unwrap(),
+        rows_points[3..9].to_vec()
+    );
+    assert_eq!(
+        store.latest(&rows).await.unwrap(),
+        Some(rows_points[39].clone())
+    );
+    assert_eq!(
+        store.latest(&nulls).await.unwrap(),
+        points(&nulls, 9..10).pop()
+    );
+    for point in &rows_points {
+        assert!(
+            store
+                .contains(&rows, point.observed_at_ms, point.snapshot_id)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .contains(&rows, rows_points[1].observed_at_ms, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.series_for_table("bronze.raw_trades").await.unwrap(),
+        vec![nulls, rows]
+    );
+    assert!(
+        store
+            .series_for_table("gold.nothing")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let recent = store.events(None, "schema_change", 2).await.unwrap();
+    let keys: Vec<&str> = recent.iter().map(|event| event.key.as_str()).collect();
+    assert_eq!(keys, vec!["v3:add:8", "v2:add:3"]);
+    assert_eq!(recent[0], schema_event("bronze.raw_trades", "v3:add:8", 20));
+    let silver = store
+        .events(Some("silver.trades"), "schema_change", 10)
+        .await
+        .unwrap();
+    assert_eq!(silver, vec![schema_event("silver.trades", "v2:add:3", 15)]);
+    assert!(store.integrity_check().await.unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_file_round_trip_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // The parent directories do not exist yet: `open` creates them.
+    let location = HistoryLocation::Sqlite(dir.path().join("state/nested/history.db"));
+    runtime().block_on(async {
+        let store = HistoryStore::open(&location).await.unwrap();
+        write_and_check(&store).await;
+        store.close().await;
+        let reopened = HistoryStore::open(&location).await.unwrap();
+        check_contents(&reopened).await;
+        reopened.close().await;
+    });
+}
+
+#[test]
+fn sqlite_open_failure_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "").unwrap();
+    let location = HistoryLocation::Sqlite(blocker.join("history.db"));
+    let error = runtime()
+        .block_on(HistoryStore::open(&location))
+        .unwrap_err();
+    assert!(error.to_string().contains("not-a-directory"), "{error}");
+    assert!(std::error::Error::source(&error).is_some(), "{error:?}");
+}
+
+const CHILD_DB_ENV: &str = "ICEWATCH_KILL_CHILD_DB";
+const BATCH: i64 = 50;
+
+fn kill_series() -> SeriesKey {
+    SeriesKey::new(
+        "bronze.raw_trades",
+        "volume",
+        "row_count",
+        &[("writer", "child")],
+    )
+}
+
+/// The writer process of `sigkill_never_loses_a_committed_batch` (that test re-runs this test
+/// binary with only this test selected). On its own it does nothing, hence `ignore`.
+#[test]
+#[ignore = "child process of sigkill_never_loses_a_committed_batch; needs ICEWATCH_KILL_CHILD_DB"]
+fn kill_writer_child() {
+    let Some(db) = std::env::var_os(CHILD_DB_ENV) else {
+        eprintln!("{CHILD_DB_ENV} is not set: nothing to do outside the SIGKILL test");
+        return;
+    };
+    runtime().block_on(async {
+        let store = HistoryStore::open(&HistoryLocation::Sqlite(PathBuf::from(db)))
+            .await
+            .unwrap();
+        let series = kill_series();
+        let first = match store.latest(&series).await.unwrap() {
+            Some(point) => point.observed_at_ms / BATCH + 1,
+            None => 0,
+        };
+        let mut stdout = std::io::stdout();
+        // Bounded: the parent kills this process long before it gets here.
+        for batch in first..first + 100_000 {
+            let points: Vec<Point> = (0..BATCH)
+                .map(|i| Point {
+                    series: series.clone(),
+                    observed_at_ms: batch * BATCH + i,
+                    snapshot_id: Some(batch),
+                    value: i as f64,
+                })
+                .collect();
+            assert_eq!(store.append(&points).await.unwrap(), BATCH as usize);
+            writeln!(stdout, "committed {batch}").unwrap();
+            stdout.flush().unwrap();
+        }
+    });
+}
+
+fn random_u64() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+#[test]
+fn sigkill_never_loses_a_committed_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let series = kill_series();
+    let runtime = runtime();
+    let mut reported: BTreeSet<i64> = BTreeSet::new();
+    let mut killed_mid_run = 0;
+    for round in 0..15 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "history::kill_writer_child",
+                "--exact",
+                "--nocapture",
+                "--ignored",
+            ])
+            .args(["--test-threads", "1"])
+            .env(CHILD_DB_ENV, &db)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !lines
+            .iter()
+            .any(|line: &String| line.starts_with("committed "))
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(error) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "round {round}: the writer never committed ({error}); output: {lines:?}"
+                    );
+                }
+            }
+        }
+        let delay = Duration::from_micros(random_u64() % 150_000);
+        std::thread::sleep(delay);
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        lines.extend(receiver.try_iter());
+        assert!(
+            status.code().is_none(),
+            "round {round}: the writer exited by itself: {lines:?}"
+        );
+        killed_mid_run += 1;
+        let committed: Vec<i64> = lines
+            .iter()
+            .filter_map(|line| line.strip_prefix("committed "))
+            .map(|batch| batch.trim().parse().unwrap())
+            .collect();
+        reported.extend(&committed);
+
+        runtime.block_on(async {
+            let store = HistoryStore::open(&HistoryLocation::Sqlite(db.clone()))
+                .await
+                .unwrap();
+            let problems = store.integrity_check().await.unwrap();
+            assert!(
+                problems.is_empty(),
+                "round {round}: integrity_check: {problems:?}"
+            );
+            let count = store.point_count().await.unwrap();
+            assert_eq!(
+                count % BATCH as u64,
+                0,
+                "round {round}: partial batch, {count} points"
+            );
+            let all = store.range(&series, i64::MIN, i64::MAX).await.unwrap();
+            assert_eq!(all.len() as u64, count);
+            let mut batches: BTreeMap<i64, usize> = BTreeMap::new();
+            for point in &all {
+                assert_eq!(point.snapshot_id, Some(point.observed_at_ms / BATCH));
+                *batches.entry(point.observed_at_ms / BATCH).or_default() += 1;
+            }
+            for (batch, size) in &batches {
+                assert_eq!(
+                    *size, BATCH as usize,
+                    "round {round}: batch {batch} is partial"
+                );
+            }
+            for batch in &reported {
+                assert!(
+                    batches.contains_key(batch),
+                    "round {round}: committed batch {batch} lost"
+                );
+            }
+            // Batches are written in order, so what is stored is exactly 0..n.
+            let stored: Vec<i64> = batches.keys().copied().collect();
+            assert_eq!(stored, (0..stored.len() as i64).collect::<Vec<_>>());
+            println!(
+                "round {round}: killed after {delay:?}, {} batches reported this round, {} stored",
+                committed.len(),
+                stored.len()
+            );
+            store.close().await;
+        });
+    }
+    assert_eq!(killed_mid_run, 15);
+    assert!(
+        reported.len() >= 15,
+        "only {} batches were reported committed",
+        reported.len()
+    );
+}
+
+/// A throwaway PostgreSQL server in a temp dir, on a loopback port picked at run time, with
+/// password authentication over TCP. Stopped (fast shutdown) when dropped.
+struct PostgresServer {
+    server: ChildGuard,
+    port: u16,
+    password: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The directory holding `initdb` and `postgres`: `pg_config --bindir`, Debian's
+/// `/usr/lib/postgresql/<version>/bin`, or `PATH`.
+fn postgres_bindir() -> Option<PathBuf> {
+    let has_binaries = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    debian.sort();
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    from_pg_config
+        .into_iter()
+        .chain(debian.into_iter().rev())
+        .chain(on_path)
+        .find(|dir| has_binaries(dir))
+}
+
+fn id_of(flag: &str, user: Option<&str>) -> u32 {
+    let output = Command::new("id").arg(flag).args(user).output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+impl PostgresServer {
+    fn start(bindir: &Path) -> PostgresServer {
+        let dir = tempfile::tempdir().unwrap();
+        // PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
+        let owner = (id_of("-u", None) == 0)
+            .then(|| (id_of("-u", Some("postgres")), id_of("-g", Some("postgres"))));
+        let as_owner = |command: &mut Command| {
+            if let Some((uid, gid)) = owner {
+                command.uid(uid).gid(gid);
+            }
+        };
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let password = format!("pw-{:x}", random_u64());
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, &password).unwrap();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&password_file, Some(uid), Some(gid)).unwrap();
+        }
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(bindir.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--auth-local=trust",
+            ])
+            .args(["--auth-host=scram-sha-256", "--pwfile"])
+            .arg(&password_file)
+            .current_dir(dir.path());
+        as_owner(&mut initdb);
+        let output = initdb.stdin(Stdio::null()).output().unwrap();
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = free_port();
+        let log = dir.path().join("postgres.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut postgres = Command::new(bindir.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ])
+            .arg("-k")
+            .arg(dir.path())
+            .current_dir(dir.path())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        as_owner(&mut postgres);
+        let server = ChildGuard::spawn("postgres", &mut postgres);
+        PostgresServer {
+            server,
+            port,
+            password,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn uri(&self, password: &str) -> String {
+        format!(
+            "postgres://postgres:{password}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// Opens the store, retrying while the server starts up (bounded).
+    async fn open(&self) -> HistoryStore {
+        let location = HistoryLocation::Postgres(self.uri(&self.password));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match HistoryStore::open(&location).await {
+                Ok(store) => return store,
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!(
+                    "postgres did not come up: {error:?}\nlog:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        // SIGINT is PostgreSQL's fast shutdown; ChildGuard's own drop SIGKILLs what is left.
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.server.pid().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn postgres_round_trip_survives_reopen() {
+    let Some(bindir) = postgres_bindir() else {
+        eprintln!(
+            "skipping postgres_round_trip_survives_reopen: PostgreSQL server binaries (initdb, \
+             postgres) not found; install Debian's `postgresql` package"
+        );
+        return;
+    };
+    let server = PostgresServer::start(&bindir);
+    runtime().block_on(async {
+        let store = server.open().await;
+        let shown = format!("{store:?} {}", store.location());
+        assert!(shown.contains("postgres:***@127.0.0.1"), "{shown}");
+        assert!(!shown.contains(&server.password), "{shown}");
+        write_and_check(&store).await;
+        store.close().await;
+        // A second open runs the (idempotent) migration again and sees everything.
+        let reopened = server.open().await;
+        check_contents(&reopened).await;
+        reopened.close().await;
+
+        // A wrong password fails with an error that names the server but not the password.
+        let wrong = "definitely-not-the-password";
+        let location = HistoryLocation::Postgres(server.uri(wrong));
+        let error = HistoryStore::open(&location).await.unwrap_err();
+        let mut chain = format!("{error} / {error:?}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            chain.push_str(&format!(" / {cause}"));
+            source = cause.source();
+        }
+        assert!(
+            chain.contains(&format!("127.0.0.1:{}", server.port)),
+            "{chain}"
+        );
+        assert!(chain.contains("password authentication failed"), "{chain}");
+        assert!(!chain.contains(wrong), "{chain}");
+        assert!(!chain.contains(&server.password), "{chain}");
+    });
+}
