@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(line_column(text, 0), (1, 1));
         assert_eq!(line_column(text, 6), (2, 1));
         assert_eq!(line_column(text, 11), (2, 6));
-        assert_eq!(line_column(text, text.len() - 3), (3, 4));
+        assert_eq!(line_column(text, text.len() - 3), (3, 5));
     }
 
     #[test]

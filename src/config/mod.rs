@@ -200,7 +200,20 @@ pub struct VolumeConfig {
     pub critical_deviation_percent: f64,
     /// Time window of the rolling mean.
     pub window: Duration,
+    /// Compare only with past commits at about the same time of day / week.
+    pub seasonality: Seasonality,
     pub settings: SensorSettings,
+}
+
+/// Which past commits a volume is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seasonality {
+    /// All commits in the window.
+    None,
+    /// Commits within 45 minutes of the same time of day.
+    Daily,
+    /// Commits within 45 minutes of the same time of the week.
+    Weekly,
 }
 
 #[derive(Clone, Debug)]

@@ -61,7 +61,9 @@ const TABLE_KEYS: &[&str] = &["layer", "freshness", "volume", "schema", "distrib
 const SENSOR_COMMON_KEYS: &[&str] =
     &["schedule", "zscore_threshold", "min_history", "direction", "timeout"];
 const FRESHNESS_KEYS: &[&str] = &["warn_after", "critical_after", "timestamp_column", "window"];
-const VOLUME_KEYS: &[&str] = &["deviation_percent", "critical_deviation_percent", "window", "points"];
+const VOLUME_KEYS: &[&str] =
+    &["deviation_percent", "critical_deviation_percent", "window", "points", "seasonality"];
+const SEASONALITIES: &[&str] = &["none", "daily", "weekly"];
 const SCHEMA_KEYS: &[&str] = &["expect", "allow_extra_columns", "recent"];
 const DISTRIBUTION_KEYS: &[&str] = &["columns", "scope", "sample", "drift", "window"];
 const DRIFT_KEYS: &[&str] = &[
@@ -813,8 +815,13 @@ impl<'a> Reader<'a> {
             self.problem_at(span, &join(&section.path, "critical_deviation_percent"), "must not be below `deviation_percent`");
         }
         let window = self.duration(section, "window").unwrap_or(Duration::from_secs(7 * 86_400));
+        let seasonality = match self.choice(section, "seasonality", SEASONALITIES).as_deref() {
+            Some("daily") => Seasonality::Daily,
+            Some("weekly") => Seasonality::Weekly,
+            _ => Seasonality::None,
+        };
         let settings = self.settings(section, defaults, Some("points"));
-        Some(VolumeConfig { deviation_percent, critical_deviation_percent, window, settings })
+        Some(VolumeConfig { deviation_percent, critical_deviation_percent, window, seasonality, settings })
     }
 
     fn schema(&mut self, section: &Section<'_>, defaults: &Defaults) -> Option<SchemaConfig> {

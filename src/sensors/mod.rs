@@ -8,7 +8,9 @@
 //! - `judge(observation, windows, config, now)`: pure; turns the observation plus the history
 //!   windows into [`Evaluation`]s (status, value, z-score, expected band, why).
 
+pub mod freshness;
 pub mod snapshots;
+pub mod volume;
 
 use std::collections::HashMap;
 

@@ -1,0 +1,328 @@
+//! Volume: rows, files and bytes per commit and in total, from snapshot summaries (never a
+//! `count(*)`). The rows added by the newest append are judged against the table's own past
+//! appends: a z-score over the rolling window of points and a deviation from the mean of the
+//! time window, optionally comparing like with like (same hour of day or of week). Deletes and
+//! overwrites are reported as deleted records, not as a drop; compactions are not volume.
+
+use super::snapshots::{Commit, CommitOperation, commits};
+use super::{Evaluation, Status, WindowRequest, Windows, human_number};
+use crate::config::{Seasonality, SensorKind, VolumeConfig};
+use crate::history::{Point, SeriesKey};
+use crate::stats::{Direction, ScoringParams, deviation_percent, score};
+
+pub const ROWS_ADDED: &str = "rows_added";
+pub const TOTAL_ROWS: &str = "total_rows";
+/// Most points read for one time window (a table committing every few seconds for 7 days).
+const MAX_WINDOW_POINTS: usize = 50_000;
+/// How close in time of day (or week) a past point must be to count as "like" under seasonality.
+const SEASONAL_TOLERANCE_MS: i64 = 45 * 60 * 1000;
+
+#[derive(Clone, Debug)]
+pub struct VolumeObservation {
+    pub now_ms: i64,
+    /// Every append of the current branch, oldest first (an empty append is still an append).
+    pub appends: Vec<Commit>,
+    /// The newest commit that changed data (append, overwrite or delete).
+    pub latest_data_commit: Option<Commit>,
+    /// The current snapshot, whose summary has the table's totals.
+    pub current: Option<Commit>,
+    /// Totals per snapshot, for the history charts.
+    pub totals: Vec<(i64, i64, u64)>,
+}
+
+pub fn observe(table: &iceberg::table::Table, now_ms: i64) -> VolumeObservation {
+    let history = commits(table.metadata());
+    VolumeObservation {
+        now_ms,
+        appends: history.iter().filter(|commit| commit.is_append()).cloned().collect(),
+        latest_data_commit: history.iter().rev().find(|commit| commit.is_data_change()).cloned(),
+        current: history.last().cloned(),
+        totals: history
+            .iter()
+            .filter_map(|commit| commit.total_records.map(|total| (commit.snapshot_id, commit.timestamp_ms, total)))
+            .collect(),
+    }
+}
+
+pub fn rows_added_series(table_name: &str) -> SeriesKey {
+    SeriesKey::new(table_name, SensorKind::Volume.as_str(), ROWS_ADDED, &[])
+}
+
+pub fn total_rows_series(table_name: &str) -> SeriesKey {
+    SeriesKey::new(table_name, SensorKind::Volume.as_str(), TOTAL_ROWS, &[])
+}
+
+/// Rows added per append and total rows per snapshot, backfilled from the snapshot log.
+pub fn series(table_name: &str, observation: &VolumeObservation) -> Vec<Point> {
+    let added = rows_added_series(table_name);
+    let total = total_rows_series(table_name);
+    let mut points: Vec<Point> = observation
+        .appends
+        .iter()
+        .map(|commit| Point {
+            series: added.clone(),
+            observed_at_ms: commit.timestamp_ms,
+            snapshot_id: Some(commit.snapshot_id),
+            value: commit.added_records.unwrap_or(0) as f64,
+        })
+        .collect();
+    points.extend(observation.totals.iter().map(|(snapshot_id, timestamp_ms, records)| Point {
+        series: total.clone(),
+        observed_at_ms: *timestamp_ms,
+        snapshot_id: Some(*snapshot_id),
+        value: *records as f64,
+    }));
+    points
+}
+
+/// The past appends within the time window before the newest one.
+pub fn window_requests(table_name: &str, config: &VolumeConfig, observation: &VolumeObservation) -> Vec<WindowRequest> {
+    let Some(newest) = observation.appends.last() else { return Vec::new() };
+    vec![WindowRequest {
+        series: rows_added_series(table_name),
+        before_ms: newest.timestamp_ms,
+        limit: MAX_WINDOW_POINTS,
+        since_ms: Some(newest.timestamp_ms - config.window.as_millis() as i64),
+    }]
+}
+
+pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObservation, windows: &Windows) -> Vec<Evaluation> {
+    let kind = SensorKind::Volume;
+    let mut results = Vec::new();
+    let Some(newest) = observation.appends.last() else {
+        let status = if observation.current.is_some() { Status::Ok } else { Status::InsufficientHistory };
+        results.push(Evaluation::new(table_name, kind, ROWS_ADDED, status, "the table has no append commit yet".to_string()));
+        return results;
+    };
+    let rows = newest.added_records.unwrap_or(0) as f64;
+    let past: Vec<&Point> = windows
+        .get(&rows_added_series(table_name))
+        .map(|points| points.iter().collect())
+        .unwrap_or_default();
+    let (reference, like_note) = seasonal_reference(&past, newest.timestamp_ms, config);
+    let values: Vec<f64> = reference.iter().map(|point| point.value).collect();
+    let recent = &values[values.len().saturating_sub(config.settings.window)..];
+    let params = ScoringParams {
+        min_history: config.settings.min_history,
+        zscore_threshold: config.settings.zscore_threshold,
+        direction: config.settings.direction,
+        ..ScoringParams::default()
+    };
+    let scored = score(rows, recent, &params);
+    let deviation = deviation_percent(rows, &values);
+    let window_text = crate::config::duration_to_string(config.window);
+
+    let (status, message) = if newest.added_records == Some(0) {
+        (Status::Critical, "the newest append commit added 0 rows".to_string())
+    } else {
+        match (&scored, deviation) {
+            (None, _) => (
+                Status::InsufficientHistory,
+                format!(
+                    "added {} rows; {} comparable past append(s) in the last {window_text}{like_note}, need {}",
+                    human_number(rows),
+                    recent.len(),
+                    params.min_history
+                ),
+            ),
+            (Some(score), Some(deviation)) => {
+                let direction_ok = match config.settings.direction {
+                    Direction::Spike => deviation > 0.0,
+                    Direction::Drop => deviation < 0.0,
+                    Direction::Both => true,
+                };
+                let magnitude = deviation.abs();
+                let anomalous = score.is_anomaly && direction_ok && magnitude >= config.deviation_percent;
+                let status = if !anomalous {
+                    Status::Ok
+                } else if magnitude >= config.critical_deviation_percent {
+                    Status::Critical
+                } else {
+                    Status::Warning
+                };
+                let side = if deviation >= 0.0 { "above" } else { "below" };
+                let verdict = match status {
+                    Status::Ok if score.is_anomaly => format!(" — unusual (z={:.1}) but under the {}% threshold", score.zscore, config.deviation_percent),
+                    Status::Ok => String::new(),
+                    _ => format!(" (threshold {}%)", config.deviation_percent),
+                };
+                (
+                    status,
+                    format!(
+                        "added {} rows, {:.0}% {side} the {window_text} mean of {}{like_note} (z={:.1}){verdict}",
+                        human_number(rows),
+                        magnitude,
+                        human_number(score.mean),
+                        score.zscore
+                    ),
+                )
+            }
+            (Some(score), None) => (
+                Status::Ok,
+                format!("added {} rows; the window mean is 0, no deviation (z={:.1})", human_number(rows), score.zscore),
+            ),
+        }
+    };
+    let mut evaluation = Evaluation::new(table_name, kind, ROWS_ADDED, status, message)
+        .with_value(rows)
+        .with_score(scored.as_ref())
+        .at(newest.timestamp_ms, Some(newest.snapshot_id));
+    if let Some(lower) = evaluation.expected_lower.as_mut() {
+        *lower = lower.max(0.0);
+    }
+    results.push(evaluation);
+
+    if let Some(latest) = &observation.latest_data_commit
+        && latest.operation != CommitOperation::Append
+        && latest.timestamp_ms >= newest.timestamp_ms
+    {
+        let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
+        results.push(
+            Evaluation::new(
+                table_name,
+                kind,
+                "rows_deleted",
+                Status::Ok,
+                format!(
+                    "the newest data commit is a `{}` that removed {} record(s) and added {}: a deliberate change, not a volume drop",
+                    latest.operation.as_str(),
+                    human_number(deleted as f64),
+                    human_number(latest.added_records.unwrap_or(0) as f64)
+                ),
+            )
+            .with_value(deleted as f64)
+            .at(latest.timestamp_ms, Some(latest.snapshot_id)),
+        );
+    }
+    if let Some(current) = &observation.current
+        && let Some(total) = current.total_records
+    {
+        let files = current.total_files.map(|files| format!(" in {} data file(s)", human_number(files as f64))).unwrap_or_default();
+        results.push(
+            Evaluation::new(table_name, kind, TOTAL_ROWS, Status::Ok, format!("{} rows{files}", human_number(total as f64)))
+                .with_value(total as f64)
+                .at(current.timestamp_ms, Some(current.snapshot_id)),
+        );
+    }
+    results
+}
+
+/// The past points comparable with one at `at_ms`: all of them, or under seasonality those at
+/// about the same time of day (week). Falls back to all points when too few are comparable.
+fn seasonal_reference<'p>(past: &[&'p Point], at_ms: i64, config: &VolumeConfig) -> (Vec<&'p Point>, String) {
+    let period_ms: i64 = match config.seasonality {
+        Seasonality::None => return (past.to_vec(), String::new()),
+        Seasonality::Daily => 86_400_000,
+        Seasonality::Weekly => 7 * 86_400_000,
+    };
+    let phase = |ms: i64| ms.rem_euclid(period_ms);
+    let target = phase(at_ms);
+    let like: Vec<&Point> = past
+        .iter()
+        .copied()
+        .filter(|point| {
+            let distance = (phase(point.observed_at_ms) - target).abs();
+            distance.min(period_ms - distance) <= SEASONAL_TOLERANCE_MS
+        })
+        .collect();
+    if like.len() >= config.settings.min_history {
+        let what = if config.seasonality == Seasonality::Daily { "time of day" } else { "time of week" };
+        (like, format!(" at this {what}"))
+    } else {
+        (past.to_vec(), " (too few past appends at this time for seasonality)".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> VolumeConfig {
+        let text = format!(
+            "[catalog]\ntype = \"sql\"\nuri = \"sqlite://c.db\"\nwarehouse = \"w\"\n[tables.\"a.b\".volume]\n{extra}\n"
+        );
+        let config = crate::config::Config::from_str(&text, std::path::Path::new("/tmp/s.toml")).unwrap();
+        config.tables[0].volume.clone().unwrap()
+    }
+
+    fn append(snapshot_id: i64, timestamp_ms: i64, rows: u64) -> Commit {
+        Commit {
+            snapshot_id,
+            sequence_number: snapshot_id,
+            timestamp_ms,
+            operation: CommitOperation::Append,
+            schema_id: None,
+            added_records: Some(rows),
+            deleted_records: None,
+            total_records: None,
+            added_files: Some(1),
+            deleted_files: None,
+            total_files: None,
+            added_bytes: None,
+            total_bytes: None,
+            added_delete_records: None,
+        }
+    }
+
+    /// Judges the newest of `rows` (one append an hour) against the ones before it.
+    fn verdict(config: &VolumeConfig, rows: &[u64]) -> Evaluation {
+        let appends: Vec<Commit> = rows
+            .iter()
+            .enumerate()
+            .map(|(index, rows)| append(index as i64 + 1, index as i64 * 3_600_000, *rows))
+            .collect();
+        let observation = VolumeObservation {
+            now_ms: appends.last().unwrap().timestamp_ms,
+            appends: appends.clone(),
+            latest_data_commit: appends.last().cloned(),
+            current: appends.last().cloned(),
+            totals: vec![],
+        };
+        let mut windows = Windows::new();
+        let points = series("a.b", &observation);
+        windows.insert(rows_added_series("a.b"), points[..points.len() - 1].to_vec());
+        judge("a.b", config, &observation, &windows).remove(0)
+    }
+
+    #[test]
+    fn a_sixty_percent_drop_is_critical_and_normal_variation_is_ok() {
+        let config = config("deviation_percent = 20");
+        let normal = [1000, 1080, 950, 1020, 990, 1050, 970, 1010, 1030, 960];
+        let mut dropped = normal.to_vec();
+        dropped.push(400);
+        assert_eq!(verdict(&config, &dropped).status, Status::Critical);
+        let mut usual = normal.to_vec();
+        usual.push(1060);
+        assert_eq!(verdict(&config, &usual).status, Status::Ok);
+    }
+
+    #[test]
+    fn zero_rows_is_critical_and_short_history_is_not_scored() {
+        let config = config("");
+        assert_eq!(verdict(&config, &[100, 100, 100, 100, 100, 100, 0]).status, Status::Critical);
+        assert_eq!(verdict(&config, &[100, 100, 50]).status, Status::InsufficientHistory);
+    }
+
+    #[test]
+    fn direction_limits_what_is_anomalous() {
+        let config = config("direction = \"drop\"");
+        let spike = [1000, 1010, 990, 1005, 995, 1000, 3000];
+        assert_eq!(verdict(&config, &spike).status, Status::Ok);
+    }
+
+    #[test]
+    fn daily_seasonality_compares_like_with_like() {
+        // Ten days of hourly appends: 2000 rows at noon, 200 at midnight.
+        let mut rows = Vec::new();
+        for _day in 0..10 {
+            for hour in 0..24u64 {
+                rows.push(if (8..20).contains(&hour) { 2000 + hour * 3 } else { 200 + hour });
+            }
+        }
+        rows.push(205); // midnight of day 11: normal for midnight
+        let seasonal = config("seasonality = \"daily\"\nwindow = \"14d\"");
+        assert_eq!(verdict(&seasonal, &rows).status, Status::Ok);
+        *rows.last_mut().unwrap() = 60; // a real drop at midnight
+        assert_eq!(verdict(&seasonal, &rows).status, Status::Critical);
+    }
+}
