@@ -2,6 +2,8 @@
 
 pub mod catalog;
 pub mod config;
+pub mod export;
 pub mod history;
+pub mod scheduler;
 pub mod sensors;
 pub mod stats;

@@ -4,3 +4,4 @@
 mod common;
 mod history;
 mod ops;
+mod pushgateway;
