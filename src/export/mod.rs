@@ -1,4 +1,5 @@
-//! Publishing metrics outside the process: the Pushgateway client (and, later, the metric
-//! families themselves). Sensors and the scheduler never import from here.
+//! Publishing results outside the process: the metric families (`metrics`) and the Pushgateway
+//! client. Sensors and the scheduler never import from here.
 
+pub mod metrics;
 pub mod pushgateway;

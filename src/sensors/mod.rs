@@ -9,6 +9,7 @@
 //!   windows into [`Evaluation`]s (status, value, z-score, expected band, why).
 
 pub mod freshness;
+pub mod schema;
 pub mod snapshots;
 pub mod volume;
 
@@ -78,6 +79,9 @@ pub struct Evaluation {
     pub zscore: Option<f64>,
     pub expected_lower: Option<f64>,
     pub expected_upper: Option<f64>,
+    /// Percent above (+) or below (−) the reference mean, where the sensor computes one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deviation_percent: Option<f64>,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change_type: Option<String>,
@@ -103,6 +107,7 @@ impl Evaluation {
             zscore: None,
             expected_lower: None,
             expected_upper: None,
+            deviation_percent: None,
             message,
             change_type: None,
             column: None,

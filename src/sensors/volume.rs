@@ -170,6 +170,7 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
     if let Some(lower) = evaluation.expected_lower.as_mut() {
         *lower = lower.max(0.0);
     }
+    evaluation.deviation_percent = deviation.filter(|_| newest.added_records != Some(0) || !values.is_empty());
     results.push(evaluation);
 
     if let Some(latest) = &observation.latest_data_commit

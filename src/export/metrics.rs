@@ -1,0 +1,361 @@
+//! Every metric family icewatch exports, declared once with its help text (docs/metrics.md
+//! lists the same), and the functions that set them from sensor results. Label values are
+//! bounded: names from the config and fixed enums only. Encodes the 0.0.4 text format that
+//! `/metrics` serves and the Pushgateway receives.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::config::SensorKind;
+use crate::sensors::freshness::FreshnessObservation;
+use crate::sensors::schema::SchemaObservation;
+use crate::sensors::volume::VolumeObservation;
+use crate::sensors::{Evaluation, Status};
+
+/// The registry and every family in it.
+pub struct Metrics {
+    registry: Registry,
+    // Seed metrics: names and labels fixed by the original design.
+    pub data_freshness_seconds: GaugeVec,
+    pub data_row_count: GaugeVec,
+    pub data_volume_deviation_percent: GaugeVec,
+    pub data_volume_anomaly_total: IntCounterVec,
+    pub schema_changes_total: IntCounterVec,
+    pub schema_column_count: GaugeVec,
+    pub data_distribution_value: GaugeVec,
+    pub data_distribution_zscore: GaugeVec,
+    pub data_distribution_anomaly_total: IntCounterVec,
+    pub pipeline_stage_success: GaugeVec,
+    pub pipeline_stage_duration_seconds: GaugeVec,
+    pub pipeline_end_to_end_success: GaugeVec,
+    pub pipeline_stage_failure_total: IntCounterVec,
+    pub pipeline_downstream_impact_count: GaugeVec,
+    // Freshness and volume detail.
+    pub data_last_commit_timestamp_seconds: GaugeVec,
+    pub data_freshness_warning_threshold_seconds: GaugeVec,
+    pub data_freshness_critical_threshold_seconds: GaugeVec,
+    pub data_event_time_lag_seconds: GaugeVec,
+    pub data_max_event_timestamp_seconds: GaugeVec,
+    pub data_commit_gap_zscore: GaugeVec,
+    pub data_rows_added: GaugeVec,
+    pub data_rows_added_zscore: GaugeVec,
+    pub data_rows_added_expected_lower: GaugeVec,
+    pub data_rows_added_expected_upper: GaugeVec,
+    pub data_rows_deleted: GaugeVec,
+    pub data_files_added: GaugeVec,
+    pub data_bytes_added: GaugeVec,
+    pub data_file_count: GaugeVec,
+    pub data_size_bytes: GaugeVec,
+    // Schema detail.
+    pub schema_last_change_timestamp_seconds: GaugeVec,
+    pub schema_expectation_violations: GaugeVec,
+    // Distribution detail.
+    pub data_distribution_expected_lower: GaugeVec,
+    pub data_distribution_expected_upper: GaugeVec,
+    pub data_drift_psi: GaugeVec,
+    pub data_drift_ks_statistic: GaugeVec,
+    pub data_drift_ks_pvalue: GaugeVec,
+    pub data_drift_chi2_pvalue: GaugeVec,
+    // Lineage detail.
+    pub pipeline_stage_root_cause: GaugeVec,
+    pub pipeline_stage_impacted: GaugeVec,
+    pub pipeline_propagation_lag_seconds: GaugeVec,
+    // Verdicts and the service itself.
+    pub icewatch_result_severity: IntGaugeVec,
+    pub icewatch_build_info: IntGaugeVec,
+    pub icewatch_up: IntGauge,
+    pub icewatch_sensor_runs_total: IntCounterVec,
+    pub icewatch_sensor_run_duration_seconds: HistogramVec,
+    pub icewatch_sensor_errors_total: IntCounterVec,
+    pub icewatch_sensor_up: IntGaugeVec,
+    pub icewatch_sensor_last_success_timestamp_seconds: GaugeVec,
+    pub icewatch_sensor_skipped_runs_total: IntCounterVec,
+    pub icewatch_scheduler_lag_seconds: prometheus::Gauge,
+    pub icewatch_history_points: IntGauge,
+    pub icewatch_push_failures_total: prometheus::IntCounter,
+    pub icewatch_last_push_success_timestamp_seconds: prometheus::Gauge,
+    /// The `partition_date` label currently exported per table (only one is kept).
+    row_count_dates: Mutex<HashMap<String, String>>,
+}
+
+const TABLE_LAYER: &[&str] = &["table", "layer"];
+const DISTRIBUTION: &[&str] = &["table", "column", "statistic"];
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let family = GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    family
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    family
+}
+
+impl Metrics {
+    /// Declares every family. Panics only on a programming error (a bad name or a duplicate),
+    /// which the unit tests catch.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let icewatch_result_severity = IntGaugeVec::new(
+            Opts::new("icewatch_result_severity", "Verdict of the latest result: 0 ok or insufficient history, 1 warning, 2 critical."),
+            &["table", "layer", "sensor", "metric"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(icewatch_result_severity.clone())).expect("register once");
+        let icewatch_build_info =
+            IntGaugeVec::new(Opts::new("icewatch_build_info", "Always 1; the version label says which icewatch runs."), &["version"])
+                .expect("valid metric");
+        registry.register(Box::new(icewatch_build_info.clone())).expect("register once");
+        icewatch_build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let icewatch_up = IntGauge::new("icewatch_up", "1 while the icewatch service runs.").expect("valid metric");
+        registry.register(Box::new(icewatch_up.clone())).expect("register once");
+        let icewatch_sensor_run_duration_seconds = HistogramVec::new(
+            HistogramOpts::new("icewatch_sensor_run_duration_seconds", "Wall time of a sensor run.")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            &["table", "sensor"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(icewatch_sensor_run_duration_seconds.clone())).expect("register once");
+        let icewatch_sensor_up =
+            IntGaugeVec::new(Opts::new("icewatch_sensor_up", "1 when the last run of the sensor succeeded, else 0."), &["table", "sensor"])
+                .expect("valid metric");
+        registry.register(Box::new(icewatch_sensor_up.clone())).expect("register once");
+        let icewatch_scheduler_lag_seconds =
+            prometheus::Gauge::new("icewatch_scheduler_lag_seconds", "How late the last sensor run started against its cron time.")
+                .expect("valid metric");
+        registry.register(Box::new(icewatch_scheduler_lag_seconds.clone())).expect("register once");
+        let icewatch_history_points =
+            IntGauge::new("icewatch_history_points", "Observations held in the history store.").expect("valid metric");
+        registry.register(Box::new(icewatch_history_points.clone())).expect("register once");
+        let icewatch_push_failures_total =
+            prometheus::IntCounter::new("icewatch_push_failures_total", "Failed pushes to the Pushgateway, after retries.")
+                .expect("valid metric");
+        registry.register(Box::new(icewatch_push_failures_total.clone())).expect("register once");
+        let icewatch_last_push_success_timestamp_seconds = prometheus::Gauge::new(
+            "icewatch_last_push_success_timestamp_seconds",
+            "Unix time of the last successful push to the Pushgateway.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(icewatch_last_push_success_timestamp_seconds.clone())).expect("register once");
+        #[cfg(target_os = "linux")]
+        {
+            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        }
+
+        Metrics {
+            data_freshness_seconds: gauge(r, "data_freshness_seconds", "Seconds since the table's last data-changing commit, at the last sensor run.", TABLE_LAYER),
+            data_row_count: gauge(r, "data_row_count", "Total records in the current snapshot; partition_date is the UTC date of the latest data commit.", &["table", "layer", "partition_date"]),
+            data_volume_deviation_percent: gauge(r, "data_volume_deviation_percent", "Rows added by the latest append, in percent above or below the rolling mean of the volume window.", TABLE_LAYER),
+            data_volume_anomaly_total: counter(r, "data_volume_anomaly_total", "Append commits judged anomalous by the volume sensor.", TABLE_LAYER),
+            schema_changes_total: counter(r, "schema_changes_total", "Schema changes seen in the table's schema history.", &["table", "change_type"]),
+            schema_column_count: gauge(r, "schema_column_count", "Top-level columns in the current schema.", TABLE_LAYER),
+            data_distribution_value: gauge(r, "data_distribution_value", "Column statistic of the newest profiled batch.", DISTRIBUTION),
+            data_distribution_zscore: gauge(r, "data_distribution_zscore", "Z-score of the statistic against its rolling window.", DISTRIBUTION),
+            data_distribution_anomaly_total: counter(r, "data_distribution_anomaly_total", "Batches whose statistic was anomalous.", DISTRIBUTION),
+            pipeline_stage_success: gauge(r, "pipeline_stage_success", "1 when the stage's table is healthy, else 0.", &["stage", "job"]),
+            pipeline_stage_duration_seconds: gauge(r, "pipeline_stage_duration_seconds", "Duration of the stage's last job run, else the lag behind its upstream's last data commit.", &["stage", "job"]),
+            pipeline_end_to_end_success: gauge(r, "pipeline_end_to_end_success", "1 when every stage of the pipeline succeeds.", &["pipeline_name"]),
+            pipeline_stage_failure_total: counter(r, "pipeline_stage_failure_total", "Transitions of a stage from success to failure.", &["stage", "job"]),
+            pipeline_downstream_impact_count: gauge(r, "pipeline_downstream_impact_count", "Stages downstream (transitively) of this stage while it fails, else 0.", &["stage"]),
+            data_last_commit_timestamp_seconds: gauge(r, "data_last_commit_timestamp_seconds", "Unix time of the last data-changing commit.", TABLE_LAYER),
+            data_freshness_warning_threshold_seconds: gauge(r, "data_freshness_warning_threshold_seconds", "The table's freshness.warn_after.", TABLE_LAYER),
+            data_freshness_critical_threshold_seconds: gauge(r, "data_freshness_critical_threshold_seconds", "The table's freshness.critical_after.", TABLE_LAYER),
+            data_event_time_lag_seconds: gauge(r, "data_event_time_lag_seconds", "Now minus the max of freshness.timestamp_column.", TABLE_LAYER),
+            data_max_event_timestamp_seconds: gauge(r, "data_max_event_timestamp_seconds", "Max of freshness.timestamp_column as Unix time.", TABLE_LAYER),
+            data_commit_gap_zscore: gauge(r, "data_commit_gap_zscore", "Z-score of the current gap since the last data commit against past gaps.", TABLE_LAYER),
+            data_rows_added: gauge(r, "data_rows_added", "Records added by the latest append.", TABLE_LAYER),
+            data_rows_added_zscore: gauge(r, "data_rows_added_zscore", "Z-score of data_rows_added against the rolling window of appends.", TABLE_LAYER),
+            data_rows_added_expected_lower: gauge(r, "data_rows_added_expected_lower", "Lower edge of the expected band of rows added.", TABLE_LAYER),
+            data_rows_added_expected_upper: gauge(r, "data_rows_added_expected_upper", "Upper edge of the expected band of rows added.", TABLE_LAYER),
+            data_rows_deleted: gauge(r, "data_rows_deleted", "Records deleted by the latest data commit.", TABLE_LAYER),
+            data_files_added: gauge(r, "data_files_added", "Data files added by the latest data commit.", TABLE_LAYER),
+            data_bytes_added: gauge(r, "data_bytes_added", "Bytes of data files added by the latest data commit.", TABLE_LAYER),
+            data_file_count: gauge(r, "data_file_count", "Data files in the current snapshot.", TABLE_LAYER),
+            data_size_bytes: gauge(r, "data_size_bytes", "Bytes of data files in the current snapshot.", TABLE_LAYER),
+            schema_last_change_timestamp_seconds: gauge(r, "schema_last_change_timestamp_seconds", "Unix time of the newest schema change of that type.", &["table", "change_type"]),
+            schema_expectation_violations: gauge(r, "schema_expectation_violations", "Columns that break the declared schema.expect baseline.", TABLE_LAYER),
+            data_distribution_expected_lower: gauge(r, "data_distribution_expected_lower", "Lower edge of the statistic's expected band.", DISTRIBUTION),
+            data_distribution_expected_upper: gauge(r, "data_distribution_expected_upper", "Upper edge of the statistic's expected band.", DISTRIBUTION),
+            data_drift_psi: gauge(r, "data_drift_psi", "Population stability index of the newest batch against the reference.", &["table", "column"]),
+            data_drift_ks_statistic: gauge(r, "data_drift_ks_statistic", "Kolmogorov-Smirnov statistic of the newest batch against the reference.", &["table", "column"]),
+            data_drift_ks_pvalue: gauge(r, "data_drift_ks_pvalue", "Kolmogorov-Smirnov p-value.", &["table", "column"]),
+            data_drift_chi2_pvalue: gauge(r, "data_drift_chi2_pvalue", "Chi-square p-value of the newest batch's categories against the reference.", &["table", "column"]),
+            pipeline_stage_root_cause: gauge(r, "pipeline_stage_root_cause", "1 when the stage fails while all its upstream stages succeed.", &["pipeline_name", "stage", "job"]),
+            pipeline_stage_impacted: gauge(r, "pipeline_stage_impacted", "1 when the stage is downstream of a failing stage.", &["pipeline_name", "stage", "job"]),
+            pipeline_propagation_lag_seconds: gauge(r, "pipeline_propagation_lag_seconds", "How far the downstream table's last data commit lags behind its upstream's.", &["pipeline_name", "upstream", "downstream"]),
+            icewatch_result_severity,
+            icewatch_build_info,
+            icewatch_up,
+            icewatch_sensor_runs_total: counter(r, "icewatch_sensor_runs_total", "Sensor runs by outcome (ok, error, timeout).", &["table", "sensor", "outcome"]),
+            icewatch_sensor_run_duration_seconds,
+            icewatch_sensor_errors_total: counter(r, "icewatch_sensor_errors_total", "Failed sensor runs by bounded reason.", &["table", "sensor", "reason"]),
+            icewatch_sensor_up,
+            icewatch_sensor_last_success_timestamp_seconds: gauge(r, "icewatch_sensor_last_success_timestamp_seconds", "Unix time of the last successful run of the sensor.", &["table", "sensor"]),
+            icewatch_sensor_skipped_runs_total: counter(r, "icewatch_sensor_skipped_runs_total", "Ticks skipped because the previous run was still going.", &["table", "sensor"]),
+            icewatch_scheduler_lag_seconds,
+            icewatch_history_points,
+            icewatch_push_failures_total,
+            icewatch_last_push_success_timestamp_seconds,
+            row_count_dates: Mutex::new(HashMap::new()),
+            registry,
+        }
+    }
+
+    /// The whole registry in the Prometheus 0.0.4 text format.
+    pub fn encode(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "failed to encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// One finished sensor run: outcome, duration, and the verdicts per metric.
+    pub fn record_run(&self, table: &str, layer: &str, sensor: SensorKind, evaluations: &[Evaluation], seconds: f64, now_s: f64) {
+        let sensor_name = sensor.as_str();
+        self.icewatch_sensor_run_duration_seconds.with_label_values(&[table, sensor_name]).observe(seconds);
+        let failed = evaluations.iter().any(|evaluation| evaluation.status == Status::Error);
+        let outcome = if failed { "error" } else { "ok" };
+        self.icewatch_sensor_runs_total.with_label_values(&[table, sensor_name, outcome]).inc();
+        self.icewatch_sensor_up.with_label_values(&[table, sensor_name]).set(i64::from(!failed));
+        if !failed {
+            self.icewatch_sensor_last_success_timestamp_seconds.with_label_values(&[table, sensor_name]).set(now_s);
+        }
+        let mut worst: HashMap<&str, i64> = HashMap::new();
+        for evaluation in evaluations.iter().filter(|evaluation| evaluation.status != Status::Error) {
+            let severity = worst.entry(evaluation.metric.as_str()).or_insert(0);
+            *severity = (*severity).max(evaluation.status.severity());
+        }
+        for (metric, severity) in worst {
+            self.icewatch_result_severity.with_label_values(&[table, layer, sensor_name, metric]).set(severity);
+        }
+    }
+
+    /// A failed run's bounded reason (the error itself goes to the log and the result message).
+    pub fn record_error(&self, table: &str, sensor: SensorKind, reason: &str) {
+        self.icewatch_sensor_errors_total.with_label_values(&[table, sensor.as_str(), reason]).inc();
+    }
+
+    pub fn record_freshness(&self, table: &str, layer: &str, config: &crate::config::FreshnessConfig, observation: &FreshnessObservation, evaluations: &[Evaluation]) {
+        let labels = [table, layer];
+        if let Some(warn) = config.warn_after {
+            self.data_freshness_warning_threshold_seconds.with_label_values(&labels).set(warn.as_secs_f64());
+        }
+        if let Some(critical) = config.critical_after {
+            self.data_freshness_critical_threshold_seconds.with_label_values(&labels).set(critical.as_secs_f64());
+        }
+        if let (Some(age), Some(commit)) = (observation.age_seconds(), &observation.last_data_commit) {
+            self.data_freshness_seconds.with_label_values(&labels).set(age);
+            self.data_last_commit_timestamp_seconds.with_label_values(&labels).set(commit.timestamp_ms as f64 / 1000.0);
+        }
+        if let (Some(lag), Some(event)) = (observation.event_time_lag_seconds(), &observation.event_time) {
+            self.data_event_time_lag_seconds.with_label_values(&labels).set(lag);
+            self.data_max_event_timestamp_seconds.with_label_values(&labels).set(event.max_ms as f64 / 1000.0);
+        }
+        if let Some(z) = evaluations.iter().find(|evaluation| evaluation.metric == "commit_gap_seconds").and_then(|evaluation| evaluation.zscore) {
+            self.data_commit_gap_zscore.with_label_values(&labels).set(z);
+        }
+    }
+
+    /// Volume gauges; `new_anomaly` is true when the newest append was judged anomalous and had
+    /// not been recorded before (so each snapshot counts once, also across restarts).
+    pub fn record_volume(&self, table: &str, layer: &str, observation: &VolumeObservation, evaluations: &[Evaluation], new_anomaly: bool) {
+        let labels = [table, layer];
+        if let Some(rows) = evaluations.iter().find(|evaluation| evaluation.metric == crate::sensors::volume::ROWS_ADDED) {
+            if let Some(value) = rows.value {
+                self.data_rows_added.with_label_values(&labels).set(value);
+            }
+            if let Some(z) = rows.zscore {
+                self.data_rows_added_zscore.with_label_values(&labels).set(z);
+            }
+            if let Some(lower) = rows.expected_lower {
+                self.data_rows_added_expected_lower.with_label_values(&labels).set(lower);
+            }
+            if let Some(upper) = rows.expected_upper {
+                self.data_rows_added_expected_upper.with_label_values(&labels).set(upper);
+            }
+        }
+        if let Some(deviation) = volume_deviation(evaluations) {
+            self.data_volume_deviation_percent.with_label_values(&labels).set(deviation);
+        }
+        let anomalies = self.data_volume_anomaly_total.with_label_values(&labels);
+        if new_anomaly {
+            anomalies.inc();
+        }
+        if let Some(latest) = &observation.latest_data_commit {
+            let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
+            self.data_rows_deleted.with_label_values(&labels).set(deleted as f64);
+            self.data_files_added.with_label_values(&labels).set(latest.added_files.unwrap_or(0) as f64);
+            self.data_bytes_added.with_label_values(&labels).set(latest.added_bytes.unwrap_or(0) as f64);
+        }
+        if let Some(current) = &observation.current {
+            if let Some(files) = current.total_files {
+                self.data_file_count.with_label_values(&labels).set(files as f64);
+            }
+            if let Some(bytes) = current.total_bytes {
+                self.data_size_bytes.with_label_values(&labels).set(bytes as f64);
+            }
+            if let Some(total) = current.total_records {
+                let date_ms = observation.latest_data_commit.as_ref().map_or(current.timestamp_ms, |commit| commit.timestamp_ms);
+                let date = chrono::DateTime::from_timestamp_millis(date_ms)
+                    .map(|time| time.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default();
+                if let Ok(mut dates) = self.row_count_dates.lock() {
+                    if let Some(previous) = dates.insert(table.to_string(), date.clone())
+                        && previous != date
+                    {
+                        let _ = self.data_row_count.remove_label_values(&[table, layer, &previous]);
+                    }
+                }
+                self.data_row_count.with_label_values(&[table, layer, &date]).set(total as f64);
+            }
+        }
+    }
+
+    /// Schema gauges and counters. `stored_counts` is the number of changes of each type the
+    /// history store holds for the table: the counter catches up to it, so a restart neither
+    /// loses nor double-counts changes.
+    pub fn record_schema(&self, table: &str, layer: &str, observation: &SchemaObservation, evaluations: &[Evaluation]) {
+        self.schema_column_count.with_label_values(&[table, layer]).set(observation.column_count as f64);
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        for change in &observation.changes {
+            *counts.entry(change.change_type).or_default() += 1;
+            let at = newest.entry(change.change_type).or_insert(change.changed_at_ms);
+            *at = (*at).max(change.changed_at_ms);
+        }
+        for (change_type, count) in counts {
+            let counter = self.schema_changes_total.with_label_values(&[table, change_type]);
+            let current = counter.get();
+            if count > current {
+                counter.inc_by(count - current);
+            }
+        }
+        for (change_type, at_ms) in newest {
+            self.schema_last_change_timestamp_seconds.with_label_values(&[table, change_type]).set(at_ms as f64 / 1000.0);
+        }
+        let violations = evaluations.iter().filter(|evaluation| evaluation.metric == "schema_expectation").count();
+        self.schema_expectation_violations.with_label_values(&[table, layer]).set(violations as f64);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The deviation percent the volume judge computed for the newest append.
+fn volume_deviation(evaluations: &[Evaluation]) -> Option<f64> {
+    evaluations
+        .iter()
+        .find(|evaluation| evaluation.metric == crate::sensors::volume::ROWS_ADDED)
+        .and_then(|evaluation| evaluation.deviation_percent)
+}
