@@ -1,1 +1,3 @@
 //! icewatch: data-observability sensors for Apache Iceberg tables.
+
+pub mod demo;
