@@ -33,7 +33,7 @@ use simulate::{
     HOUR_US, MINUTE_MS, Market, NORMAL_NULL_RATE, Rng, SILVER_EVERY_BRONZE, SPIKE_NULL_RATE, SPIKE_ROW_FACTOR,
     Trade,
 };
-pub use tables::{append_batch, open_sql_catalog, retime_snapshots, rewrite_table_metadata, widen_column};
+pub use tables::{append_batch, append_batch_to, open_sql_catalog, retime_snapshots, rewrite_table_metadata, widen_column};
 
 /// The catalog name the demo registers its tables under (PyIceberg's default).
 pub const CATALOG_NAME: &str = "default";
@@ -303,16 +303,20 @@ async fn write_history(demo: &DemoWarehouse, catalog: &dyn Catalog, options: &De
     let mut awaiting_silver: Vec<Trade> = Vec::new();
     let mut awaiting_gold: Vec<Trade> = Vec::new();
     let mut times = HistoryTimes { bronze: Vec::new(), silver: Vec::new(), gold: Vec::new() };
+    let mut bronze_table = load_table(catalog, &bronze).await?;
+    let mut silver_table = load_table(catalog, &silver).await?;
+    let mut gold_table = load_table(catalog, &gold).await?;
 
     for (index, &at_ms) in bronze_times.iter().enumerate() {
         if index == problems.venue_added_at {
-            add_venue_column(catalog, &bronze).await?;
+            bronze_table = add_venue_column(catalog, &bronze_table).await?;
         }
         if index == problems.quantity_widened_at {
             rewrite_table_metadata(&demo.catalog_uri, CATALOG_NAME, &bronze, |metadata| {
                 widen_column(metadata, "quantity", "long")
             })
             .await?;
+            bronze_table = load_table(catalog, &bronze).await?;
         }
         let mut rows = simulate::rows_for_commit(&mut rng, BASE_ROWS_PER_COMMIT, at_ms);
         if index == problems.volume_drop_at {
@@ -322,7 +326,7 @@ async fn write_history(demo: &DemoWarehouse, catalog: &dyn Catalog, options: &De
         let shape = BatchShape { rows, null_rate, with_venue: index >= problems.venue_added_at };
         let window_start_ms = index.checked_sub(1).map_or(at_ms - BRONZE_INTERVAL_MS, |previous| bronze_times[previous]);
         let trades = market.trades(&mut rng, window_start_ms * 1000, at_ms * 1000, shape);
-        append_batch(catalog, &bronze, trades_batch(&trades, shape.with_venue, BRONZE_TABLE)?).await?;
+        bronze_table = append_batch_to(catalog, &bronze_table, trades_batch(&trades, shape.with_venue, BRONZE_TABLE)?).await?;
         times.bronze.push(at_ms);
         awaiting_silver.extend(trades);
 
@@ -331,13 +335,13 @@ async fn write_history(demo: &DemoWarehouse, catalog: &dyn Catalog, options: &De
             let cleaned = simulate::clean(&awaiting_silver, &mut seen);
             awaiting_silver.clear();
             if !cleaned.is_empty() {
-                append_batch(catalog, &silver, silver_batch(&cleaned)?).await?;
+                silver_table = append_batch_to(catalog, &silver_table, silver_batch(&cleaned)?).await?;
                 times.silver.push(at_ms + SILVER_DELAY_MS);
                 awaiting_gold.extend(cleaned);
             }
         }
         if (index + 1) % GOLD_EVERY_BRONZE == 0 && !awaiting_gold.is_empty() {
-            append_batch(catalog, &gold, gold_batch(&simulate::summarize(&awaiting_gold))?).await?;
+            gold_table = append_batch_to(catalog, &gold_table, gold_batch(&simulate::summarize(&awaiting_gold))?).await?;
             times.gold.push(at_ms + GOLD_DELAY_MS);
             awaiting_gold.clear();
         }
@@ -345,10 +349,16 @@ async fn write_history(demo: &DemoWarehouse, catalog: &dyn Catalog, options: &De
     Ok(times)
 }
 
-async fn add_venue_column(catalog: &dyn Catalog, bronze: &TableIdent) -> Result<Table, DemoError> {
+async fn load_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, DemoError> {
+    catalog
+        .load_table(ident)
+        .await
+        .map_err(|source| DemoError::Iceberg { operation: "load", table: ident.to_string(), source })
+}
+
+async fn add_venue_column(catalog: &dyn Catalog, table: &Table) -> Result<Table, DemoError> {
     let iceberg_error = |operation: &'static str| move |source| DemoError::Iceberg { operation, table: BRONZE_TABLE.to_string(), source };
-    let table = catalog.load_table(bronze).await.map_err(iceberg_error("load"))?;
-    let transaction = Transaction::new(&table);
+    let transaction = Transaction::new(table);
     let transaction = transaction
         .update_schema()
         .add_column(AddColumn::optional("venue", Type::Primitive(PrimitiveType::String)))

@@ -56,12 +56,21 @@ pub async fn open_sql_catalog(catalog_uri: &str, warehouse: &Path, name: &str) -
 /// table's `+00:00` one), and missing optional columns are filled with nulls. A column the table
 /// does not have is an error, so a typo cannot drop data silently.
 pub async fn append_batch(catalog: &dyn Catalog, ident: &TableIdent, batch: RecordBatch) -> Result<Table, DemoError> {
-    let table_name = ident.to_string();
+    let table = catalog
+        .load_table(ident)
+        .await
+        .map_err(|source| DemoError::Iceberg { operation: "load", table: ident.to_string(), source })?;
+    append_batch_to(catalog, &table, batch).await
+}
+
+/// [`append_batch`] for a table already in hand (e.g. the one the previous append returned),
+/// which saves reading its metadata once more. The commit still refreshes it from the catalog.
+pub async fn append_batch_to(catalog: &dyn Catalog, table: &Table, batch: RecordBatch) -> Result<Table, DemoError> {
+    let table_name = table.identifier().to_string();
     let iceberg_error = |operation: &'static str| {
         let table = table_name.clone();
         move |source| DemoError::Iceberg { operation, table, source }
     };
-    let table = catalog.load_table(ident).await.map_err(iceberg_error("load"))?;
     let schema = table.metadata().current_schema().clone();
     let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).map_err(iceberg_error("convert the schema of"))?);
     let batch = conform_batch(&batch, arrow_schema, &table_name)?;
@@ -81,9 +90,12 @@ pub async fn append_batch(catalog: &dyn Catalog, ident: &TableIdent, batch: Reco
     writer.write(batch).await.map_err(iceberg_error("write data to"))?;
     let data_files = writer.close().await.map_err(iceberg_error("close the writer of"))?;
 
-    let transaction = Transaction::new(&table);
+    let transaction = Transaction::new(table);
+    // The duplicate check reads every manifest of the table (a cost that grows with each
+    // commit); the uuid-prefixed names above cannot collide with an existing file.
     let transaction = transaction
         .fast_append()
+        .with_check_duplicate(false)
         .add_data_files(data_files)
         .apply(transaction)
         .map_err(iceberg_error("prepare an append to"))?;

@@ -2,3 +2,4 @@
 //! capability end to end against real tables and real Prometheus tools.
 
 mod common;
+mod demo;
