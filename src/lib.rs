@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod demo;
 pub mod export;
 pub mod history;
 pub mod scheduler;

@@ -2,6 +2,7 @@
 //! capability end to end against real tables and real Prometheus tools.
 
 mod common;
+mod demo;
 mod history;
 mod ops;
 mod pushgateway;
