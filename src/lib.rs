@@ -1,10 +1,13 @@
 //! icewatch: data-observability sensors for Apache Iceberg tables.
 
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod export;
 pub mod history;
+pub mod pipeline;
 pub mod scheduler;
 pub mod sensors;
+pub mod server;
 pub mod stats;

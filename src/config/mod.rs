@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use diagnostics::{ConfigError, Problem};
+pub use diagnostics::{ConfigError, Problem, did_you_mean};
 pub use values::{
     Scope, Secret, SensorKind, Statistic, TableName, duration_to_string, parse_duration,
     redact_uri,

@@ -264,9 +264,9 @@ impl Metrics {
         }
     }
 
-    /// Volume gauges; `new_anomaly` is true when the newest append was judged anomalous and had
-    /// not been recorded before (so each snapshot counts once, also across restarts).
-    pub fn record_volume(&self, table: &str, layer: &str, observation: &VolumeObservation, evaluations: &[Evaluation], new_anomaly: bool) {
+    /// Volume gauges; `new_anomalies` counts appends judged anomalous in this run that had not
+    /// been recorded before (so each snapshot counts once, also across restarts).
+    pub fn record_volume(&self, table: &str, layer: &str, observation: &VolumeObservation, evaluations: &[Evaluation], new_anomalies: u64) {
         let labels = [table, layer];
         if let Some(rows) = evaluations.iter().find(|evaluation| evaluation.metric == crate::sensors::volume::ROWS_ADDED) {
             if let Some(value) = rows.value {
@@ -285,10 +285,8 @@ impl Metrics {
         if let Some(deviation) = volume_deviation(evaluations) {
             self.data_volume_deviation_percent.with_label_values(&labels).set(deviation);
         }
-        let anomalies = self.data_volume_anomaly_total.with_label_values(&labels);
-        if new_anomaly {
-            anomalies.inc();
-        }
+        // Touching the counter exports it at 0 until the first anomaly.
+        self.data_volume_anomaly_total.with_label_values(&labels).inc_by(new_anomalies);
         if let Some(latest) = &observation.latest_data_commit {
             let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
             self.data_rows_deleted.with_label_values(&labels).set(deleted as f64);

@@ -1,0 +1,86 @@
+//! Command-line interface (clap derive): one module per subcommand. Each returns the process
+//! exit code; `anyhow` errors stop here and are printed by `main` as `error:` / `caused by:`.
+
+mod check;
+mod demo;
+mod report;
+mod run;
+mod validate;
+
+pub use report::render_text_report as render_report;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code: a check found a problem at or above `--fail-on`.
+pub const EXIT_PROBLEM: u8 = 1;
+/// Exit code: usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Data-observability sensors for Apache Iceberg tables, published as Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "icewatch", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ICEWATCH_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: sensors on their schedules, /metrics, optional Pushgateway.
+    Run(ConfigArgs),
+    /// One pass of every sensor, a report, and an exit code for orchestrators.
+    Check(check::CheckArgs),
+    /// Parse and validate the config; with --online also load every table and check columns.
+    Validate(validate::ValidateArgs),
+    /// Write a local demo warehouse with backdated history, then run the service on it with a
+    /// simulated writer that keeps committing and now and then injects an anomaly.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Path of sensors.toml.
+    #[arg(long, short, default_value = "sensors.toml", env = "ICEWATCH_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// Runs the parsed command line and returns the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(&args.config).await,
+            Command::Check(args) => check::check(args).await,
+            Command::Validate(args) => validate::validate(args).await,
+            Command::Demo(args) => demo::demo(args).await,
+        }
+    })
+}
+
+/// Configuration problems exit with 2; everything else that stops a command with 1.
+pub fn exit_code_for(error: &anyhow::Error) -> u8 {
+    let is_config = error.chain().any(|cause| cause.downcast_ref::<crate::config::ConfigError>().is_some());
+    if is_config { EXIT_USAGE } else { EXIT_PROBLEM }
+}
+
+/// Logs go to stderr so `check --format json` keeps stdout clean. `RUST_LOG` filters them.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,iceberg=warn,datafusion=warn,opendal=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
