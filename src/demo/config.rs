@@ -35,6 +35,7 @@ timestamp_column = "ts"
 [tables."bronze.raw_trades".volume]
 deviation_percent = 20
 window = "7d"
+seasonality = "daily"
 
 [tables."bronze.raw_trades".schema]
 expect = { price = "double", quantity = "long" }
@@ -53,6 +54,7 @@ timestamp_column = "ts"
 [tables."silver.cleaned_trades".volume]
 deviation_percent = 20
 window = "7d"
+seasonality = "daily"
 
 [tables."silver.cleaned_trades".schema]
 expect = { price = "double", quantity = "long", notional = "double" }
