@@ -57,13 +57,23 @@ pub struct Baseline {
     pub stddev: f64,
 }
 
+/// Past points further than this from the window's median, in robust z (Iglewicz and
+/// Hoaglin's modified z-score, 0.6745·|x − median| / MAD), are left out of the baseline.
+pub const OUTLIER_MODIFIED_Z: f64 = 3.5;
+
 /// The baseline of `window`, ignoring non-finite points; `None` with fewer than
 /// `params.min_history` finite points (or at least one, whatever `min_history` says).
+///
+/// Past outliers (see [`OUTLIER_MODIFIED_Z`]) are left out, so an anomaly last week does not
+/// widen this week's band and hide the next one; when that would leave fewer than
+/// `min_history` points, or the spread around the median is zero, every point counts.
 pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
-    let (count, mean, m2) = welford(window.iter().copied().filter(|value| value.is_finite()));
-    if count == 0 || count < params.min_history {
+    let finite: Vec<f64> = window.iter().copied().filter(|value| value.is_finite()).collect();
+    if finite.is_empty() || finite.len() < params.min_history {
         return None;
     }
+    let kept = without_outliers(&finite, params.min_history.max(1));
+    let (count, mean, m2) = welford(kept.iter().copied());
     let raw_stddev = if count >= 2 {
         (m2 / (count - 1) as f64).sqrt()
     } else {
@@ -80,6 +90,30 @@ pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
         mean,
         stddev,
     })
+}
+
+/// `values` without the points whose modified z-score exceeds [`OUTLIER_MODIFIED_Z`]; all of
+/// them when the median absolute deviation is 0 or fewer than `keep_at_least` would remain.
+fn without_outliers(values: &[f64], keep_at_least: usize) -> Vec<f64> {
+    let median_of = |sorted: &[f64]| -> f64 {
+        let middle = sorted.len() / 2;
+        if sorted.len() % 2 == 0 { (sorted[middle - 1] + sorted[middle]) / 2.0 } else { sorted[middle] }
+    };
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = median_of(&sorted);
+    let mut deviations: Vec<f64> = values.iter().map(|value| (value - median).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    let mad = median_of(&deviations);
+    if !(mad > 0.0 && mad.is_finite()) {
+        return values.to_vec();
+    }
+    let kept: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|value| 0.6745 * (value - median).abs() / mad <= OUTLIER_MODIFIED_Z)
+        .collect();
+    if kept.len() >= keep_at_least { kept } else { values.to_vec() }
 }
 
 /// How one value compares with its history.
@@ -380,6 +414,18 @@ pub fn chi_square(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_past_outlier_does_not_hide_the_next_one() {
+        let params = ScoringParams::default();
+        let mut window = vec![100.0, 104.0, 97.0, 101.0, 99.0, 103.0, 98.0, 102.0, 100.0, 101.0];
+        window.push(300.0); // last week's spike
+        window.push(30.0); // and a drop
+        let drop = score(35.0, &window, &params).unwrap();
+        assert!(drop.is_anomaly && drop.zscore < -10.0, "{drop:?}");
+        let usual = score(102.0, &window, &params).unwrap();
+        assert!(!usual.is_anomaly, "{usual:?}");
+    }
+
     use super::*;
     use proptest::prelude::*;
 
