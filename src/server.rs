@@ -1,6 +1,7 @@
 //! HTTP endpoints of the service: `/metrics` (Prometheus text format 0.0.4), `/healthz`
 //! (liveness), `/readyz` (config loaded and the catalog answered), `/api/v1/results` (the
-//! latest result of every sensor as JSON). Builds the router; binding and serving is `run`'s.
+//! latest result of every sensor as JSON), and the status page (`/`, `/tables/{name}`; see
+//! `status_page`). Builds the router; binding and serving is `run`'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/results", get(results))
-        .route("/", get(index))
+        .merge(crate::status_page::routes())
         .with_state(state)
 }
 
@@ -47,10 +48,4 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn results(State(state): State<Arc<AppState>>) -> Response {
     let evaluations: Vec<_> = state.pipeline.latest_results().into_iter().flat_map(|result| result.evaluations).collect();
     axum::Json(serde_json::json!({ "results": evaluations })).into_response()
-}
-
-async fn index(State(state): State<Arc<AppState>>) -> Response {
-    let results = state.pipeline.latest_results();
-    let text = crate::cli::render_report(&results);
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
