@@ -41,9 +41,9 @@ pub struct Config {
 impl Config {
     /// Reads, parses and validates `path`. Every problem in the file is reported at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
+            _ => ConfigError::Read { path: path.to_path_buf(), source },
         })?;
         Config::from_str(&text, path)
     }
@@ -263,3 +263,6 @@ pub struct StageConfig {
     /// `job` label of the stage's metrics (default: the table name).
     pub job: String,
 }
+
+#[cfg(test)]
+mod tests;

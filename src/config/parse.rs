@@ -89,7 +89,14 @@ pub(super) fn parse(
     let config = match ImDocument::parse(text.to_string()) {
         Ok(document) => reader.config(document.as_table(), path),
         Err(error) => {
-            let message = error.message().trim().to_string();
+            // toml_edit puts "expected ..." on its own line; a problem is one line.
+            let message = error
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             reader.problem(error.span(), "", format!("invalid TOML: {message}"));
             None
         }
@@ -152,11 +159,13 @@ fn type_name(item: &Item) -> &'static str {
 impl<'a> Reader<'a> {
     fn problem(&mut self, span: Option<Range<usize>>, key_path: &str, message: impl Into<String>) {
         let (line, column) = line_column(self.text, span.map_or(0, |range| range.start));
+        // Keys and values come from the file: a control or bidi character in them must not
+        // reach the terminal as itself.
         self.problems.push(Problem {
             line,
             column,
-            key_path: key_path.to_string(),
-            message: message.into(),
+            key_path: escape_invisible(key_path),
+            message: escape_invisible(&message.into()),
         });
     }
 
@@ -206,7 +215,13 @@ impl<'a> Reader<'a> {
             }),
             None => {
                 let span = Self::value_span(parent, key);
-                self.problem_at(span, &path, format!("expected a table, found {}", type_name(item)));
+                let message = match item {
+                    Item::ArrayOfTables(_) => format!(
+                        "expected a table, found an array of tables: write `[{path}.NAME]` headers, not `[[{path}]]`"
+                    ),
+                    _ => format!("expected a table, found {}", type_name(item)),
+                };
+                self.problem_at(span, &path, message);
                 None
             }
         }
@@ -246,6 +261,12 @@ impl<'a> Reader<'a> {
 
     /// A string value (after `${VAR}` substitution) and the raw text as written.
     fn string_with_raw(&mut self, section: &Section<'_>, key: &str) -> Option<(String, String)> {
+        self.string_as(section, key, "a string")
+    }
+
+    /// Like [`Reader::string_with_raw`]; `expected` says what the string holds when the value
+    /// has another type ("a duration such as `15m`").
+    fn string_as(&mut self, section: &Section<'_>, key: &str, expected: &str) -> Option<(String, String)> {
         let item = section.table.get(key)?;
         let path = join(&section.path, key);
         let span = Self::value_span(section, key);
@@ -255,7 +276,7 @@ impl<'a> Reader<'a> {
                 Some((value, raw.to_string()))
             }
             None => {
-                self.problem_at(span, &path, format!("expected a string, found {}", type_name(item)));
+                self.problem_at(span, &path, format!("expected {expected}, found {}", type_name(item)));
                 None
             }
         }
@@ -266,20 +287,26 @@ impl<'a> Reader<'a> {
     }
 
     fn required_string(&mut self, section: &Section<'_>, key: &str) -> Option<String> {
+        self.required_string_with_raw(section, key).map(|(value, _)| value)
+    }
+
+    fn required_string_with_raw(&mut self, section: &Section<'_>, key: &str) -> Option<(String, String)> {
         if section.table.get(key).is_none() {
             let path = join(&section.path, key);
             self.problem_at(section.span, &path, format!("missing required key `{key}`"));
             return None;
         }
-        self.string(section, key)
+        self.string_with_raw(section, key)
     }
 
     /// A string that must be one of `choices`.
     fn choice(&mut self, section: &Section<'_>, key: &str, choices: &[&str]) -> Option<String> {
-        let value = self.string(section, key)?;
+        let (value, raw) = self.string_with_raw(section, key)?;
         if choices.contains(&value.as_str()) {
             return Some(value);
         }
+        // The raw text, not the value: a `${VAR}` may hold a secret.
+        let value = raw;
         let suggestion = did_you_mean(&value, choices)
             .map(|candidate| format!(" (did you mean `{candidate}`?)"))
             .unwrap_or_default();
@@ -355,7 +382,7 @@ impl<'a> Reader<'a> {
     }
 
     fn duration(&mut self, section: &Section<'_>, key: &str) -> Option<Duration> {
-        let (value, raw) = self.string_with_raw(section, key)?;
+        let (value, raw) = self.string_as(section, key, "a duration string such as `30s`, `15m`, `2h` or `7d`")?;
         match parse_duration(&value) {
             Ok(duration) if !duration.is_zero() => Some(duration),
             Ok(_) => {
@@ -372,7 +399,7 @@ impl<'a> Reader<'a> {
     }
 
     fn schedule(&mut self, section: &Section<'_>, key: &str) -> Option<Schedule> {
-        let (value, raw) = self.string_with_raw(section, key)?;
+        let (value, raw) = self.string_as(section, key, "a cron schedule string with a seconds field such as `0 */5 * * * *`")?;
         match parse_schedule(&value) {
             Ok(schedule) => Some(schedule),
             Err(message) => {
@@ -829,13 +856,22 @@ impl<'a> Reader<'a> {
         let mut expect = BTreeMap::new();
         if let Some(map) = self.section(section, "expect") {
             for (column, _) in map.table.iter() {
-                let Some(type_text) = self.string(&map, column) else { continue };
+                let Some((type_text, raw)) = self.string_as(&map, column, "an Iceberg type name such as `long`")
+                else {
+                    continue;
+                };
                 match normalize_iceberg_type(&type_text) {
                     Ok(normalized) => {
                         expect.insert(column.to_string(), normalized);
                     }
                     Err(message) => {
                         let span = Self::value_span(&map, column);
+                        // Name the type as written: a `${VAR}` may hold a secret.
+                        let message = if raw == type_text {
+                            message
+                        } else {
+                            format!("unknown Iceberg type `{raw}`; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`")
+                        };
                         self.problem_at(span, &join(&map.path, column), message);
                     }
                 }
@@ -872,7 +908,7 @@ impl<'a> Reader<'a> {
                                     let suggestion = did_you_mean(name, &names)
                                         .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                                         .unwrap_or_default();
-                                    self.problem_at(span, &column_path, format!("unknown statistic `{name}`{suggestion}; valid statistics are {}", names.join(", ")));
+                                    self.problem_at(span, &column_path, format!("unknown statistic `{name}`{suggestion}; valid statistics are {}", names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")));
                                 }
                             },
                             None => self.problem_at(span, &column_path, "expected a statistic name (a string)"),
@@ -950,20 +986,21 @@ impl<'a> Reader<'a> {
     fn stages(&mut self, pipeline: &Section<'_>, table_names: &[&str]) -> Option<Vec<StageConfig>> {
         let stages_path = join(&pipeline.path, "stages");
         let stages_span = Reader::value_span(pipeline, "stages");
-        let entries: Vec<(&dyn TableLike, Option<(usize, usize)>)> = match pipeline.table.get("stages") {
+        // (position in the array, stage table, span): positions name the entry in messages.
+        let entries: Vec<(usize, &dyn TableLike, Option<(usize, usize)>)> = match pipeline.table.get("stages") {
             None => {
                 self.problem_at(pipeline.span, &stages_path, "missing required key `stages`");
                 return None;
             }
             Some(Item::ArrayOfTables(array)) => {
-                array.iter().map(|table| (table as &dyn TableLike, span_pair(table.span()))).collect()
+                array.iter().enumerate().map(|(index, table)| (index, table as &dyn TableLike, span_pair(table.span()))).collect()
             }
             Some(Item::Value(Value::Array(array))) => {
                 let mut entries = Vec::new();
-                for value in array.iter() {
+                for (index, value) in array.iter().enumerate() {
                     match value.as_inline_table() {
-                        Some(table) => entries.push((table as &dyn TableLike, span_pair(value.span()))),
-                        None => self.problem_at(span_pair(value.span()), &stages_path, "expected a stage table such as `{ stage = \"silver\", table = \"silver.orders\", upstream = [\"bronze\"] }`"),
+                        Some(table) => entries.push((index, table as &dyn TableLike, span_pair(value.span()))),
+                        None => self.problem_at(span_pair(value.span()), &format!("{stages_path}[{index}]"), "expected a stage table such as `{ stage = \"silver\", table = \"silver.orders\", upstream = [\"bronze\"] }`"),
                     }
                 }
                 entries
@@ -977,15 +1014,17 @@ impl<'a> Reader<'a> {
         let mut stages = Vec::new();
         let mut upstream_spans = Vec::new();
         let mut ok = true;
-        for (index, (table, span)) in entries.into_iter().enumerate() {
+        for (index, table, span) in entries {
             let stage_section = Section { table, path: format!("{stages_path}[{index}]"), span };
             let path = stage_section.path.as_str();
             self.check_keys(&stage_section, STAGE_KEYS, "a pipeline stage");
             let stage = self.required_string(&stage_section, "stage");
-            let table_name = self.required_string(&stage_section, "table");
-            if let Some(table_name) = &table_name
+            let table_name = self.required_string_with_raw(&stage_section, "table");
+            if let Some((table_name, raw)) = &table_name
                 && !table_names.contains(&table_name.as_str())
             {
+                // Named as written: a `${VAR}` may hold a secret.
+                let table_name = raw;
                 let suggestion = did_you_mean(table_name, table_names)
                     .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                     .unwrap_or_default();
@@ -1013,7 +1052,7 @@ impl<'a> Reader<'a> {
                 }
             }
             let job = self.string(&stage_section, "job");
-            match (stage, table_name) {
+            match (stage, table_name.map(|(value, _)| value)) {
                 (Some(stage), Some(table_name)) => {
                     if stages.iter().any(|existing: &StageConfig| existing.stage == stage) {
                         let span = Reader::value_span(&stage_section, "stage");
@@ -1042,6 +1081,21 @@ impl<'a> Reader<'a> {
         }
         ok.then_some(stages)
     }
+}
+
+/// `text` with control characters and invisible bidi/formatting characters written as
+/// `\u{..}` escapes, so a hostile key cannot rewrite the terminal line it is printed on.
+pub(crate) fn escape_invisible(text: &str) -> String {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if !text.chars().any(invisible) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| if invisible(c) { format!("\\u{{{:04x}}}", c as u32) } else { c.to_string() })
+        .collect()
 }
 
 fn positive(value: f64) -> Result<(), String> {

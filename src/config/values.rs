@@ -30,7 +30,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`; other text is unchanged.
+/// Replaces the password of `scheme://user:password@host`, and the value of any query
+/// parameter whose name contains `password`, `secret` or `token` (`?password=...`, as
+/// libpq and sqlx accept), with `***`; other text is unchanged.
 pub fn redact_uri(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else {
         return uri.to_string();
@@ -39,19 +41,35 @@ pub fn redact_uri(uri: &str) -> String {
     let rest = &uri[authority_start..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return uri.to_string();
-    };
-    let user_info = &authority[..at];
-    let Some(colon) = user_info.find(':') else {
-        return uri.to_string();
-    };
-    format!(
-        "{}{}:***{}",
-        &uri[..authority_start],
-        &user_info[..colon],
-        &uri[authority_start + at..]
-    )
+    let mut out = uri[..authority_start].to_string();
+    match authority.rfind('@').map(|at| (&authority[..at], &authority[at..])) {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => out.push_str(&format!("{user}:***{host}")),
+            None => out.push_str(authority),
+        },
+        None => out.push_str(authority),
+    }
+    let tail = &rest[authority_end..];
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query.split_once('#').map_or((query, None), |(query, fragment)| (query, Some(fragment)));
+            let parameters: Vec<String> = query
+                .split('&')
+                .map(|parameter| match parameter.split_once('=') {
+                    Some((name, _)) if ["password", "secret", "token"].iter().any(|word| name.to_ascii_lowercase().contains(word)) => {
+                        format!("{name}=***")
+                    }
+                    _ => parameter.to_string(),
+                })
+                .collect();
+            out.push_str(&format!("{path}?{}", parameters.join("&")));
+            if let Some(fragment) = fragment {
+                out.push_str(&format!("#{fragment}"));
+            }
+        }
+        None => out.push_str(tail),
+    }
+    out
 }
 
 /// The kinds of sensor a table can have.
@@ -340,6 +358,11 @@ mod tests {
         assert_eq!(redact_uri("postgres://icewatch@db/x"), "postgres://icewatch@db/x");
         assert_eq!(redact_uri("sqlite://demo/catalog.db"), "sqlite://demo/catalog.db");
         assert_eq!(redact_uri("http://u:p@h/a@b"), "http://u:***@h/a@b");
+        assert_eq!(
+            redact_uri("postgres://db/x?user=a&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=a&password=***&sslmode=require"
+        );
+        assert_eq!(redact_uri("https://h/p?access_token=abc#top"), "https://h/p?access_token=***#top");
         assert!(!format!("{:?}", Secret::new("postgres://a:b@c/d")).contains(":b@"));
     }
 
