@@ -79,6 +79,19 @@ const DIRECTIONS: &[&str] = &["spike", "drop", "both"];
 const SCOPES: &[&str] = &["added", "table"];
 const CATALOG_TYPES: &[&str] = &["sql", "rest"];
 
+/// The problem of a file that is not UTF-8, at its first bad byte.
+pub(super) fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error, path: &Path) -> ConfigError {
+    let valid = String::from_utf8_lossy(&bytes[..error.valid_up_to()]);
+    let (line, column) = line_column(&valid, valid.len());
+    let problem = Problem {
+        line,
+        column,
+        key_path: String::new(),
+        message: "the file is not valid UTF-8 (save it as UTF-8)".to_string(),
+    };
+    ConfigError::Invalid { path: path.to_path_buf(), problems: vec![problem] }
+}
+
 pub(super) fn parse(
     text: &str,
     path: &Path,
@@ -117,6 +130,9 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
 }
+
+/// A pipeline stage as found: its position in `stages`, its table, its span.
+type StageEntry<'d> = (usize, &'d dyn TableLike, Option<(usize, usize)>);
 
 /// A spanned view of one table of the document and its key path.
 struct Section<'d> {
@@ -442,7 +458,7 @@ impl<'a> Reader<'a> {
     /// Entries of a table-valued key (`grouping = { a = "b" }`) as strings.
     fn string_map(&mut self, section: &Section<'_>, key: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        if let Some(map) = self.section(&section, key) {
+        if let Some(map) = self.section(section, key) {
             for (entry, _) in map.table.iter() {
                 if let Some(value) = self.string(&map, entry) {
                     out.push((entry.to_string(), value));
@@ -478,7 +494,7 @@ impl<'a> Reader<'a> {
     }
 
     fn catalog(&mut self, root: &Section<'_>) -> Option<CatalogConfig> {
-        let Some(section) = self.section(&root, "catalog") else {
+        let Some(section) = self.section(root, "catalog") else {
             if root.table.get("catalog").is_none() {
                 self.problem_at(Some((0, 0)), "catalog", "missing required table `[catalog]`");
             }
@@ -570,7 +586,7 @@ impl<'a> Reader<'a> {
 
     fn history(&mut self, root: &Section<'_>) -> Option<HistoryConfig> {
         let default_path = || HistoryLocation::Sqlite(PathBuf::from("icewatch-history.db"));
-        let Some(section) = self.section(&root, "history") else {
+        let Some(section) = self.section(root, "history") else {
             if root.table.get("history").is_some() {
                 return None;
             }
@@ -598,8 +614,8 @@ impl<'a> Reader<'a> {
     }
 
     fn server(&mut self, root: &Section<'_>) -> Option<ServerConfig> {
-        let default = SocketAddr::from(([127, 0, 0, 1], 9464));
-        let Some(section) = self.section(&root, "server") else {
+        let default = DEFAULT_LISTEN;
+        let Some(section) = self.section(root, "server") else {
             return root.table.get("server").is_none().then_some(ServerConfig { listen: default });
         };
         self.check_keys(&section, SERVER_KEYS, "[server]");
@@ -619,7 +635,7 @@ impl<'a> Reader<'a> {
     }
 
     fn pushgateway(&mut self, root: &Section<'_>) -> Option<Option<PushgatewayConfig>> {
-        let Some(section) = self.section(&root, "pushgateway") else {
+        let Some(section) = self.section(root, "pushgateway") else {
             return root.table.get("pushgateway").is_none().then_some(None);
         };
         self.check_keys(&section, PUSHGATEWAY_KEYS, "[pushgateway]");
@@ -673,7 +689,7 @@ impl<'a> Reader<'a> {
             timeout: Duration::from_secs(60),
             concurrency: 4,
         };
-        let Some(section) = self.section(&root, "defaults") else {
+        let Some(section) = self.section(root, "defaults") else {
             return root.table.get("defaults").is_none().then_some(defaults);
         };
         self.check_keys(&section, DEFAULTS_KEYS, "[defaults]");
@@ -744,7 +760,7 @@ impl<'a> Reader<'a> {
     }
 
     fn tables(&mut self, root: &Section<'_>, defaults: &Defaults) -> Vec<TableConfig> {
-        let Some(section) = self.section(&root, "tables") else {
+        let Some(section) = self.section(root, "tables") else {
             return Vec::new();
         };
         let mut tables = Vec::new();
@@ -968,7 +984,7 @@ impl<'a> Reader<'a> {
     }
 
     fn pipelines(&mut self, root: &Section<'_>, tables: &[TableConfig]) -> Vec<PipelineConfig> {
-        let Some(section) = self.section(&root, "pipelines") else {
+        let Some(section) = self.section(root, "pipelines") else {
             return Vec::new();
         };
         let table_names: Vec<&str> = tables.iter().map(|table| table.name.as_str()).collect();
@@ -987,7 +1003,7 @@ impl<'a> Reader<'a> {
         let stages_path = join(&pipeline.path, "stages");
         let stages_span = Reader::value_span(pipeline, "stages");
         // (position in the array, stage table, span): positions name the entry in messages.
-        let entries: Vec<(usize, &dyn TableLike, Option<(usize, usize)>)> = match pipeline.table.get("stages") {
+        let entries: Vec<StageEntry<'_>> = match pipeline.table.get("stages") {
             None => {
                 self.problem_at(pipeline.span, &stages_path, "missing required key `stages`");
                 return None;
@@ -1086,10 +1102,7 @@ impl<'a> Reader<'a> {
 /// `text` with control characters and invisible bidi/formatting characters written as
 /// `\u{..}` escapes, so a hostile key cannot rewrite the terminal line it is printed on.
 pub(crate) fn escape_invisible(text: &str) -> String {
-    let invisible = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-    };
+    let invisible = super::values::is_invisible;
     if !text.chars().any(invisible) {
         return text.to_string();
     }
@@ -1114,7 +1127,14 @@ pub(crate) fn parse_schedule(expression: &str) -> Result<Schedule, String> {
             "expected 6 or 7 fields (seconds minutes hours day-of-month month day-of-week [year]), found {fields}"
         ));
     }
-    let cron = cron::Schedule::from_str(expression).map_err(|error| error.to_string())?;
+    // The cron crate's message repeats the expression with a caret line; keep its last line
+    // ("Minutes must be between ...") so a problem stays one line.
+    let cron = cron::Schedule::from_str(expression).map_err(|error| {
+        let text = error.to_string();
+        let last = text.lines().map(str::trim).rfind(|line| !line.is_empty()).unwrap_or("invalid expression");
+        let mut chars = last.chars();
+        chars.next().map_or_else(String::new, |first| first.to_lowercase().chain(chars).collect())
+    })?;
     if cron.upcoming(chrono::Utc).next().is_none() {
         return Err("the schedule never fires".to_string());
     }

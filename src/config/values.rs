@@ -72,6 +72,13 @@ pub fn redact_uri(uri: &str) -> String {
     out
 }
 
+/// Control characters and the invisible bidi / zero-width formatting characters that can make
+/// printed text read differently from what it is ("Trojan Source").
+pub(crate) fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// The kinds of sensor a table can have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,8 +135,8 @@ impl TableName {
         if parts.iter().any(|part| part.trim().is_empty()) {
             return Err("expected `namespace.table` with no empty part".to_string());
         }
-        if text.chars().any(char::is_control) {
-            return Err("a table name cannot contain control characters".to_string());
+        if text.chars().any(is_invisible) {
+            return Err("a table name cannot contain control or invisible formatting characters".to_string());
         }
         let (name, namespace) = parts.split_last().expect("at least two parts");
         Ok(TableName {
@@ -375,5 +382,7 @@ mod tests {
         assert_eq!(nested.namespace, vec!["a", "b"]);
         assert!(TableName::parse("raw_trades").is_err());
         assert!(TableName::parse("bronze.").is_err());
+        assert!(TableName::parse("bronze.evil\u{202e}gnp").is_err());
+        assert!(TableName::parse("münze.händel_☃").is_ok());
     }
 }
