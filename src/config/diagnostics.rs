@@ -17,6 +17,8 @@ pub struct Problem {
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("config file `{}` not found (pass `--config FILE` or set `ICEWATCH_CONFIG`)", path.display())]
+    NotFound { path: PathBuf },
     #[error("failed to read config file `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -30,7 +32,7 @@ pub enum ConfigError {
 impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::Read { .. } => &[],
+            ConfigError::NotFound { .. } | ConfigError::Read { .. } => &[],
             ConfigError::Invalid { problems, .. } => problems,
         }
     }

@@ -10,7 +10,7 @@ mod parse;
 mod values;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ pub use values::{
 
 use crate::history::HistoryLocation;
 use crate::stats::Direction;
+
+/// Where the HTTP server listens when `[server] listen` is not set (the Dockerfile's `EXPOSE`).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464));
 
 /// The whole validated configuration.
 #[derive(Clone, Debug)]
@@ -41,11 +44,12 @@ pub struct Config {
 impl Config {
     /// Reads, parses and validates `path`. Every problem in the file is reported at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
+            _ => ConfigError::Read { path: path.to_path_buf(), source },
         })?;
-        Config::from_str(&text, path)
+        let text = std::str::from_utf8(&bytes).map_err(|error| parse::not_utf8(&bytes, &error, path))?;
+        Config::from_str(text, path)
     }
 
     /// Parses `text` as if it had been read from `path` (relative paths resolve against the
@@ -263,3 +267,6 @@ pub struct StageConfig {
     /// `job` label of the stage's metrics (default: the table name).
     pub job: String,
 }
+
+#[cfg(test)]
+mod tests;

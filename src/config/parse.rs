@@ -79,6 +79,19 @@ const DIRECTIONS: &[&str] = &["spike", "drop", "both"];
 const SCOPES: &[&str] = &["added", "table"];
 const CATALOG_TYPES: &[&str] = &["sql", "rest"];
 
+/// The problem of a file that is not UTF-8, at its first bad byte.
+pub(super) fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error, path: &Path) -> ConfigError {
+    let valid = String::from_utf8_lossy(&bytes[..error.valid_up_to()]);
+    let (line, column) = line_column(&valid, valid.len());
+    let problem = Problem {
+        line,
+        column,
+        key_path: String::new(),
+        message: "the file is not valid UTF-8 (save it as UTF-8)".to_string(),
+    };
+    ConfigError::Invalid { path: path.to_path_buf(), problems: vec![problem] }
+}
+
 pub(super) fn parse(
     text: &str,
     path: &Path,
@@ -89,7 +102,14 @@ pub(super) fn parse(
     let config = match ImDocument::parse(text.to_string()) {
         Ok(document) => reader.config(document.as_table(), path),
         Err(error) => {
-            let message = error.message().trim().to_string();
+            // toml_edit puts "expected ..." on its own line; a problem is one line.
+            let message = error
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             reader.problem(error.span(), "", format!("invalid TOML: {message}"));
             None
         }
@@ -110,6 +130,9 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
 }
+
+/// A pipeline stage as found: its position in `stages`, its table, its span.
+type StageEntry<'d> = (usize, &'d dyn TableLike, Option<(usize, usize)>);
 
 /// A spanned view of one table of the document and its key path.
 struct Section<'d> {
@@ -152,11 +175,13 @@ fn type_name(item: &Item) -> &'static str {
 impl<'a> Reader<'a> {
     fn problem(&mut self, span: Option<Range<usize>>, key_path: &str, message: impl Into<String>) {
         let (line, column) = line_column(self.text, span.map_or(0, |range| range.start));
+        // Keys and values come from the file: a control or bidi character in them must not
+        // reach the terminal as itself.
         self.problems.push(Problem {
             line,
             column,
-            key_path: key_path.to_string(),
-            message: message.into(),
+            key_path: escape_invisible(key_path),
+            message: escape_invisible(&message.into()),
         });
     }
 
@@ -206,7 +231,13 @@ impl<'a> Reader<'a> {
             }),
             None => {
                 let span = Self::value_span(parent, key);
-                self.problem_at(span, &path, format!("expected a table, found {}", type_name(item)));
+                let message = match item {
+                    Item::ArrayOfTables(_) => format!(
+                        "expected a table, found an array of tables: write `[{path}.NAME]` headers, not `[[{path}]]`"
+                    ),
+                    _ => format!("expected a table, found {}", type_name(item)),
+                };
+                self.problem_at(span, &path, message);
                 None
             }
         }
@@ -246,6 +277,12 @@ impl<'a> Reader<'a> {
 
     /// A string value (after `${VAR}` substitution) and the raw text as written.
     fn string_with_raw(&mut self, section: &Section<'_>, key: &str) -> Option<(String, String)> {
+        self.string_as(section, key, "a string")
+    }
+
+    /// Like [`Reader::string_with_raw`]; `expected` says what the string holds when the value
+    /// has another type ("a duration such as `15m`").
+    fn string_as(&mut self, section: &Section<'_>, key: &str, expected: &str) -> Option<(String, String)> {
         let item = section.table.get(key)?;
         let path = join(&section.path, key);
         let span = Self::value_span(section, key);
@@ -255,7 +292,7 @@ impl<'a> Reader<'a> {
                 Some((value, raw.to_string()))
             }
             None => {
-                self.problem_at(span, &path, format!("expected a string, found {}", type_name(item)));
+                self.problem_at(span, &path, format!("expected {expected}, found {}", type_name(item)));
                 None
             }
         }
@@ -266,20 +303,26 @@ impl<'a> Reader<'a> {
     }
 
     fn required_string(&mut self, section: &Section<'_>, key: &str) -> Option<String> {
+        self.required_string_with_raw(section, key).map(|(value, _)| value)
+    }
+
+    fn required_string_with_raw(&mut self, section: &Section<'_>, key: &str) -> Option<(String, String)> {
         if section.table.get(key).is_none() {
             let path = join(&section.path, key);
             self.problem_at(section.span, &path, format!("missing required key `{key}`"));
             return None;
         }
-        self.string(section, key)
+        self.string_with_raw(section, key)
     }
 
     /// A string that must be one of `choices`.
     fn choice(&mut self, section: &Section<'_>, key: &str, choices: &[&str]) -> Option<String> {
-        let value = self.string(section, key)?;
+        let (value, raw) = self.string_with_raw(section, key)?;
         if choices.contains(&value.as_str()) {
             return Some(value);
         }
+        // The raw text, not the value: a `${VAR}` may hold a secret.
+        let value = raw;
         let suggestion = did_you_mean(&value, choices)
             .map(|candidate| format!(" (did you mean `{candidate}`?)"))
             .unwrap_or_default();
@@ -355,7 +398,7 @@ impl<'a> Reader<'a> {
     }
 
     fn duration(&mut self, section: &Section<'_>, key: &str) -> Option<Duration> {
-        let (value, raw) = self.string_with_raw(section, key)?;
+        let (value, raw) = self.string_as(section, key, "a duration string such as `30s`, `15m`, `2h` or `7d`")?;
         match parse_duration(&value) {
             Ok(duration) if !duration.is_zero() => Some(duration),
             Ok(_) => {
@@ -372,7 +415,7 @@ impl<'a> Reader<'a> {
     }
 
     fn schedule(&mut self, section: &Section<'_>, key: &str) -> Option<Schedule> {
-        let (value, raw) = self.string_with_raw(section, key)?;
+        let (value, raw) = self.string_as(section, key, "a cron schedule string with a seconds field such as `0 */5 * * * *`")?;
         match parse_schedule(&value) {
             Ok(schedule) => Some(schedule),
             Err(message) => {
@@ -415,7 +458,7 @@ impl<'a> Reader<'a> {
     /// Entries of a table-valued key (`grouping = { a = "b" }`) as strings.
     fn string_map(&mut self, section: &Section<'_>, key: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        if let Some(map) = self.section(&section, key) {
+        if let Some(map) = self.section(section, key) {
             for (entry, _) in map.table.iter() {
                 if let Some(value) = self.string(&map, entry) {
                     out.push((entry.to_string(), value));
@@ -451,7 +494,7 @@ impl<'a> Reader<'a> {
     }
 
     fn catalog(&mut self, root: &Section<'_>) -> Option<CatalogConfig> {
-        let Some(section) = self.section(&root, "catalog") else {
+        let Some(section) = self.section(root, "catalog") else {
             if root.table.get("catalog").is_none() {
                 self.problem_at(Some((0, 0)), "catalog", "missing required table `[catalog]`");
             }
@@ -543,7 +586,7 @@ impl<'a> Reader<'a> {
 
     fn history(&mut self, root: &Section<'_>) -> Option<HistoryConfig> {
         let default_path = || HistoryLocation::Sqlite(PathBuf::from("icewatch-history.db"));
-        let Some(section) = self.section(&root, "history") else {
+        let Some(section) = self.section(root, "history") else {
             if root.table.get("history").is_some() {
                 return None;
             }
@@ -571,8 +614,8 @@ impl<'a> Reader<'a> {
     }
 
     fn server(&mut self, root: &Section<'_>) -> Option<ServerConfig> {
-        let default = SocketAddr::from(([127, 0, 0, 1], 9464));
-        let Some(section) = self.section(&root, "server") else {
+        let default = DEFAULT_LISTEN;
+        let Some(section) = self.section(root, "server") else {
             return root.table.get("server").is_none().then_some(ServerConfig { listen: default });
         };
         self.check_keys(&section, SERVER_KEYS, "[server]");
@@ -592,7 +635,7 @@ impl<'a> Reader<'a> {
     }
 
     fn pushgateway(&mut self, root: &Section<'_>) -> Option<Option<PushgatewayConfig>> {
-        let Some(section) = self.section(&root, "pushgateway") else {
+        let Some(section) = self.section(root, "pushgateway") else {
             return root.table.get("pushgateway").is_none().then_some(None);
         };
         self.check_keys(&section, PUSHGATEWAY_KEYS, "[pushgateway]");
@@ -646,7 +689,7 @@ impl<'a> Reader<'a> {
             timeout: Duration::from_secs(60),
             concurrency: 4,
         };
-        let Some(section) = self.section(&root, "defaults") else {
+        let Some(section) = self.section(root, "defaults") else {
             return root.table.get("defaults").is_none().then_some(defaults);
         };
         self.check_keys(&section, DEFAULTS_KEYS, "[defaults]");
@@ -717,7 +760,7 @@ impl<'a> Reader<'a> {
     }
 
     fn tables(&mut self, root: &Section<'_>, defaults: &Defaults) -> Vec<TableConfig> {
-        let Some(section) = self.section(&root, "tables") else {
+        let Some(section) = self.section(root, "tables") else {
             return Vec::new();
         };
         let mut tables = Vec::new();
@@ -829,13 +872,22 @@ impl<'a> Reader<'a> {
         let mut expect = BTreeMap::new();
         if let Some(map) = self.section(section, "expect") {
             for (column, _) in map.table.iter() {
-                let Some(type_text) = self.string(&map, column) else { continue };
+                let Some((type_text, raw)) = self.string_as(&map, column, "an Iceberg type name such as `long`")
+                else {
+                    continue;
+                };
                 match normalize_iceberg_type(&type_text) {
                     Ok(normalized) => {
                         expect.insert(column.to_string(), normalized);
                     }
                     Err(message) => {
                         let span = Self::value_span(&map, column);
+                        // Name the type as written: a `${VAR}` may hold a secret.
+                        let message = if raw == type_text {
+                            message
+                        } else {
+                            format!("unknown Iceberg type `{raw}`; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`")
+                        };
                         self.problem_at(span, &join(&map.path, column), message);
                     }
                 }
@@ -872,7 +924,7 @@ impl<'a> Reader<'a> {
                                     let suggestion = did_you_mean(name, &names)
                                         .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                                         .unwrap_or_default();
-                                    self.problem_at(span, &column_path, format!("unknown statistic `{name}`{suggestion}; valid statistics are {}", names.join(", ")));
+                                    self.problem_at(span, &column_path, format!("unknown statistic `{name}`{suggestion}; valid statistics are {}", names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")));
                                 }
                             },
                             None => self.problem_at(span, &column_path, "expected a statistic name (a string)"),
@@ -932,7 +984,7 @@ impl<'a> Reader<'a> {
     }
 
     fn pipelines(&mut self, root: &Section<'_>, tables: &[TableConfig]) -> Vec<PipelineConfig> {
-        let Some(section) = self.section(&root, "pipelines") else {
+        let Some(section) = self.section(root, "pipelines") else {
             return Vec::new();
         };
         let table_names: Vec<&str> = tables.iter().map(|table| table.name.as_str()).collect();
@@ -950,20 +1002,21 @@ impl<'a> Reader<'a> {
     fn stages(&mut self, pipeline: &Section<'_>, table_names: &[&str]) -> Option<Vec<StageConfig>> {
         let stages_path = join(&pipeline.path, "stages");
         let stages_span = Reader::value_span(pipeline, "stages");
-        let entries: Vec<(&dyn TableLike, Option<(usize, usize)>)> = match pipeline.table.get("stages") {
+        // (position in the array, stage table, span): positions name the entry in messages.
+        let entries: Vec<StageEntry<'_>> = match pipeline.table.get("stages") {
             None => {
                 self.problem_at(pipeline.span, &stages_path, "missing required key `stages`");
                 return None;
             }
             Some(Item::ArrayOfTables(array)) => {
-                array.iter().map(|table| (table as &dyn TableLike, span_pair(table.span()))).collect()
+                array.iter().enumerate().map(|(index, table)| (index, table as &dyn TableLike, span_pair(table.span()))).collect()
             }
             Some(Item::Value(Value::Array(array))) => {
                 let mut entries = Vec::new();
-                for value in array.iter() {
+                for (index, value) in array.iter().enumerate() {
                     match value.as_inline_table() {
-                        Some(table) => entries.push((table as &dyn TableLike, span_pair(value.span()))),
-                        None => self.problem_at(span_pair(value.span()), &stages_path, "expected a stage table such as `{ stage = \"silver\", table = \"silver.orders\", upstream = [\"bronze\"] }`"),
+                        Some(table) => entries.push((index, table as &dyn TableLike, span_pair(value.span()))),
+                        None => self.problem_at(span_pair(value.span()), &format!("{stages_path}[{index}]"), "expected a stage table such as `{ stage = \"silver\", table = \"silver.orders\", upstream = [\"bronze\"] }`"),
                     }
                 }
                 entries
@@ -977,15 +1030,17 @@ impl<'a> Reader<'a> {
         let mut stages = Vec::new();
         let mut upstream_spans = Vec::new();
         let mut ok = true;
-        for (index, (table, span)) in entries.into_iter().enumerate() {
+        for (index, table, span) in entries {
             let stage_section = Section { table, path: format!("{stages_path}[{index}]"), span };
             let path = stage_section.path.as_str();
             self.check_keys(&stage_section, STAGE_KEYS, "a pipeline stage");
             let stage = self.required_string(&stage_section, "stage");
-            let table_name = self.required_string(&stage_section, "table");
-            if let Some(table_name) = &table_name
+            let table_name = self.required_string_with_raw(&stage_section, "table");
+            if let Some((table_name, raw)) = &table_name
                 && !table_names.contains(&table_name.as_str())
             {
+                // Named as written: a `${VAR}` may hold a secret.
+                let table_name = raw;
                 let suggestion = did_you_mean(table_name, table_names)
                     .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                     .unwrap_or_default();
@@ -1013,7 +1068,7 @@ impl<'a> Reader<'a> {
                 }
             }
             let job = self.string(&stage_section, "job");
-            match (stage, table_name) {
+            match (stage, table_name.map(|(value, _)| value)) {
                 (Some(stage), Some(table_name)) => {
                     if stages.iter().any(|existing: &StageConfig| existing.stage == stage) {
                         let span = Reader::value_span(&stage_section, "stage");
@@ -1044,6 +1099,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// `text` with control characters and invisible bidi/formatting characters written as
+/// `\u{..}` escapes, so a hostile key cannot rewrite the terminal line it is printed on.
+pub(crate) fn escape_invisible(text: &str) -> String {
+    let invisible = super::values::is_invisible;
+    if !text.chars().any(invisible) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| if invisible(c) { format!("\\u{{{:04x}}}", c as u32) } else { c.to_string() })
+        .collect()
+}
+
 fn positive(value: f64) -> Result<(), String> {
     if value > 0.0 { Ok(()) } else { Err(format!("expected a number above 0, found {value}")) }
 }
@@ -1060,7 +1127,14 @@ pub(crate) fn parse_schedule(expression: &str) -> Result<Schedule, String> {
             "expected 6 or 7 fields (seconds minutes hours day-of-month month day-of-week [year]), found {fields}"
         ));
     }
-    let cron = cron::Schedule::from_str(expression).map_err(|error| error.to_string())?;
+    // The cron crate's message repeats the expression with a caret line; keep its last line
+    // ("Minutes must be between ...") so a problem stays one line.
+    let cron = cron::Schedule::from_str(expression).map_err(|error| {
+        let text = error.to_string();
+        let last = text.lines().map(str::trim).rfind(|line| !line.is_empty()).unwrap_or("invalid expression");
+        let mut chars = last.chars();
+        chars.next().map_or_else(String::new, |first| first.to_lowercase().chain(chars).collect())
+    })?;
     if cron.upcoming(chrono::Utc).next().is_none() {
         return Err("the schedule never fires".to_string());
     }

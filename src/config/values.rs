@@ -30,7 +30,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`; other text is unchanged.
+/// Replaces the password of `scheme://user:password@host`, and the value of any query
+/// parameter whose name contains `password`, `secret` or `token` (`?password=...`, as
+/// libpq and sqlx accept), with `***`; other text is unchanged.
 pub fn redact_uri(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else {
         return uri.to_string();
@@ -39,19 +41,42 @@ pub fn redact_uri(uri: &str) -> String {
     let rest = &uri[authority_start..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return uri.to_string();
-    };
-    let user_info = &authority[..at];
-    let Some(colon) = user_info.find(':') else {
-        return uri.to_string();
-    };
-    format!(
-        "{}{}:***{}",
-        &uri[..authority_start],
-        &user_info[..colon],
-        &uri[authority_start + at..]
-    )
+    let mut out = uri[..authority_start].to_string();
+    match authority.rfind('@').map(|at| (&authority[..at], &authority[at..])) {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => out.push_str(&format!("{user}:***{host}")),
+            None => out.push_str(authority),
+        },
+        None => out.push_str(authority),
+    }
+    let tail = &rest[authority_end..];
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query.split_once('#').map_or((query, None), |(query, fragment)| (query, Some(fragment)));
+            let parameters: Vec<String> = query
+                .split('&')
+                .map(|parameter| match parameter.split_once('=') {
+                    Some((name, _)) if ["password", "secret", "token"].iter().any(|word| name.to_ascii_lowercase().contains(word)) => {
+                        format!("{name}=***")
+                    }
+                    _ => parameter.to_string(),
+                })
+                .collect();
+            out.push_str(&format!("{path}?{}", parameters.join("&")));
+            if let Some(fragment) = fragment {
+                out.push_str(&format!("#{fragment}"));
+            }
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+/// Control characters and the invisible bidi / zero-width formatting characters that can make
+/// printed text read differently from what it is ("Trojan Source").
+pub(crate) fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// The kinds of sensor a table can have.
@@ -110,8 +135,8 @@ impl TableName {
         if parts.iter().any(|part| part.trim().is_empty()) {
             return Err("expected `namespace.table` with no empty part".to_string());
         }
-        if text.chars().any(char::is_control) {
-            return Err("a table name cannot contain control characters".to_string());
+        if text.chars().any(is_invisible) {
+            return Err("a table name cannot contain control or invisible formatting characters".to_string());
         }
         let (name, namespace) = parts.split_last().expect("at least two parts");
         Ok(TableName {
@@ -340,6 +365,11 @@ mod tests {
         assert_eq!(redact_uri("postgres://icewatch@db/x"), "postgres://icewatch@db/x");
         assert_eq!(redact_uri("sqlite://demo/catalog.db"), "sqlite://demo/catalog.db");
         assert_eq!(redact_uri("http://u:p@h/a@b"), "http://u:***@h/a@b");
+        assert_eq!(
+            redact_uri("postgres://db/x?user=a&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=a&password=***&sslmode=require"
+        );
+        assert_eq!(redact_uri("https://h/p?access_token=abc#top"), "https://h/p?access_token=***#top");
         assert!(!format!("{:?}", Secret::new("postgres://a:b@c/d")).contains(":b@"));
     }
 
@@ -352,5 +382,7 @@ mod tests {
         assert_eq!(nested.namespace, vec!["a", "b"]);
         assert!(TableName::parse("raw_trades").is_err());
         assert!(TableName::parse("bronze.").is_err());
+        assert!(TableName::parse("bronze.evil\u{202e}gnp").is_err());
+        assert!(TableName::parse("münze.händel_☃").is_ok());
     }
 }

@@ -1,8 +1,11 @@
 //! The one integration-test binary (one binary links faster than many). Each module tests one
 //! capability end to end against real tables and real Prometheus tools.
 
+mod cli;
 mod common;
+mod config;
 mod demo;
+mod dockerfile;
 mod history;
 mod ops;
 mod pushgateway;

@@ -1,0 +1,178 @@
+//! The config error corpus (`tests/config_errors/`, one file per mistake, named for it) run
+//! through the real binary, with the exact messages kept as insta snapshots; plus the checks
+//! that keep `docs/configuration.md` and the example `sensors.toml` true.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{icewatch_bin, read, repo_root, run};
+
+/// Set for every corpus run: it must never appear in any output.
+const SECRET: &str = "hunter2-corpus-s3cret";
+
+fn corpus_dir() -> PathBuf {
+    repo_root().join("tests/config_errors")
+}
+
+/// `icewatch <args>` in `dir`, with a clean environment for the variables icewatch reads.
+pub fn icewatch_in(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(icewatch_bin());
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("ICEWATCH_CONFIG")
+        .env_remove("ICEWATCH_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .env_remove("ICEWATCH_TEST_UNSET_PASSWORD")
+        .env("ICEWATCH_TEST_SECRET", SECRET)
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// Runs `validate` and `check` on one fixture: both exit 2 with the same message, which is
+/// snapshotted; nothing panics and the secret never shows.
+fn check_fixture(name: &str) {
+    let file = format!("{name}.toml");
+    assert!(corpus_dir().join(&file).exists(), "missing fixture {file}");
+    let (code, stdout, stderr) = run(&mut icewatch_in(&corpus_dir(), &["validate", "--config", &file]));
+    assert_eq!(code, 2, "validate {file}: exit code\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.is_empty(), "validate {file} printed to stdout: {stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains(SECRET), "the secret leaked:\n{stderr}");
+    assert!(stderr.lines().all(|line| !line.chars().any(|c| c.is_control() && c != '\t')), "raw control character in {stderr:?}");
+    insta::assert_snapshot!(name, stderr);
+
+    let (check_code, check_stdout, check_stderr) =
+        run(&mut icewatch_in(&corpus_dir(), &["check", "--config", &file, "--format", "json"]));
+    assert_eq!((check_code, check_stdout.as_str(), check_stderr.as_str()), (2, "", stderr.as_str()), "check {file}");
+}
+
+macro_rules! corpus {
+    ($($name:ident),* $(,)?) => {
+        const FIXTURES: &[&str] = &[$(stringify!($name)),*];
+        $(
+            #[test]
+            fn $name() {
+                check_fixture(stringify!($name));
+            }
+        )*
+    };
+}
+
+corpus! {
+    bad_catalog_uri,
+    bad_cron_field_count,
+    bad_cron_value,
+    bad_duration,
+    bad_env_reference,
+    bad_listen_address,
+    duplicate_key,
+    duplicate_stage,
+    duration_without_unit,
+    empty,
+    hostile_table_names,
+    invalid_utf8,
+    malformed_toml,
+    many_problems,
+    missing_catalog_keys,
+    negative_deviation_percent,
+    negative_threshold,
+    pipeline_cycle,
+    pipeline_stages_malformed,
+    secret_env_var_in_bad_value,
+    section_not_a_table,
+    stage_table_not_declared,
+    tables_as_array,
+    unknown_choice_values,
+    unknown_iceberg_type,
+    unknown_key_typo,
+    unknown_sensor_kind,
+    unknown_statistic,
+    unknown_top_level_key,
+    unset_env_var,
+    unterminated_string,
+    upstream_stage_missing,
+    warn_after_longer_than_critical,
+    window_smaller_than_min_history,
+    wrong_value_types,
+    zero_duration,
+}
+
+#[test]
+fn every_fixture_in_the_corpus_has_a_test() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(corpus_dir())
+        .expect("read tests/config_errors")
+        .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut tested: Vec<String> = FIXTURES.iter().map(|name| format!("{name}.toml")).collect();
+    tested.sort();
+    assert_eq!(on_disk, tested, "add new fixtures to the `corpus!` list");
+    assert!(FIXTURES.len() >= 20);
+}
+
+#[test]
+fn a_file_with_many_problems_reports_every_one_with_its_position() {
+    let (code, _, stderr) = run(&mut icewatch_in(&corpus_dir(), &["validate", "--config", "many_problems.toml"]));
+    assert_eq!(code, 2);
+    let located: Vec<&str> = stderr.lines().filter(|line| line.trim_start().starts_with("many_problems.toml:")).collect();
+    assert!(located.len() >= 3, "{stderr}");
+    assert!(stderr.starts_with(&format!("error: {} problems in `many_problems.toml`", located.len())), "{stderr}");
+    for line in located {
+        let position: Vec<&str> = line.trim_start().splitn(4, ':').collect();
+        assert!(position[1].parse::<usize>().is_ok() && position[2].parse::<usize>().is_ok(), "{line}");
+    }
+}
+
+#[test]
+fn an_unset_variable_is_named_and_exits_2() {
+    let (code, stdout, stderr) = run(&mut icewatch_in(&corpus_dir(), &["validate", "--config", "unset_env_var.toml"]));
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("environment variable `ICEWATCH_TEST_UNSET_PASSWORD` is not set"), "{stderr}");
+}
+
+#[test]
+fn a_set_secret_is_used_but_never_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("sensors.toml"),
+        "[catalog]\ntype = \"sql\"\nuri = \"postgres://icewatch:${ICEWATCH_TEST_SECRET}@127.0.0.1:1/catalog\"\n\
+         warehouse = \"s3://warehouse/${ICEWATCH_TEST_SECRET}\"\ns3_secret_access_key = \"${ICEWATCH_TEST_SECRET}\"\n\n\
+         [pushgateway]\nurl = \"http://127.0.0.1:9091\"\nusername = \"icewatch\"\npassword = \"${ICEWATCH_TEST_SECRET}\"\n",
+    )
+    .expect("write config");
+    let (code, stdout, stderr) = run(&mut icewatch_in(dir.path(), &["validate"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "{stdout}{stderr}");
+}
+
+#[test]
+fn the_example_sensors_toml_validates_offline() {
+    let (code, stdout, stderr) = run(&mut icewatch_in(&repo_root(), &["validate", "--config", "sensors.toml"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("3 table(s), 1 pipeline(s)"), "{stdout}");
+}
+
+/// Every key the parser accepts (the `*_KEYS` lists of `src/config/parse.rs`) is documented.
+#[test]
+fn every_config_key_is_documented() {
+    let parser = read(&repo_root().join("src/config/parse.rs"));
+    let docs = read(&repo_root().join("docs/configuration.md"));
+    let mut keys = Vec::new();
+    for block in parser.split("const ").skip(1) {
+        let Some((name, rest)) = block.split_once(':') else { continue };
+        if !name.trim().ends_with("_KEYS") {
+            continue;
+        }
+        let Some(list) = rest.split_once('=').and_then(|(_, value)| value.split_once("&[")).and_then(|(_, list)| list.split_once("];")).map(|(list, _)| list) else {
+            continue;
+        };
+        keys.extend(list.split('"').skip(1).step_by(2).map(str::to_string));
+    }
+    assert!(keys.len() > 50, "parsed only {} keys from parse.rs", keys.len());
+    let missing: Vec<&String> = keys.iter().filter(|key| !docs.contains(&format!("`{key}`")) && !docs.contains(&format!("`[{key}"))).collect();
+    assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
+    for section in ["catalog", "history", "server", "pushgateway", "defaults", "tables", "pipelines"] {
+        assert!(docs.contains(&format!("## `[{section}")), "no `## [{section}...]` section in docs/configuration.md");
+    }
+}
