@@ -1,6 +1,7 @@
 //! HTTP endpoints of the service: `/metrics` (Prometheus text format 0.0.4), `/healthz`
 //! (liveness), `/readyz` (config loaded and the catalog answered), `/api/v1/results` (the
-//! latest result of every sensor as JSON). Builds the router; binding and serving is `run`'s.
+//! latest result of every sensor as JSON), `/api/v1/lineage` (see `lineage::routes`). Builds the
+//! router; binding and serving is `run`'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// Set once the catalog has answered.
     pub ready: AtomicBool,
+    /// Pipelines, OpenLineage runs and the `pipeline_*` metrics.
+    pub lineage: Arc<crate::lineage::Lineage>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -27,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/results", get(results))
         .route("/", get(index))
+        .merge(crate::lineage::routes())
         .with_state(state)
 }
 
