@@ -939,7 +939,7 @@ impl<'a> Reader<'a> {
 
     /// `[lineage]`: `datasets = [{ namespace = "...", strip_prefix = "..." }, ...]`.
     fn lineage(&mut self, root: &Section<'_>) -> LineageConfig {
-        let Some(section) = self.section(&root, "lineage") else { return LineageConfig::default() };
+        let Some(section) = self.section(root, "lineage") else { return LineageConfig::default() };
         self.check_keys(&section, LINEAGE_KEYS, "[lineage]");
         let path = join(&section.path, "datasets");
         let mut datasets = Vec::new();
