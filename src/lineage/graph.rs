@@ -60,8 +60,12 @@ fn text(view: &LineageView) -> String {
     out
 }
 
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 fn quote(text: &str) -> String {
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    format!("\"{}\"", escape(text))
 }
 
 fn dot(view: &LineageView) -> String {
@@ -74,7 +78,7 @@ fn dot(view: &LineageView) -> String {
                 Health::Healthy => ", color=darkgreen",
                 Health::Unknown => "",
             };
-            let _ = writeln!(out, "    {} [label={}{color}];", quote(&stage.table), quote(&format!("{}\n{}", stage.stage, stage.table)));
+            let _ = writeln!(out, "    {} [label=\"{}\\n{}\"{color}];", quote(&stage.table), escape(&stage.stage), escape(&stage.table));
         }
         let _ = writeln!(out, "  }}");
         for stage in &pipeline.stages {

@@ -2,7 +2,9 @@
 //! sensor results and the latest OpenLineage run of each table. Pure: no IO, no metrics.
 //!
 //! A stage fails when its table is unhealthy:
-//! - a sensor could not run (`error`: the table is not loadable, the catalog is down, ...);
+//! - every sensor of the table ended in `error` (the table is not loadable, the catalog is
+//!   down); one failing sensor among working ones is icewatch's problem, not the data's, and
+//!   shows in `icewatch_sensor_errors_total` instead;
 //! - `freshness_seconds` is `warning` or `critical`: the last data commit is older than
 //!   `warn_after` ("fresh within its thresholds");
 //! - any other result is `critical` (volume, schema, distribution, event-time lag);
@@ -95,7 +97,11 @@ pub fn table_reasons(table: &str, results: &[SensorResult]) -> Option<(Vec<Reaso
     }
     let mut reasons = Vec::new();
     let mut last_data_commit_ms = None;
+    let unreadable = own.iter().all(|result| result.status() == Status::Error);
     for evaluation in own.iter().flat_map(|result| &result.evaluations) {
+        if evaluation.status == Status::Error && !unreadable {
+            continue;
+        }
         if evaluation.sensor == SensorKind::Freshness && evaluation.metric == "freshness_seconds" {
             last_data_commit_ms = evaluation.observed_at.as_deref().and_then(parse_time_ms);
         }
@@ -351,6 +357,24 @@ mod tests {
         assert_eq!(status.stage("bronze").unwrap().health, Health::Healthy);
         assert_eq!(status.stage("gold").unwrap().health, Health::Unknown);
         assert_eq!(status.end_to_end_success, None);
+    }
+
+    #[test]
+    fn a_table_fails_on_errors_only_when_no_sensor_could_run() {
+        let error = |table: &str, sensor: SensorKind| SensorResult {
+            table: table.to_string(),
+            layer: String::new(),
+            sensor,
+            evaluations: vec![Evaluation::new(table, sensor, "run", Status::Error, "failed to load table".to_string())],
+            finished_at_ms: 0,
+            duration: Duration::ZERO,
+        };
+        let results = [error("b.t", SensorKind::Freshness), error("b.t", SensorKind::Volume), freshness("s.t", Status::Ok, 0), error("s.t", SensorKind::Distribution)];
+        let status = evaluate(&pipeline(), &results, &HashMap::new());
+        let bronze = status.stage("bronze").unwrap();
+        assert_eq!(bronze.health, Health::Failing);
+        assert_eq!(bronze.reasons[0].word, "unreadable");
+        assert_eq!(status.stage("silver").unwrap().health, Health::Healthy);
     }
 
     #[test]
