@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod export;
 pub mod history;
+pub mod lineage;
 pub mod pipeline;
 pub mod scheduler;
 pub mod sensors;

@@ -1,7 +1,8 @@
 //! HTTP endpoints of the service: `/metrics` (Prometheus text format 0.0.4), `/healthz`
 //! (liveness), `/readyz` (config loaded and the catalog answered), `/api/v1/results` (the
-//! latest result of every sensor as JSON), and the status page (`/`, `/tables/{name}`; see
-//! `status_page`). Builds the router; binding and serving is `run`'s.
+//! latest result of every sensor as JSON), the status page (`/`, `/tables/{name}`; see
+//! `status_page`) and `/api/v1/lineage` (see `lineage::routes`). Builds the router; binding
+//! and serving is `run`'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// Set once the catalog has answered.
     pub ready: AtomicBool,
+    /// Pipelines, OpenLineage runs and the `pipeline_*` metrics.
+    pub lineage: Arc<crate::lineage::Lineage>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -28,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/results", get(results))
         .merge(crate::status_page::routes())
+        .merge(crate::lineage::routes())
         .with_state(state)
 }
 

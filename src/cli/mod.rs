@@ -3,6 +3,7 @@
 
 mod check;
 mod demo;
+mod lineage;
 mod report;
 mod run;
 mod validate;
@@ -46,6 +47,8 @@ pub enum Command {
     /// Write a local demo warehouse with backdated history, then run the service on it with a
     /// simulated writer that keeps committing and now and then injects an anomaly.
     Demo(demo::DemoArgs),
+    /// Print the lineage graph: declared pipelines plus edges learned from OpenLineage events.
+    Lineage(lineage::LineageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Check(args) => check::check(args).await,
             Command::Validate(args) => validate::validate(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Lineage(args) => lineage::lineage(args).await,
         }
     })
 }

@@ -54,7 +54,12 @@ pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::
     let metrics = Arc::new(Metrics::new());
     metrics.icewatch_up.set(1);
     let pipeline = Arc::new(Pipeline::new(config.clone(), metrics.clone()).await?);
-    let state = Arc::new(AppState { pipeline: pipeline.clone(), ready: false.into() });
+    // Lineage: replay stored OpenLineage events, re-evaluated after every sensor run.
+    let lineage = Arc::new(crate::lineage::Lineage::new(config.clone(), metrics.clone(), pipeline.history().clone()));
+    if let Err(error) = lineage.restore().await {
+        tracing::warn!(error = %crate::sensors::error_chain(&error), "failed to replay stored OpenLineage events");
+    }
+    let state = Arc::new(AppState { pipeline: pipeline.clone(), ready: false.into(), lineage });
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -86,6 +91,7 @@ pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::
     // A first pass at once, so /metrics has data before the first cron tick.
     tokio::select! {
         results = pipeline.run_all(&[]) => {
+            state.lineage.refresh(&pipeline.latest_results()); // lineage
             if results.iter().any(|result| result.evaluations.iter().all(|evaluation| evaluation.status != crate::sensors::Status::Error)) {
                 state.ready.store(true, Ordering::Relaxed);
             }
@@ -131,6 +137,7 @@ pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::
                 {
                     state.ready.store(true, Ordering::Relaxed);
                 }
+                state.lineage.refresh(&pipeline.latest_results()); // lineage
                 if let Some(pusher) = &pusher {
                     pusher.request();
                 }

@@ -39,6 +39,8 @@ pub struct Config {
     /// Monitored tables by their configured name (`namespace.table`), in file order.
     pub tables: Vec<TableConfig>,
     pub pipelines: Vec<PipelineConfig>,
+    /// `[lineage]`: how OpenLineage datasets map to catalog tables.
+    pub lineage: LineageConfig,
 }
 
 impl Config {
@@ -266,6 +268,24 @@ pub struct StageConfig {
     pub upstream: Vec<String>,
     /// `job` label of the stage's metrics (default: the table name).
     pub job: String,
+}
+
+// ---- [lineage] (owned by the lineage module) ----
+
+/// `[lineage]`: how OpenLineage dataset identifiers map to catalog table names.
+#[derive(Clone, Debug, Default)]
+pub struct LineageConfig {
+    /// Tried in order; the first rule that matches a dataset names its table. A dataset no rule
+    /// matches still maps when its name (or a `symlinks` identifier) is a declared table.
+    pub datasets: Vec<DatasetRule>,
+}
+
+/// One mapping rule: datasets in `namespace` whose name starts with `strip_prefix` map to the
+/// rest of the name, with `/` read as the namespace separator (`raw/trades` → `raw.trades`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetRule {
+    pub namespace: String,
+    pub strip_prefix: String,
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::values::{Scope, Secret, SensorKind, Statistic, TableName, parse_durat
 use super::*;
 
 const TOP_LEVEL_KEYS: &[&str] =
-    &["catalog", "history", "server", "pushgateway", "defaults", "tables", "pipelines"];
+    &["catalog", "history", "server", "pushgateway", "defaults", "tables", "pipelines", "lineage"];
 const CATALOG_KEYS: &[&str] = &[
     "type",
     "uri",
@@ -75,6 +75,8 @@ const DRIFT_KEYS: &[&str] = &[
 ];
 const PIPELINE_KEYS: &[&str] = &["stages"];
 const STAGE_KEYS: &[&str] = &["stage", "table", "upstream", "job"];
+const LINEAGE_KEYS: &[&str] = &["datasets"];
+const DATASET_RULE_KEYS: &[&str] = &["namespace", "strip_prefix"];
 const DIRECTIONS: &[&str] = &["spike", "drop", "both"];
 const SCOPES: &[&str] = &["added", "table"];
 const CATALOG_TYPES: &[&str] = &["sql", "rest"];
@@ -481,6 +483,7 @@ impl<'a> Reader<'a> {
         let defaults = self.defaults(&root);
         let tables = defaults.as_ref().map(|defaults| self.tables(&root, defaults)).unwrap_or_default();
         let pipelines = self.pipelines(&root, &tables);
+        let lineage = self.lineage(&root);
         Some(Config {
             source: path.to_path_buf(),
             catalog: catalog?,
@@ -490,6 +493,7 @@ impl<'a> Reader<'a> {
             defaults: defaults?,
             tables,
             pipelines,
+            lineage,
         })
     }
 
@@ -981,6 +985,45 @@ impl<'a> Reader<'a> {
         }
         let settings = self.settings(section, defaults, Some("window"));
         Some(DistributionConfig { columns, scope, sample, drift, settings })
+    }
+
+    // ---- [lineage] (owned by the lineage module) ----
+
+    /// `[lineage]`: `datasets = [{ namespace = "...", strip_prefix = "..." }, ...]`.
+    fn lineage(&mut self, root: &Section<'_>) -> LineageConfig {
+        let Some(section) = self.section(root, "lineage") else { return LineageConfig::default() };
+        self.check_keys(&section, LINEAGE_KEYS, "[lineage]");
+        let path = join(&section.path, "datasets");
+        let mut datasets = Vec::new();
+        let entries: Vec<(&dyn TableLike, Option<(usize, usize)>)> = match section.table.get("datasets") {
+            None => Vec::new(),
+            Some(Item::ArrayOfTables(array)) => array.iter().map(|table| (table as &dyn TableLike, span_pair(table.span()))).collect(),
+            Some(Item::Value(Value::Array(array))) => {
+                let mut entries = Vec::new();
+                for value in array.iter() {
+                    match value.as_inline_table() {
+                        Some(table) => entries.push((table as &dyn TableLike, span_pair(value.span()))),
+                        None => self.problem_at(span_pair(value.span()), &path, "expected a rule such as `{ namespace = \"file\", strip_prefix = \"/warehouse/\" }`"),
+                    }
+                }
+                entries
+            }
+            Some(other) => {
+                let span = Reader::value_span(&section, "datasets");
+                self.problem_at(span, &path, format!("expected an array of rules, found {}", type_name(other)));
+                Vec::new()
+            }
+        };
+        for (index, (table, span)) in entries.into_iter().enumerate() {
+            let rule = Section { table, path: format!("{path}[{index}]"), span };
+            self.check_keys(&rule, DATASET_RULE_KEYS, "a lineage dataset rule");
+            let namespace = self.required_string(&rule, "namespace");
+            let strip_prefix = self.string(&rule, "strip_prefix").unwrap_or_default();
+            if let Some(namespace) = namespace {
+                datasets.push(DatasetRule { namespace, strip_prefix });
+            }
+        }
+        LineageConfig { datasets }
     }
 
     fn pipelines(&mut self, root: &Section<'_>, tables: &[TableConfig]) -> Vec<PipelineConfig> {

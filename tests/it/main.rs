@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod dockerfile;
 mod history;
+mod lineage;
 mod ops;
 mod pushgateway;
 mod status_page;

@@ -1,0 +1,54 @@
+//! `GET /api/v1/lineage` (the graph and stage health as JSON) and `POST /api/v1/lineage`
+//! (one OpenLineage RunEvent per request, at most [`MAX_EVENT_BYTES`]). Only the HTTP shape
+//! lives here: validation is `openlineage`'s, state and storage are [`super::Lineage`]'s.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::LineageError;
+use crate::server::AppState;
+
+/// Largest accepted event body; a larger one is answered 413 before it is read whole.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The lineage routes, merged into the server's router.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/lineage", get(show).post(receive)).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
+}
+
+async fn show(State(state): State<Arc<AppState>>) -> Response {
+    state.lineage.refresh(&state.pipeline.latest_results());
+    axum::Json(state.lineage.view()).into_response()
+}
+
+async fn receive(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    match state.lineage.ingest(&body).await {
+        Ok(event) => {
+            state.lineage.refresh(&state.pipeline.latest_results());
+            let links: Vec<_> = event
+                .outputs
+                .iter()
+                .filter_map(|output| Some(json!({ "table": output.table.as_ref()?, "snapshot_id": output.snapshot_id? })))
+                .collect();
+            let tables: Vec<String> = event.inputs.iter().chain(&event.outputs).filter_map(|dataset| dataset.table.clone()).collect();
+            let body = json!({ "accepted": true, "run_id": event.run_id, "event_type": event.event_type, "tables": tables, "snapshots": links });
+            (StatusCode::CREATED, axum::Json(body)).into_response()
+        }
+        Err(LineageError::Event(error)) => {
+            tracing::warn!(%error, "OpenLineage event refused");
+            (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": error.to_string() }))).into_response()
+        }
+        Err(error @ LineageError::History(_)) => {
+            let message = crate::sensors::error_chain(&error);
+            tracing::error!(error = %message, "OpenLineage event not stored");
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({ "error": message }))).into_response()
+        }
+    }
+}
