@@ -2,17 +2,16 @@
 //! (`Config.pipelines`) laid out left to right by depth and drawn as inline SVG, each stage
 //! coloured by its table's worst status.
 //!
-//! Root cause and impact come in through [`LineageMarks`]: today they are derived from the
-//! statuses alone ([`LineageMarks::from_statuses`]: a failing stage whose upstream stages are all
-//! healthy is a root cause, everything downstream of a failing stage is impacted). When the
-//! lineage sensor lands, build `LineageMarks` from its results instead and pass them to
-//! [`render`]; nothing else here needs to change. It reads no history and no catalog.
+//! Root cause and impact come in through [`LineageMarks`], built from the lineage module's
+//! verdicts ([`crate::lineage`] decides what fails a stage; this only draws it). It reads no
+//! history and no catalog.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use super::html::{escape, table_href};
 use crate::config::PipelineConfig;
+use crate::lineage::PipelineStatus;
 use crate::sensors::Status;
 
 /// Which stages to highlight as root cause or impacted, by stage name.
@@ -28,46 +27,12 @@ pub fn is_failing(status: Option<Status>) -> bool {
 }
 
 impl LineageMarks {
-    /// Root causes and impact derived from the stages' statuses only (see the module docs).
-    pub fn from_statuses(
-        pipeline: &PipelineConfig,
-        status_of: &dyn Fn(&str) -> Option<Status>,
-    ) -> LineageMarks {
-        let failing: BTreeSet<&str> = pipeline
-            .stages
-            .iter()
-            .filter(|stage| is_failing(status_of(&stage.table)))
-            .map(|stage| stage.stage.as_str())
-            .collect();
-        let mut marks = LineageMarks::default();
-        for stage in &pipeline.stages {
-            if failing.contains(stage.stage.as_str())
-                && !stage
-                    .upstream
-                    .iter()
-                    .any(|upstream| failing.contains(upstream.as_str()))
-            {
-                marks.root_causes.insert(stage.stage.clone());
-            }
-        }
-        // Downstream closure of every failing stage (bounded: each stage is visited once).
-        let mut frontier: Vec<&str> = failing.iter().copied().collect();
-        let mut seen: BTreeSet<&str> = BTreeSet::new();
-        while let Some(current) = frontier.pop() {
-            for stage in &pipeline.stages {
-                if stage.upstream.iter().any(|upstream| upstream == current)
-                    && seen.insert(stage.stage.as_str())
-                {
-                    frontier.push(stage.stage.as_str());
-                }
-            }
-        }
-        marks.impacted = seen
-            .into_iter()
-            .filter(|stage| !marks.root_causes.contains(*stage))
-            .map(str::to_string)
-            .collect();
-        marks
+    /// The root causes and impacted stages the lineage module found for this pipeline.
+    pub fn from_pipeline_status(status: &PipelineStatus) -> LineageMarks {
+        let stages = |keep: fn(&crate::lineage::StageStatus) -> bool| -> BTreeSet<String> {
+            status.stages.iter().filter(|stage| keep(stage)).map(|stage| stage.stage.clone()).collect()
+        };
+        LineageMarks { root_causes: stages(|stage| stage.root_cause), impacted: stages(|stage| stage.impacted) }
     }
 }
 
@@ -251,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_failing_stage_is_the_root_cause_and_downstream_is_impacted() {
+    fn root_cause_and_impacted_stages_are_marked() {
         let status_of = |table: &str| {
             Some(if table == "silver.t" || table == "gold.t" {
                 Status::Critical
@@ -259,9 +224,10 @@ mod tests {
                 Status::Ok
             })
         };
-        let marks = LineageMarks::from_statuses(&pipeline(), &status_of);
-        assert_eq!(marks.root_causes, BTreeSet::from(["silver".to_string()]));
-        assert_eq!(marks.impacted, BTreeSet::from(["gold".to_string()]));
+        let marks = LineageMarks {
+            root_causes: BTreeSet::from(["silver".to_string()]),
+            impacted: BTreeSet::from(["gold".to_string()]),
+        };
         let svg = render(&pipeline(), &status_of, &marks, Some("gold.t"));
         assert!(svg.contains(r#"data-stage="silver" data-table="silver.t" data-status="critical" data-role="root_cause" data-failing="true""#));
         assert!(svg.contains(r#"data-role="impacted""#));

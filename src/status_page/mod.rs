@@ -27,6 +27,7 @@ use crate::config::{SensorKind, TableConfig};
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
 use crate::pipeline::Pipeline;
 use crate::sensors::{freshness, volume};
+use crate::lineage::PipelineStatus;
 use crate::server::AppState;
 use crate::stats::Direction;
 
@@ -64,7 +65,7 @@ async fn overview(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let body = render_overview(&state.pipeline);
+    let body = render_overview(&state.pipeline, &state.lineage.view().pipelines);
     if wants_fragment(&query) {
         return html_response(StatusCode::OK, body);
     }
@@ -79,7 +80,7 @@ async fn table(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let (status, body) = match render_table(&state.pipeline, &name).await {
+    let (status, body) = match render_table(&state.pipeline, &state.lineage.view().pipelines, &name).await {
         Some(body) => (StatusCode::OK, body),
         None => (StatusCode::NOT_FOUND, render::unknown_table(&name)),
     };
@@ -94,14 +95,14 @@ async fn table(
 }
 
 /// The overview fragment for the pipeline's current results.
-pub fn render_overview(pipeline: &Pipeline) -> String {
+pub fn render_overview(pipeline: &Pipeline, lineage: &[PipelineStatus]) -> String {
     let config = pipeline.config();
     let tables = render::table_views(config, &pipeline.latest_results());
-    render::overview(config, &tables, chrono::Utc::now().timestamp_millis())
+    render::overview(config, &tables, lineage, chrono::Utc::now().timestamp_millis())
 }
 
 /// A table's page fragment; `None` when the table is not configured.
-pub async fn render_table(pipeline: &Pipeline, name: &str) -> Option<String> {
+pub async fn render_table(pipeline: &Pipeline, lineage: &[PipelineStatus], name: &str) -> Option<String> {
     let config = pipeline.config();
     let table_config = config.table(name)?;
     let results = pipeline.latest_results();
@@ -113,6 +114,7 @@ pub async fn render_table(pipeline: &Pipeline, name: &str) -> Option<String> {
         &tables,
         view,
         &history,
+        lineage,
         chrono::Utc::now().timestamp_millis(),
     ))
 }

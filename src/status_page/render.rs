@@ -10,6 +10,7 @@ use super::html::{escape, table_href, time, value_in_unit};
 use super::lineage::{self, LineageMarks};
 use crate::config::{Config, PipelineConfig};
 use crate::history::Event;
+use crate::lineage::PipelineStatus;
 use crate::pipeline::SensorResult;
 use crate::sensors::{Evaluation, Status};
 
@@ -122,7 +123,7 @@ fn ago(now_ms: i64, then_ms: i64) -> String {
 }
 
 /// The overview fragment: summary, pipelines, then tables grouped by layer.
-pub fn overview(config: &Config, tables: &[TableView], now_ms: i64) -> String {
+pub fn overview(config: &Config, tables: &[TableView], lineage: &[PipelineStatus], now_ms: i64) -> String {
     let mut out = String::new();
     let count = |status: Option<Status>| {
         tables
@@ -201,7 +202,7 @@ pub fn overview(config: &Config, tables: &[TableView], now_ms: i64) -> String {
     if !config.pipelines.is_empty() {
         out.push_str(r#"<section class="pipelines"><h2>Pipelines</h2><div class="pipeline-list">"#);
         for pipeline in &config.pipelines {
-            out.push_str(&pipeline_block(pipeline, tables, None));
+            out.push_str(&pipeline_block(pipeline, tables, lineage, None));
         }
         out.push_str("</div></section>");
     }
@@ -240,6 +241,7 @@ pub fn overview(config: &Config, tables: &[TableView], now_ms: i64) -> String {
 fn pipeline_block(
     pipeline: &PipelineConfig,
     tables: &[TableView],
+    lineage: &[PipelineStatus],
     highlight: Option<&str>,
 ) -> String {
     let status_of = |name: &str| {
@@ -248,8 +250,11 @@ fn pipeline_block(
             .find(|table| table.name == name)
             .and_then(TableView::status)
     };
-    // Hook: when lineage results exist, build the marks from them instead of from statuses.
-    let marks = LineageMarks::from_statuses(pipeline, &status_of);
+    let marks = lineage
+        .iter()
+        .find(|status| status.name == pipeline.name)
+        .map(LineageMarks::from_pipeline_status)
+        .unwrap_or_default();
     let mut note = String::new();
     if !marks.root_causes.is_empty() {
         let names: Vec<String> = marks
@@ -383,6 +388,7 @@ pub fn table_page(
     tables: &[TableView],
     table: &TableView,
     history: &TableHistory,
+    lineage: &[PipelineStatus],
     now_ms: i64,
 ) -> String {
     let status = table.status();
@@ -482,7 +488,7 @@ pub fn table_page(
         out.push_str(r#"<p class="empty">This table is not a stage of any declared pipeline.</p>"#);
     }
     for pipeline in pipelines {
-        out.push_str(&pipeline_block(pipeline, tables, Some(&table.name)));
+        out.push_str(&pipeline_block(pipeline, tables, lineage, Some(&table.name)));
     }
     out.push_str("</section>");
     out
@@ -545,7 +551,7 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
     fn overview_escapes_table_column_layer_and_pipeline_names() {
         let config = config();
         let tables = table_views(&config, &[result(Status::Critical)]);
-        let html = overview(&config, &tables, 5_000);
+        let html = overview(&config, &tables, &[], 5_000);
         for raw in [HOSTILE, "<b>bronze</b>", "p<script>", "s\"1"] {
             assert!(!html.contains(raw), "{raw} is not escaped");
         }
@@ -564,7 +570,7 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
     fn a_table_without_results_is_pending() {
         let config = config();
         let tables = table_views(&config, &[]);
-        let html = overview(&config, &tables, 5_000);
+        let html = overview(&config, &tables, &[], 5_000);
         assert!(html.contains("Waiting for the first sensor run"));
         assert!(html.contains(r#"data-status="pending""#));
     }
