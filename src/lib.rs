@@ -11,3 +11,4 @@ pub mod scheduler;
 pub mod sensors;
 pub mod server;
 pub mod stats;
+pub mod web_config;
