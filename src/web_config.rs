@@ -69,10 +69,9 @@ impl BasicAuth {
         let Some((user, password)) = authorization.and_then(parse_basic) else { return false };
         if let Ok(verified) = self.verified.lock()
             && let Some(known) = verified.get(&user)
+            && constant_time_eq(known.as_bytes(), password.as_bytes())
         {
-            if constant_time_eq(known.as_bytes(), password.as_bytes()) {
-                return true;
-            }
+            return true;
         }
         // An unknown user is checked against some configured hash anyway, so the answer takes
         // as long as for a known one and does not tell which user names exist.

@@ -16,6 +16,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iceberg::Catalog;
+use iceberg::spec::{PrimitiveType, Type};
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+use icewatch::demo::{self, DemoWarehouse};
 use serde_json::Value;
 
 use crate::common::{self, ChildGuard, http_get, wait_for};
@@ -183,6 +187,22 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
     );
 }
 
+/// Adds an optional string column to `table` of the demo warehouse (a real schema change).
+fn add_column(warehouse: &DemoWarehouse, table: &str, column: &str) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let catalog = warehouse.catalog().await.expect("demo catalog");
+        let loaded = catalog.load_table(&demo::table_ident(table)).await.expect("load table");
+        let transaction = Transaction::new(&loaded);
+        let transaction = transaction
+            .update_schema()
+            .add_column(AddColumn::optional(column, Type::Primitive(PrimitiveType::String)))
+            .apply(transaction)
+            .expect("schema update");
+        transaction.commit(&catalog).await.expect("commit the schema update");
+    });
+}
+
 /// Metric families that only distribution and lineage sensors produce: panels reading them may
 /// be empty until those sensors land (printed, not failed).
 const AWAITING_SENSORS: [&str; 4] = ["data_distribution_", "data_drift_", "pipeline_", "icewatch:pipeline"];
@@ -213,8 +233,13 @@ fn every_dashboard_expression_parses_and_returns_data_from_a_scraped_icewatch() 
             && !vector(&prometheus, "time() - icewatch_last_push_success_timestamp_seconds").is_empty())
         .then_some(())
     });
-    // The 15 minute failure-ratio rule needs its own two samples of the sensor counters.
-    std::thread::sleep(Duration::from_secs(5));
+    // A schema change while Prometheus watches, for the schema-change annotation (an event
+    // marker: `increase(schema_changes_total[30s]) > 0`). Bronze already has a `column_added`
+    // (the demo's `venue`), so the counter goes from 1 to 2 and increase() sees it.
+    add_column(&warehouse, "bronze.raw_trades", "dashboard_test_note");
+    wait_for("the schema change through Prometheus", Duration::from_secs(60), || {
+        (!vector(&prometheus, "increase(schema_changes_total{table=\"bronze.raw_trades\", change_type=\"column_added\"}[30s]) > 0").is_empty()).then_some(())
+    });
     eprintln!("queried after {:.1}s of scraping", scraping.elapsed().as_secs_f64());
     icewatch.assert_running();
 
