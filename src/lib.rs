@@ -13,3 +13,4 @@ pub mod sensors;
 pub mod server;
 pub mod stats;
 pub mod status_page;
+pub mod web_config;

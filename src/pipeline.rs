@@ -14,6 +14,7 @@ use crate::catalog::{CatalogError, CatalogHandle};
 use crate::config::{Config, SensorKind, TableConfig};
 use crate::export::metrics::Metrics;
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
+use crate::lineage::Lineage;
 use crate::sensors::freshness::ManifestBoundsCache;
 use crate::sensors::{Evaluation, SensorError, Status, WindowRequest, Windows, freshness, schema, volume};
 
@@ -48,6 +49,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     bounds_cache: ManifestBoundsCache,
     results: Mutex<BTreeMap<(String, SensorKind), SensorResult>>,
+    /// Pipelines and OpenLineage runs of this configuration, re-evaluated after every run.
+    lineage: Lineage,
 }
 
 impl Pipeline {
@@ -56,6 +59,10 @@ impl Pipeline {
     /// at start-up becomes `error` results, not a crash.
     pub async fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Pipeline, PipelineError> {
         let history = HistoryStore::open(&config.history.location).await?;
+        let lineage = Lineage::new(config.clone(), metrics.clone(), history.clone());
+        if let Err(error) = lineage.restore().await {
+            tracing::warn!(error = %crate::sensors::error_chain(&error), "failed to replay stored OpenLineage events");
+        }
         Ok(Pipeline {
             config,
             catalog: AsyncMutex::new(None),
@@ -63,7 +70,13 @@ impl Pipeline {
             metrics,
             bounds_cache: ManifestBoundsCache::default(),
             results: Mutex::new(BTreeMap::new()),
+            lineage,
         })
+    }
+
+    /// Pipeline stages, root causes and OpenLineage runs of this configuration.
+    pub fn lineage(&self) -> &Lineage {
+        &self.lineage
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -175,6 +188,7 @@ impl Pipeline {
         if let Ok(mut results) = self.results.lock() {
             results.insert((name.to_string(), kind), result.clone());
         }
+        self.lineage.refresh(&self.latest_results());
         result
     }
 

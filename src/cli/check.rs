@@ -46,15 +46,10 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<u8> {
             return Ok(super::EXIT_USAGE);
         }
     }
-    let metrics = Arc::new(Metrics::new());
-    let pipeline = Pipeline::new(config.clone(), metrics.clone()).await?;
+    let pipeline = Pipeline::new(config, Arc::new(Metrics::new())).await?;
     let results = pipeline.run_all(&args.tables).await;
-    // Lineage: stage root causes, and the OpenLineage run that wrote an anomalous snapshot.
-    let lineage = crate::lineage::Lineage::new(config, metrics, pipeline.history().clone());
-    if let Err(error) = lineage.restore().await {
-        tracing::warn!(error = %crate::sensors::error_chain(&error), "failed to read stored OpenLineage events");
-    }
-    let results = lineage.check_results(results);
+    // Lineage lines: stage root causes, and the OpenLineage run that wrote an anomalous snapshot.
+    let results = pipeline.lineage().check_results(results);
     let level = match args.fail_on {
         FailOn::Warning => Status::Warning,
         FailOn::Critical => Status::Critical,

@@ -1,27 +1,33 @@
-//! `icewatch run`: the long-running service. Starts the HTTP server, runs every sensor once,
-//! then on its cron schedule; pushes to the Pushgateway when configured; on SIGTERM/SIGINT stops
-//! new runs, waits for running ones, pushes a last time and exits 0.
+//! `icewatch run`: the long-running service. Starts the HTTP server (optionally with TLS and
+//! basic auth), runs every sensor once, then on its cron schedule; pushes to the Pushgateway
+//! when configured. SIGHUP or `POST /-/reload` re-reads `sensors.toml`: a valid file replaces
+//! the pipeline and its scheduler (the metrics registry stays; series of removed tables go), an
+//! invalid one is logged and rejected while the old configuration keeps running. On
+//! SIGTERM/SIGINT it stops new runs, waits for running ones up to `server.shutdown_grace`,
+//! pushes a last time (with `icewatch_up` 0), closes the history store and exits 0.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SensorKind};
+use crate::config::{Config, SensorKind, ServerConfig};
 use crate::export::metrics::Metrics;
 use crate::export::pushgateway::{PushgatewayClient, PushgatewayOptions};
 use crate::pipeline::Pipeline;
-use crate::scheduler::{Clock, Job, RunOutcome, SchedulerEvents, SchedulerOptions, run_scheduler};
-use crate::server::{AppState, router};
+use crate::scheduler::{Clock, Job, RunOutcome, SchedulerEvents, SchedulerOptions, ShutdownReport, run_scheduler};
+use crate::server::{AppState, ReloadRequest, router};
+use crate::web_config::{BasicAuth, TlsListener, require_basic_auth, tls_acceptor};
 
 /// Longest a push may wait after a run before it is sent (runs close together share a push).
 const PUSH_DEBOUNCE: Duration = Duration::from_secs(1);
-/// How long running sensors may finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<u8> {
     let config = Arc::new(Config::load(config_path)?);
@@ -49,37 +55,180 @@ pub async fn stop_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Turns every SIGHUP into a reload request, until `shutdown`.
+async fn reload_on_hangup(reloads: mpsc::Sender<ReloadRequest>, shutdown: CancellationToken) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload with POST /-/reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => {
+                if received.is_none() || reloads.send(ReloadRequest { reply: None }).await.is_err() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Runs the service for `config` until `shutdown` is cancelled.
 pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     metrics.icewatch_up.set(1);
     let pipeline = Arc::new(Pipeline::new(config.clone(), metrics.clone()).await?);
-    // Lineage: replay stored OpenLineage events, re-evaluated after every sensor run.
-    let lineage = Arc::new(crate::lineage::Lineage::new(config.clone(), metrics.clone(), pipeline.history().clone()));
-    if let Err(error) = lineage.restore().await {
-        tracing::warn!(error = %crate::sensors::error_chain(&error), "failed to replay stored OpenLineage events");
-    }
-    let state = Arc::new(AppState { pipeline: pipeline.clone(), ready: false.into(), lineage });
+    let (reload_sender, mut reloads) = mpsc::channel(4);
+    let state = Arc::new(AppState::new(pipeline.clone(), Some(reload_sender.clone())));
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("failed to listen on `{}` (server.listen)", config.server.listen))?;
-    tracing::info!(address = %config.server.listen, tables = config.tables.len(), "icewatch serving /metrics");
-    let server_shutdown = shutdown.clone();
-    let app = router(state.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
-    });
+    // The server outlives the sensor runs: it stops after the last push, so /metrics answers
+    // while runs drain.
+    let server_stop = CancellationToken::new();
+    let server = start_server(&config.server, state.clone(), server_stop.clone()).await?;
+    tracing::info!(address = %config.server.listen, tls = config.server.tls.is_some(), basic_auth = !config.server.basic_auth_users.is_empty(), tables = config.tables.len(), "icewatch serving /metrics");
+    tokio::spawn(reload_on_hangup(reload_sender, shutdown.clone()));
 
     let pusher = match &config.pushgateway {
-        Some(push) => Some(Arc::new(Pusher::new(push, metrics.clone())?)),
+        Some(push) => Some(Arc::new(Pusher::new(push, metrics.clone(), state.clone())?)),
         None => None,
     };
     let push_task = pusher.clone().map(|pusher| tokio::spawn(pusher.run(shutdown.clone())));
 
-    // Readiness: the catalog answered.
+    let mut current = Generation::start(pipeline, state.clone(), pusher.clone(), metrics.clone(), &shutdown);
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = current.drive() => break,
+            request = reloads.recv() => match request {
+                Some(request) => request,
+                None => break,
+            },
+        };
+        let outcome = match prepare_reload(&current, &config, &metrics).await {
+            Ok(next) => {
+                let old = current.stop().await;
+                state.set_pipeline(next.clone());
+                old.history().close().await;
+                let configured = next.config().clone();
+                let forgotten = metrics.forget_tables(&|table| configured.table(table).is_some());
+                tracing::info!(tables = configured.tables.len(), removed_series = forgotten, "configuration reloaded");
+                current = Generation::start(next, state.clone(), pusher.clone(), metrics.clone(), &shutdown);
+                Ok(())
+            }
+            Err(error) => {
+                let reason = format!("{error:#}");
+                tracing::error!(error = %reason, "the new configuration was rejected; the previous one keeps running");
+                Err(reason)
+            }
+        };
+        if let Some(reply) = request.reply {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    let pipeline = current.stop().await;
+    metrics.icewatch_up.set(0);
+    if let Some(task) = push_task {
+        let _ = task.await;
+    }
+    if let Some(pusher) = &pusher {
+        pusher.finish().await;
+    }
+    pipeline.history().close().await;
+    server_stop.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "HTTP server failed"),
+        Err(error) => tracing::error!(%error, "HTTP server task failed"),
+    }
+    tracing::info!("icewatch stopped");
+    Ok(())
+}
+
+/// Binds `server.listen` and serves the router there (HTTPS and basic auth when configured)
+/// until `stop`.
+async fn start_server(server: &ServerConfig, state: Arc<AppState>, stop: CancellationToken) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(server.listen)
+        .await
+        .with_context(|| format!("failed to listen on `{}` (server.listen)", server.listen))?;
+    let mut app = router(state);
+    if let Some(auth) = BasicAuth::new(&server.basic_auth_users) {
+        app = app.layer(axum::middleware::from_fn_with_state(auth, require_basic_auth));
+    }
+    let task = match &server.tls {
+        Some(tls) => {
+            let acceptor = tls_acceptor(tls)?;
+            let listener = TlsListener::new(listener, acceptor)?;
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await }),
+    };
+    Ok(task)
+}
+
+/// Reads the configuration file again and opens its pipeline, without touching the running
+/// one: any error here leaves the service as it was.
+async fn prepare_reload(current: &Generation, started_with: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<Pipeline>> {
+    let path = current.pipeline.config().source.clone();
+    let config = Config::load(&path)?;
+    let restart_only = |new: &ServerConfig, old: &ServerConfig| {
+        new.listen != old.listen || new.tls != old.tls || new.basic_auth_users != old.basic_auth_users
+    };
+    if restart_only(&config.server, &started_with.server) {
+        tracing::warn!("`[server]` listen, TLS and basic auth changes take effect at the next restart");
+    }
+    if format!("{:?}", config.pushgateway) != format!("{:?}", started_with.pushgateway) {
+        tracing::warn!("`[pushgateway]` changes take effect at the next restart");
+    }
+    let pipeline = Pipeline::new(Arc::new(config), metrics.clone()).await.context("failed to open the history store of the new configuration")?;
+    Ok(Arc::new(pipeline))
+}
+
+/// One configuration at work: its pipeline, and its first pass and scheduler as a future that
+/// `serve` polls next to the reload requests (the scheduler spawns the runs themselves).
+struct Generation {
+    pipeline: Arc<Pipeline>,
+    stop: CancellationToken,
+    running: Pin<Box<dyn Future<Output = ShutdownReport>>>,
+    /// Set once `running` has finished (it only does after `stop` or the shutdown).
+    report: Option<ShutdownReport>,
+}
+
+impl Generation {
+    fn start(pipeline: Arc<Pipeline>, state: Arc<AppState>, pusher: Option<Arc<Pusher>>, metrics: Arc<Metrics>, shutdown: &CancellationToken) -> Generation {
+        let stop = shutdown.child_token();
+        let running = Box::pin(run_generation(pipeline.clone(), state, pusher, metrics, stop.clone()));
+        Generation { pipeline, stop, running, report: None }
+    }
+
+    /// Drives the first pass and the scheduler; returns when they end.
+    async fn drive(&mut self) {
+        if self.report.is_none() {
+            self.report = Some((&mut self.running).await);
+        }
+    }
+
+    /// Stops new runs, waits for running ones up to the grace period, and hands the pipeline back.
+    async fn stop(mut self) -> Arc<Pipeline> {
+        self.stop.cancel();
+        self.drive().await;
+        if let Some(report) = &self.report
+            && !report.still_running.is_empty()
+        {
+            tracing::warn!(runs = ?report.still_running, "sensor runs still going at the end of the grace period were stopped");
+        }
+        self.pipeline
+    }
+}
+
+/// Readiness, a first pass at once (so /metrics has data before the first cron tick), then the
+/// scheduler until `stop`.
+async fn run_generation(pipeline: Arc<Pipeline>, state: Arc<AppState>, pusher: Option<Arc<Pusher>>, metrics: Arc<Metrics>, stop: CancellationToken) -> ShutdownReport {
+    let config = pipeline.config().clone();
     match pipeline.catalog().await {
         Ok(catalog) => {
             tracing::info!(catalog = catalog.uri(), "catalog connected");
@@ -87,16 +236,13 @@ pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::
         }
         Err(error) => tracing::error!(%error, "catalog not reachable yet; sensors will report errors and retry"),
     }
-
-    // A first pass at once, so /metrics has data before the first cron tick.
     tokio::select! {
         results = pipeline.run_all(&[]) => {
-            state.lineage.refresh(&pipeline.latest_results()); // lineage
             if results.iter().any(|result| result.evaluations.iter().all(|evaluation| evaluation.status != crate::sensors::Status::Error)) {
                 state.ready.store(true, Ordering::Relaxed);
             }
         }
-        _ = shutdown.cancelled() => {}
+        _ = stop.cancelled() => return ShutdownReport::default(),
     }
     if let Some(pusher) = &pusher {
         pusher.request();
@@ -116,20 +262,24 @@ pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::
             })
         })
         .collect();
-    let options = SchedulerOptions { concurrency: config.defaults.concurrency, shutdown_grace: SHUTDOWN_GRACE, ..SchedulerOptions::default() };
-    let events: Arc<dyn SchedulerEvents> = Arc::new(MetricEvents { metrics: metrics.clone() });
-    let run_pipeline = pipeline.clone();
-    let run_pusher = pusher.clone();
-    let run_state = state.clone();
-    let report = run_scheduler(
+    // Counters of events that may never happen are exported at 0 from the start, so rate()
+    // and increase() over them answer 0 rather than nothing.
+    for job in &jobs {
+        if let Some((table, kind)) = parse_job_key(&job.key) {
+            metrics.icewatch_sensor_skipped_runs_total.with_label_values(&[table, kind.as_str()]);
+        }
+    }
+    let options = SchedulerOptions { concurrency: config.defaults.concurrency, shutdown_grace: config.server.shutdown_grace, ..SchedulerOptions::default() };
+    let events: Arc<dyn SchedulerEvents> = Arc::new(MetricEvents { metrics });
+    run_scheduler(
         jobs,
         options,
         Clock::system(),
         events,
         move |key| {
-            let pipeline = run_pipeline.clone();
-            let pusher = run_pusher.clone();
-            let state = run_state.clone();
+            let pipeline = pipeline.clone();
+            let pusher = pusher.clone();
+            let state = state.clone();
             async move {
                 let Some((table, kind)) = parse_job_key(&key) else { return };
                 if let Some(result) = pipeline.run_sensor(table, kind).await
@@ -137,34 +287,14 @@ pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::
                 {
                     state.ready.store(true, Ordering::Relaxed);
                 }
-                state.lineage.refresh(&pipeline.latest_results()); // lineage
                 if let Some(pusher) = &pusher {
                     pusher.request();
                 }
             }
         },
-        shutdown.clone(),
+        stop,
     )
-    .await;
-    if !report.still_running.is_empty() {
-        tracing::warn!(runs = ?report.still_running, "sensor runs still going at the end of the grace period were stopped");
-    }
-
-    metrics.icewatch_up.set(0);
-    if let Some(task) = push_task {
-        let _ = task.await;
-    }
-    if let Some(pusher) = &pusher {
-        pusher.finish().await;
-    }
-    pipeline.history().close().await;
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "HTTP server failed"),
-        Err(error) => tracing::error!(%error, "HTTP server task failed"),
-    }
-    tracing::info!("icewatch stopped");
-    Ok(())
+    .await
 }
 
 fn job_key(table: &str, kind: SensorKind) -> String {
@@ -218,12 +348,14 @@ impl SchedulerEvents for MetricEvents {
 struct Pusher {
     client: PushgatewayClient,
     metrics: Arc<Metrics>,
+    /// For the pipeline in force, whose store gauges are refreshed before each push.
+    state: Arc<AppState>,
     wanted: Notify,
     delete_on_shutdown: bool,
 }
 
 impl Pusher {
-    fn new(config: &crate::config::PushgatewayConfig, metrics: Arc<Metrics>) -> anyhow::Result<Pusher> {
+    fn new(config: &crate::config::PushgatewayConfig, metrics: Arc<Metrics>, state: Arc<AppState>) -> anyhow::Result<Pusher> {
         let mut options = PushgatewayOptions::new(config.url.clone(), config.job.clone());
         options.grouping = config.grouping.iter().map(|(key, value)| (key.clone(), value.clone())).collect();
         options.timeout = config.timeout;
@@ -232,7 +364,7 @@ impl Pusher {
         options.ca_certificate = config.ca_file.clone();
         options.insecure_skip_verify = config.insecure_skip_verify;
         let client = PushgatewayClient::new(options).context("invalid [pushgateway] settings")?;
-        Ok(Pusher { client, metrics, wanted: Notify::new(), delete_on_shutdown: config.delete_on_shutdown })
+        Ok(Pusher { client, metrics, state, wanted: Notify::new(), delete_on_shutdown: config.delete_on_shutdown })
     }
 
     fn request(&self) {
@@ -254,6 +386,7 @@ impl Pusher {
     }
 
     async fn push_once(&self) {
+        self.state.pipeline().refresh_store_metrics().await;
         match self.client.push(&self.metrics.encode()).await {
             Ok(()) => self.metrics.icewatch_last_push_success_timestamp_seconds.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0),
             Err(error) => {

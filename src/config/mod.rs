@@ -92,9 +92,41 @@ pub struct HistoryConfig {
     pub location: HistoryLocation,
 }
 
-#[derive(Clone, Debug)]
+/// `[server]`: where `/metrics` listens, how it shuts down, and its optional TLS and basic auth
+/// (the same model as the Prometheus exporters' web config: bcrypt-hashed passwords).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// After SIGTERM/SIGINT (or a reload), how long running sensor runs may finish.
+    pub shutdown_grace: Duration,
+    /// HTTPS instead of HTTP when set.
+    pub tls: Option<ServerTlsConfig>,
+    /// User name → bcrypt hash of the password. Empty: no authentication.
+    pub basic_auth_users: BTreeMap<String, PasswordHash>,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr) -> ServerConfig {
+        ServerConfig { listen, shutdown_grace: Duration::from_secs(30), tls: None, basic_auth_users: BTreeMap::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// A bcrypt hash (`$2b$...`, `$2y$...`, as `htpasswd -B` writes). Not printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(pub String);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("PasswordHash(***)")
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -33,7 +33,8 @@ const CATALOG_KEYS: &[&str] = &[
     "properties",
 ];
 const HISTORY_KEYS: &[&str] = &["path"];
-const SERVER_KEYS: &[&str] = &["listen"];
+const SERVER_KEYS: &[&str] =
+    &["listen", "shutdown_grace", "tls_cert_file", "tls_key_file", "basic_auth_users"];
 const PUSHGATEWAY_KEYS: &[&str] = &[
     "url",
     "job",
@@ -619,8 +620,8 @@ impl<'a> Reader<'a> {
 
     fn server(&mut self, root: &Section<'_>) -> Option<ServerConfig> {
         let default = DEFAULT_LISTEN;
-        let Some(section) = self.section(root, "server") else {
-            return root.table.get("server").is_none().then_some(ServerConfig { listen: default });
+        let Some(section) = self.section(&root, "server") else {
+            return root.table.get("server").is_none().then_some(ServerConfig::new(default));
         };
         self.check_keys(&section, SERVER_KEYS, "[server]");
         let listen = match self.string_with_raw(&section, "listen") {
@@ -635,7 +636,36 @@ impl<'a> Reader<'a> {
                 }
             },
         };
-        Some(ServerConfig { listen })
+        let mut server = ServerConfig::new(listen);
+        if let Some(grace) = self.duration(&section, "shutdown_grace") {
+            server.shutdown_grace = grace;
+        }
+        let cert_file = self.path_value(&section, "tls_cert_file");
+        let key_file = self.path_value(&section, "tls_key_file");
+        match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => server.tls = Some(ServerTlsConfig { cert_file, key_file }),
+            (None, None) => {}
+            (Some(_), None) => {
+                let span = Self::value_span(&section, "tls_cert_file");
+                self.problem_at(span, "server.tls_cert_file", "`tls_cert_file` needs `tls_key_file` too");
+            }
+            (None, Some(_)) => {
+                let span = Self::value_span(&section, "tls_key_file");
+                self.problem_at(span, "server.tls_key_file", "`tls_key_file` needs `tls_cert_file` too");
+            }
+        }
+        if let Some(users) = self.section(&section, "basic_auth_users") {
+            for (user, _) in users.table.iter() {
+                let Some(hash) = self.string(&users, user) else { continue };
+                if bcrypt_cost(&hash).is_none() {
+                    let span = Self::value_span(&users, user);
+                    self.problem_at(span, &format!("server.basic_auth_users.{user}"), "expected a bcrypt hash (`$2b$` or `$2y$`, 60 characters), e.g. from `htpasswd -nBC 10 user`; never the password itself");
+                    continue;
+                }
+                server.basic_auth_users.insert(user.to_string(), PasswordHash(hash));
+            }
+        }
+        Some(server)
     }
 
     fn pushgateway(&mut self, root: &Section<'_>) -> Option<Option<PushgatewayConfig>> {
@@ -1272,4 +1302,14 @@ fn host_name() -> String {
         .filter(|name| !name.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "icewatch".to_string())
+}
+
+/// The cost of a well-formed bcrypt hash (`$2a$`/`$2b$`/`$2x$`/`$2y$`, two-digit cost 4..=31,
+/// 53 characters of salt and hash), else `None`.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = ["$2a$", "$2b$", "$2x$", "$2y$"].iter().find_map(|prefix| hash.strip_prefix(prefix))?;
+    let (cost, tail) = rest.split_once('$')?;
+    let cost: u32 = cost.parse().ok().filter(|cost| (4..=31).contains(cost))?;
+    let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '/';
+    (tail.len() == 53 && tail.chars().all(alphabet)).then_some(cost)
 }

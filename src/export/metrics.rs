@@ -3,6 +3,7 @@
 //! bounded: names from the config and fixed enums only. Encodes the 0.0.4 text format that
 //! `/metrics` serves and the Pushgateway receives.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -48,7 +49,7 @@ pub struct Metrics {
     pub data_rows_deleted: GaugeVec,
     pub data_files_added: GaugeVec,
     pub data_bytes_added: GaugeVec,
-    pub data_file_count: GaugeVec,
+    pub data_files: GaugeVec,
     pub data_size_bytes: GaugeVec,
     // Schema detail.
     pub schema_last_change_timestamp_seconds: GaugeVec,
@@ -80,20 +81,63 @@ pub struct Metrics {
     pub icewatch_last_push_success_timestamp_seconds: prometheus::Gauge,
     /// The `partition_date` label currently exported per table (only one is kept).
     row_count_dates: Mutex<HashMap<String, String>>,
+    /// Every family with a `table` label, for [`Metrics::forget_tables`].
+    table_families: Vec<Box<dyn TableFamily>>,
+}
+
+/// A labelled family whose series of one table can be dropped (after a reload removed it).
+trait TableFamily: Send + Sync {
+    /// Removes every series whose `table` label is not kept; returns how many.
+    fn forget_tables(&self, keep: &dyn Fn(&str) -> bool) -> usize;
+}
+
+impl<T: prometheus::core::MetricVecBuilder> TableFamily for prometheus::core::MetricVec<T> {
+    fn forget_tables(&self, keep: &dyn Fn(&str) -> bool) -> usize {
+        use prometheus::core::Collector;
+        let mut removed = 0;
+        for family in self.collect() {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+                if labels.get("table").is_some_and(|table| !keep(table)) && self.remove(&labels).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// The registry while families are declared, noting those with a `table` label.
+struct Declarations {
+    registry: Registry,
+    table_families: RefCell<Vec<Box<dyn TableFamily>>>,
+}
+
+impl Declarations {
+    fn note<T: prometheus::core::MetricVecBuilder + 'static>(&self, family: &prometheus::core::MetricVec<T>, labels: &[&str])
+    where
+        prometheus::core::MetricVec<T>: TableFamily,
+    {
+        if labels.contains(&"table") {
+            self.table_families.borrow_mut().push(Box::new(family.clone()));
+        }
+    }
 }
 
 const TABLE_LAYER: &[&str] = &["table", "layer"];
 const DISTRIBUTION: &[&str] = &["table", "column", "statistic"];
 
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+fn gauge(declarations: &Declarations, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let family = GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
-    registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    declarations.registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    declarations.note(&family, labels);
     family
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+fn counter(declarations: &Declarations, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let family = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
-    registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    declarations.registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    declarations.note(&family, labels);
     family
 }
 
@@ -101,14 +145,16 @@ impl Metrics {
     /// Declares every family. Panics only on a programming error (a bad name or a duplicate),
     /// which the unit tests catch.
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let r = &registry;
+        let declarations = Declarations { registry: Registry::new(), table_families: RefCell::new(Vec::new()) };
+        let r = &declarations;
+        let registry = &declarations.registry;
         let icewatch_result_severity = IntGaugeVec::new(
             Opts::new("icewatch_result_severity", "Verdict of the latest result: 0 ok or insufficient history, 1 warning, 2 critical."),
             &["table", "layer", "sensor", "metric"],
         )
         .expect("valid metric");
         registry.register(Box::new(icewatch_result_severity.clone())).expect("register once");
+        r.note(&icewatch_result_severity, &["table"]);
         let icewatch_build_info =
             IntGaugeVec::new(Opts::new("icewatch_build_info", "Always 1; the version label says which icewatch runs."), &["version"])
                 .expect("valid metric");
@@ -123,10 +169,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(icewatch_sensor_run_duration_seconds.clone())).expect("register once");
+        r.note(&icewatch_sensor_run_duration_seconds, &["table"]);
         let icewatch_sensor_up =
             IntGaugeVec::new(Opts::new("icewatch_sensor_up", "1 when the last run of the sensor succeeded, else 0."), &["table", "sensor"])
                 .expect("valid metric");
         registry.register(Box::new(icewatch_sensor_up.clone())).expect("register once");
+        r.note(&icewatch_sensor_up, &["table"]);
         let icewatch_scheduler_lag_seconds =
             prometheus::Gauge::new("icewatch_scheduler_lag_seconds", "How late the last sensor run started against its cron time.")
                 .expect("valid metric");
@@ -177,7 +225,7 @@ impl Metrics {
             data_rows_deleted: gauge(r, "data_rows_deleted", "Records deleted by the latest data commit.", TABLE_LAYER),
             data_files_added: gauge(r, "data_files_added", "Data files added by the latest data commit.", TABLE_LAYER),
             data_bytes_added: gauge(r, "data_bytes_added", "Bytes of data files added by the latest data commit.", TABLE_LAYER),
-            data_file_count: gauge(r, "data_file_count", "Data files in the current snapshot.", TABLE_LAYER),
+            data_files: gauge(r, "data_files", "Data files in the current snapshot.", TABLE_LAYER),
             data_size_bytes: gauge(r, "data_size_bytes", "Bytes of data files in the current snapshot.", TABLE_LAYER),
             schema_last_change_timestamp_seconds: gauge(r, "schema_last_change_timestamp_seconds", "Unix time of the newest schema change of that type.", &["table", "change_type"]),
             schema_expectation_violations: gauge(r, "schema_expectation_violations", "Columns that break the declared schema.expect baseline.", TABLE_LAYER),
@@ -204,8 +252,18 @@ impl Metrics {
             icewatch_push_failures_total,
             icewatch_last_push_success_timestamp_seconds,
             row_count_dates: Mutex::new(HashMap::new()),
-            registry,
+            table_families: declarations.table_families.take(),
+            registry: declarations.registry,
         }
+    }
+
+    /// Drops every series of tables for which `keep` is false (a reload removed them from the
+    /// configuration), so they do not linger with their last values. Returns how many went.
+    pub fn forget_tables(&self, keep: &dyn Fn(&str) -> bool) -> usize {
+        if let Ok(mut dates) = self.row_count_dates.lock() {
+            dates.retain(|table, _| keep(table));
+        }
+        self.table_families.iter().map(|family| family.forget_tables(keep)).sum()
     }
 
     /// The whole registry in the Prometheus 0.0.4 text format.
@@ -295,7 +353,7 @@ impl Metrics {
         }
         if let Some(current) = &observation.current {
             if let Some(files) = current.total_files {
-                self.data_file_count.with_label_values(&labels).set(files as f64);
+                self.data_files.with_label_values(&labels).set(files as f64);
             }
             if let Some(bytes) = current.total_bytes {
                 self.data_size_bytes.with_label_values(&labels).set(bytes as f64);

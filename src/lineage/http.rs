@@ -24,14 +24,16 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 async fn show(State(state): State<Arc<AppState>>) -> Response {
-    state.lineage.refresh(&state.pipeline.latest_results());
-    axum::Json(state.lineage.view()).into_response()
+    let pipeline = state.pipeline();
+    pipeline.lineage().refresh(&pipeline.latest_results());
+    axum::Json(pipeline.lineage().view()).into_response()
 }
 
 async fn receive(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    match state.lineage.ingest(&body).await {
+    let pipeline = state.pipeline();
+    match pipeline.lineage().ingest(&body).await {
         Ok(event) => {
-            state.lineage.refresh(&state.pipeline.latest_results());
+            pipeline.lineage().refresh(&pipeline.latest_results());
             let links: Vec<_> = event
                 .outputs
                 .iter()

@@ -65,7 +65,8 @@ async fn overview(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let body = render_overview(&state.pipeline, &state.lineage.view().pipelines);
+    let pipeline = state.pipeline();
+    let body = render_overview(&pipeline, &pipeline.lineage().view().pipelines);
     if wants_fragment(&query) {
         return html_response(StatusCode::OK, body);
     }
@@ -80,7 +81,8 @@ async fn table(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let (status, body) = match render_table(&state.pipeline, &state.lineage.view().pipelines, &name).await {
+    let pipeline = state.pipeline();
+    let (status, body) = match render_table(&pipeline, &pipeline.lineage().view().pipelines, &name).await {
         Some(body) => (StatusCode::OK, body),
         None => (StatusCode::NOT_FOUND, render::unknown_table(&name)),
     };

@@ -2,6 +2,7 @@
 //! capability end to end against real tables and real Prometheus tools.
 
 mod cli;
+mod alerting;
 mod common;
 mod config;
 mod demo;
@@ -11,3 +12,4 @@ mod lineage;
 mod ops;
 mod pushgateway;
 mod status_page;
+mod service;
