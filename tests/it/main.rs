@@ -2,4 +2,5 @@
 //! capability end to end against real tables and real Prometheus tools.
 
 mod common;
+mod distribution;
 mod ops;
