@@ -477,7 +477,10 @@ fn drift_status(fired: &[Option<bool>]) -> Status {
 
 /// Counts of the reference's [`TOP_CATEGORIES`] most frequent values on both sides; every
 /// other value (on either side) counts as one `other` category.
-fn category_counts(reference: &[&str], newest: &[String]) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+/// Named category counts, as `stats::chi_square` takes them.
+type CategoryCounts = Vec<(String, u64)>;
+
+fn category_counts(reference: &[&str], newest: &[String]) -> (CategoryCounts, CategoryCounts) {
     let mut frequency: HashMap<&str, u64> = HashMap::new();
     for value in reference {
         *frequency.entry(value).or_default() += 1;

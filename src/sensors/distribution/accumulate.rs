@@ -423,10 +423,10 @@ impl<T> BottomK<T> {
         for entry in other.heap {
             if self.heap.len() < self.capacity {
                 self.heap.push(entry);
-            } else if entry.key < self.threshold() {
-                if let Some(mut largest) = self.heap.peek_mut() {
-                    *largest = entry;
-                }
+            } else if entry.key < self.threshold()
+                && let Some(mut largest) = self.heap.peek_mut()
+            {
+                *largest = entry;
             }
         }
         if self.heap.len() == self.capacity {
