@@ -59,6 +59,8 @@ pub const PSI_BINS: usize = 10;
 /// (the mean of 2 000 draws of N(50, 10) varies by 0.45 %), and that floor would hide a
 /// 4-sigma shift. It still keeps a constant series (a `max` pinned at 100) from alarming on noise.
 pub const MIN_STDDEV_RELATIVE: f64 = 0.001;
+/// Rows per Arrow batch when reading Parquet (the reader's default is 1 024).
+const READ_BATCH_ROWS: usize = 8192;
 const OTHER_CATEGORY: &str = "\u{0}other";
 
 /// Where a value came from.
@@ -852,7 +854,9 @@ fn metadata_value(column: &ResolvedColumn<'_>, statistic: Statistic, files: &[Da
             let mut best: Option<f64> = None;
             for file in files {
                 let nulls = file.null_value_counts().get(&field_id).copied()?;
-                let nans = if is_float { file.nan_value_counts().get(&field_id).copied()? } else { 0 };
+                // Bounds never include NaN. A writer that records no NaN count (PyIceberg)
+                // leaves a NaN-only file without bounds, which sends us to the scan below.
+                let nans = file.nan_value_counts().get(&field_id).copied().unwrap_or(0);
                 if nulls + nans >= file.record_count() {
                     continue; // no number in this file: no bound expected
                 }
@@ -1009,7 +1013,7 @@ async fn scan(
     let per_worker_cap = row_cap.map(|cap| cap.div_ceil(workers as u64));
     let mut handles = Vec::new();
     for (worker, group) in groups.into_iter().enumerate() {
-        let reader = table.reader_builder().with_data_file_concurrency_limit(1).build();
+        let reader = table.reader_builder().with_data_file_concurrency_limit(1).with_batch_size(READ_BATCH_ROWS).build();
         let field_ids = field_ids.to_vec();
         let kinds = kinds.to_vec();
         let worker_seed = accumulate::mix64(seed ^ worker as u64);

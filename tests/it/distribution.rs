@@ -18,7 +18,7 @@ use crate::common;
 const ALL_NUMERIC: &str = r#"["row_count", "mean", "stddev", "min", "max", "sum", "null_percent", "null_count",
   "zero_percent", "nan_percent", "distinct_count", "p01", "p05", "p25", "p50", "p75", "p95", "p99"]"#;
 
-fn sensors_toml(dir: &Path, extra_column: Option<&str>) -> Config {
+fn sensors_toml(dir: &Path, scope: &str, extra_column: Option<&str>) -> Config {
     let extra = extra_column.map(|name| format!("{name} = [\"mean\"]\n")).unwrap_or_default();
     let text = format!(
         r#"
@@ -29,6 +29,7 @@ warehouse = "{dir}/warehouse"
 
 [tables."db.events".distribution]
 window = 30
+scope = "{scope}"
 
 [tables."db.events".distribution.columns]
 id = {ALL_NUMERIC}
@@ -59,7 +60,7 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
     python("distribution_write.py", dir.path());
     let expected: serde_json::Value = serde_json::from_str(&python("distribution_expected.py", dir.path())).unwrap();
 
-    let config = sensors_toml(dir.path(), None);
+    let config = sensors_toml(dir.path(), "added", None);
     let sensor = config.tables[0].distribution.clone().unwrap();
     let catalog = CatalogHandle::connect(&config.catalog).await.unwrap();
     let table = catalog.load_table(&TableName::parse("db.events").unwrap()).await.unwrap();
@@ -106,6 +107,7 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
         assert_eq!(source("qty", Statistic::NullCount), ValueSource::Metadata);
         assert_eq!(source("amount", Statistic::NullPercent), ValueSource::Metadata);
         assert_eq!(source("qty", Statistic::Min), ValueSource::Metadata);
+        assert_eq!(source("amount", Statistic::Max), ValueSource::Metadata, "float bounds exclude NaN");
         assert_eq!(source("id", Statistic::Max), ValueSource::Metadata);
         assert_eq!(source("amount", Statistic::Mean), ValueSource::Scan);
         assert_eq!(source("label", Statistic::MaxLength), ValueSource::Scan);
@@ -152,8 +154,26 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
     });
     println!("newest batch: {report:?}");
 
+    // scope = "table": the whole table as of the newest snapshot, which adds up the batches.
+    let config = sensors_toml(dir.path(), "table", None);
+    let whole = config.tables[0].distribution.clone().unwrap();
+    let newest_id = newest.snapshot_id;
+    let table_profile = observe(&table, "db.events", &whole, &[newest_id]).await.unwrap().remove(0);
+    assert_eq!((table_profile.files, table_profile.row_count), (8, 3200));
+    let batches: Vec<&serde_json::Value> = ids.iter().map(|id| &expected[id.to_string()]["columns"]["amount"]).collect();
+    let total = |statistic: &str| batches.iter().map(|batch| batch[statistic].as_f64().unwrap()).sum::<f64>();
+    let extreme = |statistic: &str, pick: fn(f64, f64) -> f64| {
+        batches.iter().map(|batch| batch[statistic].as_f64().unwrap()).reduce(pick).unwrap()
+    };
+    let value = |statistic: Statistic| table_profile.value("amount", statistic).unwrap().value;
+    assert!(close(value(Statistic::Sum), total("sum"), 1e-9));
+    assert!(close(value(Statistic::NullCount), total("null_count"), 1e-9));
+    assert!(close(value(Statistic::Min), extreme("min", f64::min), 1e-9));
+    assert!(close(value(Statistic::Max), extreme("max", f64::max), 1e-9));
+    assert_eq!(table_profile.value("amount", Statistic::NullCount).unwrap().source, ValueSource::Metadata);
+
     // An unknown column is an error result, never a panic; quotes in names are just names.
-    let config = sensors_toml(dir.path(), Some(r#"'nope"; drop table x; --' "#));
+    let config = sensors_toml(dir.path(), "added", Some(r#"'nope"; drop table x; --' "#));
     let sensor = config.tables[0].distribution.clone().unwrap();
     let error = observe(&table, "db.events", &sensor, &ids).await.unwrap_err();
     assert!(matches!(&error, SensorError::ColumnNotFound { column, .. } if column.starts_with("nope")), "{error}");
