@@ -172,6 +172,18 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
     assert!(close(value(Statistic::Max), extreme("max", f64::max), 1e-9));
     assert_eq!(table_profile.value("amount", Statistic::NullCount).unwrap().source, ValueSource::Metadata);
 
+    // `sample = 100`: a row cap per batch; counts still come from metadata, exactly.
+    let mut sampled = sensor.clone();
+    sampled.sample = Some(100.0);
+    let small = observe(&table, "db.events", &sampled, &[newest_id]).await.unwrap().remove(0);
+    assert!(small.sampled && small.scanned_rows == 100 && small.row_count == 400, "{small:?}");
+    assert_eq!(small.value("amount", Statistic::NullCount), newest.value("amount", Statistic::NullCount));
+    let sampled_mean = judge("db.events", &sampled, &small, &Windows::new(), None)
+        .into_iter()
+        .find(|evaluation| evaluation.column.as_deref() == Some("amount") && evaluation.statistic.as_deref() == Some("mean"))
+        .unwrap();
+    assert!(sampled_mean.message.contains("a sample of 100 of the 400 rows"), "{}", sampled_mean.message);
+
     // An unknown column is an error result, never a panic; quotes in names are just names.
     let config = sensors_toml(dir.path(), "added", Some(r#"'nope"; drop table x; --' "#));
     let sensor = config.tables[0].distribution.clone().unwrap();
