@@ -16,7 +16,7 @@ use crate::export::metrics::Metrics;
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
 use crate::lineage::Lineage;
 use crate::sensors::freshness::ManifestBoundsCache;
-use crate::sensors::{Evaluation, SensorError, Status, WindowRequest, Windows, freshness, schema, volume};
+use crate::sensors::{Evaluation, SensorError, Status, WindowRequest, Windows, distribution, freshness, schema, volume};
 
 /// The results of one sensor run, kept for the status page and `check`.
 #[derive(Clone, Debug)]
@@ -245,7 +245,11 @@ impl Pipeline {
                 self.metrics.record_schema(name, layer, &observation, &evaluations);
                 Ok(evaluations)
             }
-            SensorKind::Distribution | SensorKind::Lineage => Err(SensorError::NotImplemented { sensor: kind }),
+            SensorKind::Distribution => {
+                let Some(config) = &table.distribution else { return Ok(Vec::new()) };
+                self.profile_distribution(iceberg_table, name, config).await
+            }
+            SensorKind::Lineage => Err(SensorError::NotImplemented { sensor: kind }),
         }
     }
 
@@ -282,20 +286,7 @@ impl Pipeline {
             }
             newest.push(last);
         }
-        let mut windows = Windows::new();
-        for request in requests {
-            let points = match request.since_ms {
-                Some(since) => {
-                    let mut points = self.history.range(&request.series, since, request.before_ms).await.map_err(history_error)?;
-                    if points.len() > request.limit {
-                        points.drain(..points.len() - request.limit);
-                    }
-                    points
-                }
-                None => self.history.window(&request.series, request.before_ms, request.limit).await.map_err(history_error)?,
-            };
-            windows.insert(request.series.clone(), points);
-        }
+        let windows = self.fetch_windows(table, requests).await?;
         let evaluations = judge(&windows);
         let mut stored = Vec::new();
         for point in newest {
@@ -305,6 +296,90 @@ impl Pipeline {
         }
         self.history.append(&stored).await.map_err(history_error)?;
         Ok((evaluations, stored))
+    }
+
+    /// Profiles the batches the store has not seen (on first sight the last `window` of them: a
+    /// backfill), judging each new one against the batches before it, in commit order; the
+    /// newest also gets the drift tests against its reference batches. When nothing new was
+    /// committed, the newest batch's last verdict is kept, or (in a new process) it is profiled
+    /// again: batches are the files a snapshot added, so that costs one batch, not the table.
+    async fn profile_distribution(&self, iceberg_table: &Table, name: &str, config: &crate::config::DistributionConfig) -> Result<Vec<Evaluation>, SensorError> {
+        let history_error = |source| SensorError::History { table: name.to_string(), source };
+        let Some((first_column, first_statistics)) = config.columns.first() else { return Ok(Vec::new()) };
+        let Some(first_statistic) = first_statistics.first() else { return Ok(Vec::new()) };
+        let marker = distribution::series_key(name, first_column, *first_statistic);
+        let stored: std::collections::HashSet<i64> = self
+            .history
+            .window(&marker, i64::MAX, config.settings.window.max(1) * 4)
+            .await
+            .map_err(history_error)?
+            .into_iter()
+            .filter_map(|point| point.snapshot_id)
+            .collect();
+        let first_sight = stored.is_empty();
+        let mut pending = distribution::snapshots_to_profile(iceberg_table, config, &|id| stored.contains(&id));
+        if pending.is_empty() {
+            let newest = distribution::snapshots_to_profile(iceberg_table, config, &|_| false).pop();
+            let Some(newest) = newest else {
+                return Ok(vec![Evaluation::new(name, SensorKind::Distribution, "value", Status::InsufficientHistory, "no batch to profile yet: the table has no append".to_string())]);
+            };
+            let previous = self.results.lock().ok().and_then(|results| results.get(&(name.to_string(), SensorKind::Distribution)).cloned());
+            if let Some(previous) = previous
+                && previous.evaluations.iter().any(|evaluation| evaluation.snapshot_id == Some(newest))
+            {
+                return Ok(previous.evaluations);
+            }
+            pending.push(newest);
+        }
+        if pending.len() > 1 {
+            tracing::info!(table = name, batches = pending.len(), "profiling batches (each over the files its snapshot added)");
+        }
+        let profiles = distribution::observe(iceberg_table, name, config, &pending).await?;
+        let Some((newest, earlier)) = profiles.split_last() else {
+            return Ok(vec![Evaluation::new(name, SensorKind::Distribution, "value", Status::Ok, "the newest snapshots added no rows to profile".to_string())]);
+        };
+        let mut anomalies: Vec<(String, String)> = Vec::new();
+        for (index, profile) in earlier.iter().enumerate() {
+            let windows = self.fetch_windows(name, &distribution::window_requests(name, config, profile)).await?;
+            if !first_sight {
+                anomalies.extend(distribution_anomalies(&distribution::judge(name, config, profile, &windows, None)));
+            }
+            self.history.append(&distribution::series(name, profile)).await.map_err(history_error)?;
+            if index % 10 == 9 {
+                tracing::info!(table = name, profiled = index + 1, of = profiles.len(), "distribution backfill progress");
+            }
+        }
+        let windows = self.fetch_windows(name, &distribution::window_requests(name, config, newest)).await?;
+        let reference = distribution::observe_reference(iceberg_table, name, config, newest.snapshot_id).await?;
+        let drift = distribution::drift(config, newest, &reference);
+        let evaluations = distribution::judge(name, config, newest, &windows, Some(&drift));
+        let newest_is_new = !stored.contains(&newest.snapshot_id);
+        if newest_is_new {
+            anomalies.extend(distribution_anomalies(&evaluations));
+        }
+        self.history.append(&distribution::series(name, newest)).await.map_err(history_error)?;
+        self.metrics.record_distribution(name, &evaluations, &drift, &anomalies);
+        Ok(evaluations)
+    }
+
+    async fn fetch_windows(&self, table: &str, requests: &[WindowRequest]) -> Result<Windows, SensorError> {
+        let mut windows = Windows::new();
+        for request in requests {
+            let points = match request.since_ms {
+                Some(since) => {
+                    let mut points = self.history.range(&request.series, since, request.before_ms).await
+                        .map_err(|source| SensorError::History { table: table.to_string(), source })?;
+                    if points.len() > request.limit {
+                        points.drain(..points.len() - request.limit);
+                    }
+                    points
+                }
+                None => self.history.window(&request.series, request.before_ms, request.limit).await
+                    .map_err(|source| SensorError::History { table: table.to_string(), source })?,
+            };
+            windows.insert(request.series.clone(), points);
+        }
+        Ok(windows)
     }
 
     /// Appends that landed since the last run, before the newest one, are judged one by one in
@@ -352,6 +427,15 @@ impl Pipeline {
             self.metrics.icewatch_history_points.set(count as i64);
         }
     }
+}
+
+/// (column, statistic) of every anomalous statistic among `evaluations`.
+fn distribution_anomalies(evaluations: &[Evaluation]) -> Vec<(String, String)> {
+    evaluations
+        .iter()
+        .filter(|evaluation| evaluation.metric == "value" && matches!(evaluation.status, Status::Warning | Status::Critical))
+        .filter_map(|evaluation| Some((evaluation.column.clone()?, evaluation.statistic.clone()?)))
+        .collect()
 }
 
 fn is_volume_anomaly(evaluations: &[Evaluation]) -> bool {

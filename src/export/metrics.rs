@@ -402,6 +402,50 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Distribution gauges from the newest batch's results, the drift tests, and one count per
+    /// anomalous statistic of each batch profiled for the first time.
+    pub fn record_distribution(
+        &self,
+        table: &str,
+        evaluations: &[Evaluation],
+        drift: &[(String, crate::sensors::distribution::DriftResult)],
+        new_anomalies: &[(String, String)],
+    ) {
+        for evaluation in evaluations.iter().filter(|evaluation| evaluation.metric == "value") {
+            let (Some(column), Some(statistic)) = (&evaluation.column, &evaluation.statistic) else { continue };
+            let labels = [table, column.as_str(), statistic.as_str()];
+            // Touching the counter exports it at 0 until the first anomaly.
+            self.data_distribution_anomaly_total.with_label_values(&labels);
+            let Some(value) = evaluation.value else { continue };
+            self.data_distribution_value.with_label_values(&labels).set(value);
+            if let Some(z) = evaluation.zscore {
+                self.data_distribution_zscore.with_label_values(&labels).set(z);
+            }
+            if let (Some(lower), Some(upper)) = (evaluation.expected_lower, evaluation.expected_upper) {
+                self.data_distribution_expected_lower.with_label_values(&labels).set(lower);
+                self.data_distribution_expected_upper.with_label_values(&labels).set(upper);
+            }
+        }
+        for (column, statistic) in new_anomalies {
+            self.data_distribution_anomaly_total.with_label_values(&[table, column.as_str(), statistic.as_str()]).inc();
+        }
+        for (column, result) in drift {
+            let labels = [table, column.as_str()];
+            for (family, value) in [
+                (&self.data_drift_psi, result.psi),
+                (&self.data_drift_ks_statistic, result.ks_statistic),
+                (&self.data_drift_ks_pvalue, result.ks_p_value),
+                (&self.data_drift_chi2_pvalue, result.chi_square_p_value),
+            ] {
+                if let Some(value) = value.filter(|value| value.is_finite()) {
+                    family.with_label_values(&labels).set(value);
+                }
+            }
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()

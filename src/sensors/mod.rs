@@ -8,6 +8,7 @@
 //! - `judge(observation, windows, config, now)`: pure; turns the observation plus the history
 //!   windows into [`Evaluation`]s (status, value, z-score, expected band, why).
 
+pub mod distribution;
 pub mod freshness;
 pub mod schema;
 pub mod snapshots;

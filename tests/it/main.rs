@@ -6,6 +6,7 @@ mod alerting;
 mod common;
 mod config;
 mod demo;
+mod distribution;
 mod dockerfile;
 mod history;
 mod lineage;
