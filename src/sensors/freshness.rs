@@ -215,10 +215,23 @@ fn judge_cadence(
     age: f64,
     threshold_status: Status,
 ) -> Evaluation {
-    let gaps: Vec<f64> = windows
-        .get(&gap_series(table_name))
-        .map(|points| points.iter().map(|point| point.value).collect())
-        .unwrap_or_default();
+    // The value judged is the open gap since the last commit, so every closed gap of the
+    // snapshot log is history. The store receives a series' newest point only after the judge
+    // ran (right for volume, whose newest point is the value judged): without adding the
+    // observation's own gaps, a first run (or one after the store was lost) would score
+    // against one gap fewer than every later run.
+    let mut points: Vec<Point> = windows.get(&gap_series(table_name)).cloned().unwrap_or_default();
+    for gap in series(table_name, observation) {
+        let known = points
+            .iter()
+            .any(|point| point.observed_at_ms == gap.observed_at_ms && point.snapshot_id == gap.snapshot_id);
+        if !known {
+            points.push(gap);
+        }
+    }
+    points.sort_by_key(|point| point.observed_at_ms);
+    let gaps: Vec<f64> =
+        points[points.len().saturating_sub(config.settings.window)..].iter().map(|point| point.value).collect();
     let params = ScoringParams {
         min_history: config.settings.min_history,
         zscore_threshold: config.settings.zscore_threshold,
@@ -440,6 +453,8 @@ mod tests {
             added_bytes: None,
             total_bytes: None,
             added_delete_records: None,
+            table_commit: snapshot_id as usize,
+            replaces_rows: false,
         }
     }
 

@@ -6,3 +6,4 @@ mod demo;
 mod history;
 mod ops;
 mod pushgateway;
+mod metadata_sensors;
