@@ -290,10 +290,9 @@ fn unloadable_tables_and_catalogs_are_errors_and_the_rest_is_still_checked() {
         let corrupt = one(&report, "it.short", sensor, "run");
         assert_eq!(status(corrupt), "error");
         let message = corrupt["message"].as_str().unwrap();
-        assert!(message.contains("it.short") && message.len() > "failed to load table `it.short`".len(), "{message}");
+        assert!(message.starts_with("failed to load table `it.short`: ") && !message.contains("``"), "{message}");
     }
-    let path = corrupted["metadata_location"].as_str().unwrap();
-    assert!(one(&report, "it.short", "volume", "run")["message"].as_str().unwrap().contains("metadata") || std::fs::read_to_string(path).unwrap().starts_with("this is not"));
+    assert!(std::fs::read_to_string(corrupted["metadata_location"].as_str().unwrap()).unwrap().starts_with("this is not"));
     assert_eq!(status(one(&report, "it.steady", "freshness", "freshness_seconds")), "ok");
     assert_eq!(status(one(&report, "it.steady", "volume", "rows_added")), "ok");
     assert_eq!(status(one(&report, "it.steady", "schema", "column_count")), "ok");
