@@ -140,9 +140,10 @@ pub fn judge(table_name: &str, config: &FreshnessConfig, observation: &Freshness
     let mut results = Vec::new();
 
     let (status, verdict) = threshold_status(age, config);
+    // The append half of an overwrite written as `delete` + `append` in one commit.
+    let operation = if last.replaces_rows { "overwrite: delete + append" } else { last.operation.as_str() };
     let mut message = format!(
-        "last data commit ({}) {} ago{}",
-        last.operation.as_str(),
+        "last data commit ({operation}) {} ago{}",
         human_seconds(age),
         verdict
     );

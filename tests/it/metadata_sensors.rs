@@ -163,6 +163,7 @@ fn commit_kinds_volume_drops_and_short_history_get_the_right_verdicts() {
     let deletes_freshness = one(&report, "it.deletes", "freshness", "freshness_seconds");
     assert_eq!(status(deletes_freshness), "ok", "{deletes_freshness:#}");
     assert!(deletes_freshness["value"].as_f64().unwrap() < 600.0);
+    assert!(deletes_freshness["message"].as_str().unwrap().contains("(overwrite: delete + append)"), "{deletes_freshness:#}");
     let deletes_volume = one(&report, "it.deletes", "volume", "rows_added");
     assert_eq!(status(deletes_volume), "ok", "{deletes_volume:#}");
     assert_eq!(deletes_volume["value"], 960.0, "the last real append is judged, not the overwrite's 200 rows");
