@@ -66,6 +66,7 @@ print(f"tables: {tables} x {result['snapshots_per_table']} snapshots, concurrenc
       f" (setup {result['setup_seconds']:.0f} s when written now)")
 print(f"icewatch warm pass (history present):   {warm:8.2f} ms/table  ({result['warm_pass_seconds']:.2f} s)")
 print(f"icewatch cold pass (backfill history):  {cold:8.2f} ms/table  ({result['cold_pass_seconds']:.2f} s)")
+print(f"  sensor time per table (ms, summed over {result['concurrency']} workers): warm {result['warm_sensor_ms_per_table']}, cold {result['cold_sensor_ms_per_table']}")
 print(f"statuses: warm {result['warm_statuses']}, cold {result['cold_statuses']}")
 print(f"peak memory: VmHWM {result['peak_rss_kib'] / 1024:.0f} MiB, /usr/bin/time max RSS {max_rss_kib / 1024:.0f} MiB")
 print(f"peer PyIceberg metadata read:           {peer_metadata_ms:8.2f} ms/table  ({checked} tables read; "

@@ -12,6 +12,7 @@
 //! warm pass (history already there), and prints one JSON line: milliseconds per table for
 //! each pass, the statuses, and the peak resident memory (VmHWM) of the process.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -124,18 +125,31 @@ fn peak_rss_kib() -> Option<u64> {
     status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-async fn one_pass(config: &Path) -> anyhow::Result<(f64, usize, std::collections::BTreeMap<String, usize>)> {
+/// What one pass measured.
+struct Pass {
+    seconds: f64,
+    sensor_runs: usize,
+    statuses: BTreeMap<String, usize>,
+    /// Summed run time of each sensor kind in ms (the first sensor of a table includes loading it).
+    sensor_ms: BTreeMap<String, f64>,
+}
+
+async fn one_pass(config: &Path) -> anyhow::Result<Pass> {
     let config = Arc::new(Config::load(config)?);
     let pipeline = Pipeline::new(config, Arc::new(Metrics::new())).await?;
     let started = Instant::now();
     let results = pipeline.run_all(&[]).await;
     let elapsed = started.elapsed().as_secs_f64();
     pipeline.history().close().await;
-    let mut statuses = std::collections::BTreeMap::new();
+    let mut statuses = BTreeMap::new();
     for evaluation in results.iter().flat_map(|result| &result.evaluations) {
         *statuses.entry(evaluation.status.as_str().to_string()).or_insert(0) += 1;
     }
-    Ok((elapsed, results.len(), statuses))
+    let mut sensor_ms = BTreeMap::new();
+    for result in &results {
+        *sensor_ms.entry(result.sensor.as_str().to_string()).or_insert(0.0) += result.duration.as_secs_f64() * 1000.0;
+    }
+    Ok(Pass { seconds: elapsed, sensor_runs: results.len(), statuses, sensor_ms })
 }
 
 #[tokio::main]
@@ -151,21 +165,26 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = write_config(&options)?;
     let _ = std::fs::remove_file(options.dir.join("history.db"));
-    let (cold, runs, cold_statuses) = one_pass(&config).await?;
-    let (warm, _, warm_statuses) = one_pass(&config).await?;
+    let cold = one_pass(&config).await?;
+    let warm = one_pass(&config).await?;
     let per_table = |seconds: f64| seconds * 1000.0 / options.tables as f64;
+    let sensor_ms_per_table = |pass: &Pass| -> BTreeMap<String, f64> {
+        pass.sensor_ms.iter().map(|(kind, ms)| (kind.clone(), ms / options.tables as f64)).collect()
+    };
     let report = serde_json::json!({
         "tables": options.tables,
         "snapshots_per_table": options.snapshots,
         "concurrency": options.concurrency,
-        "sensor_runs": runs,
+        "sensor_runs": warm.sensor_runs,
         "setup_seconds": setup_seconds,
-        "cold_pass_seconds": cold,
-        "cold_ms_per_table": per_table(cold),
-        "warm_pass_seconds": warm,
-        "warm_ms_per_table": per_table(warm),
-        "cold_statuses": cold_statuses,
-        "warm_statuses": warm_statuses,
+        "cold_pass_seconds": cold.seconds,
+        "cold_ms_per_table": per_table(cold.seconds),
+        "cold_sensor_ms_per_table": sensor_ms_per_table(&cold),
+        "warm_pass_seconds": warm.seconds,
+        "warm_ms_per_table": per_table(warm.seconds),
+        "warm_sensor_ms_per_table": sensor_ms_per_table(&warm),
+        "cold_statuses": cold.statuses,
+        "warm_statuses": warm.statuses,
         "peak_rss_kib": peak_rss_kib(),
     });
     println!("{report}");

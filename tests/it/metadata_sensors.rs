@@ -216,6 +216,9 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
 
     let evolved = pyiceberg(dir.path(), &["evolve"]);
     assert_eq!(evolved["columns"], serde_json::json!(["id", "quantity", "amount", "venue"]));
+    // Dropping `scratch` went back to schema 4: the newest schema (5) is not the current one.
+    assert_eq!(evolved["schemas"], serde_json::json!([0, 1, 2, 3, 4, 5]));
+    assert_eq!(evolved["current_schema_id"], 4);
 
     // `check` reports each change once, the rename as a rename.
     let (_, after) = check(&config);
@@ -233,8 +236,10 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
         changes
     };
     let expected = vec![
+        ("column_added".to_string(), "scratch".to_string(), "warning".to_string()),
         ("column_added".to_string(), "venue".to_string(), "warning".to_string()),
         ("column_dropped".to_string(), "legacy".to_string(), "critical".to_string()),
+        ("column_dropped".to_string(), "scratch".to_string(), "critical".to_string()),
         ("column_renamed".to_string(), "quantity".to_string(), "critical".to_string()),
         ("type_changed".to_string(), "amount".to_string(), "warning".to_string()),
     ];
@@ -268,8 +273,8 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
     let later = common::wait_for("two more schema runs", Duration::from_secs(60), || {
         common::http_get(&metrics_url).filter(|body| runs(body) >= first_runs + 2.0)
     });
-    for change_type in ["column_renamed", "column_dropped", "type_changed", "column_added"] {
-        assert_eq!(counter(&later, change_type), Some(1.0), "{change_type}:\n{later}");
+    for (change_type, count) in [("column_renamed", 1.0), ("column_dropped", 2.0), ("type_changed", 1.0), ("column_added", 2.0)] {
+        assert_eq!(counter(&later, change_type), Some(count), "{change_type}:\n{later}");
     }
     assert_eq!(counter(&later, "nullability_changed"), None);
     service.terminate(Duration::from_secs(20)).expect("icewatch run stops on SIGTERM");

@@ -14,8 +14,9 @@ Commands (the SQL catalog `default` is `<dir>/catalog.db`, the warehouse `<dir>/
                     it.short        3 appends (less than min_history)
                     it.evolving     6 appends; its schema is changed by `evolve`
   evolve            on it.evolving: rename `qty` → `quantity`, drop `legacy`, promote
-                    `amount` int → long, add `venue`; each its own schema update; then an
-                    append with the new schema
+                    `amount` int → long, add `venue`, add `scratch` and drop it again (back
+                    to the same schema id); each its own schema update; then an append with
+                    the new schema
   compact <table>   one `replace` snapshot that rewrites every live data file into one
   corrupt <table>   overwrites the table's current metadata JSON with garbage
 
@@ -206,6 +207,11 @@ def evolve(directory):
         update.update_column("amount", field_type=LongType())
     with table.update_schema() as update:
         update.add_column("venue", StringType())
+    # A column added and dropped again: PyIceberg goes back to the previous schema's id.
+    with table.update_schema() as update:
+        update.add_column("scratch", StringType())
+    with table.update_schema() as update:
+        update.delete_column("scratch")
     table = table.refresh()
     rows = 1000
     table.append(
