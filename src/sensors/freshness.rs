@@ -80,7 +80,16 @@ pub async fn observe(
     cache: &ManifestBoundsCache,
 ) -> Result<FreshnessObservation, SensorError> {
     let history = commits(table.metadata());
-    let data: Vec<&Commit> = history.iter().filter(|commit| commit.is_data_change()).collect();
+    let mut data: Vec<&Commit> = history.iter().filter(|commit| commit.is_data_change()).collect();
+    // One table commit is one data change for the cadence, even when it published several
+    // snapshots (an overwrite as `delete` + `append`): keep the last snapshot of each.
+    data.dedup_by(|later, earlier| {
+        let same = later.table_commit == earlier.table_commit;
+        if same {
+            *earlier = *later;
+        }
+        same
+    });
     let event_time = match &config.timestamp_column {
         Some(column) => max_event_time(table, table_name, column, cache).await?,
         None => None,
