@@ -144,7 +144,7 @@ impl Pipeline {
             let kind_started = Instant::now();
             let outcome = match &loaded {
                 Ok(iceberg_table) => self.observe_with_timeout(iceberg_table, table, *kind).await,
-                Err(error) => Err(clone_load_error(error)),
+                Err(error) => Err(clone_load_error(error, table.name.as_str())),
             };
             let elapsed = if results.is_empty() { started.elapsed() } else { kind_started.elapsed() };
             results.push(self.finish(table, *kind, outcome, elapsed));
@@ -445,7 +445,7 @@ fn is_volume_anomaly(evaluations: &[Evaluation]) -> bool {
 }
 
 /// A table that failed to load fails every sensor of the run with the same error.
-fn clone_load_error(error: &SensorError) -> SensorError {
+fn clone_load_error(error: &SensorError, table_name: &str) -> SensorError {
     match error {
         SensorError::Catalog(CatalogError::Unreachable { uri, reason }) => {
             SensorError::Catalog(CatalogError::Unreachable { uri: uri.clone(), reason: reason.clone() })
@@ -456,6 +456,9 @@ fn clone_load_error(error: &SensorError) -> SensorError {
         SensorError::Catalog(CatalogError::InvalidSetting { key, reason }) => {
             SensorError::Catalog(CatalogError::InvalidSetting { key: key.clone(), reason: reason.clone() })
         }
-        other => SensorError::Catalog(CatalogError::LoadTable { table: String::new(), reason: crate::sensors::error_chain(other) }),
+        SensorError::Catalog(CatalogError::LoadTable { table, reason }) => {
+            SensorError::Catalog(CatalogError::LoadTable { table: table.clone(), reason: reason.clone() })
+        }
+        other => SensorError::Catalog(CatalogError::LoadTable { table: table_name.to_string(), reason: crate::sensors::error_chain(other) }),
     }
 }

@@ -80,7 +80,16 @@ pub async fn observe(
     cache: &ManifestBoundsCache,
 ) -> Result<FreshnessObservation, SensorError> {
     let history = commits(table.metadata());
-    let data: Vec<&Commit> = history.iter().filter(|commit| commit.is_data_change()).collect();
+    let mut data: Vec<&Commit> = history.iter().filter(|commit| commit.is_data_change()).collect();
+    // One table commit is one data change for the cadence, even when it published several
+    // snapshots (an overwrite as `delete` + `append`): keep the last snapshot of each.
+    data.dedup_by(|later, earlier| {
+        let same = later.table_commit == earlier.table_commit;
+        if same {
+            *earlier = *later;
+        }
+        same
+    });
     let event_time = match &config.timestamp_column {
         Some(column) => max_event_time(table, table_name, column, cache).await?,
         None => None,
@@ -140,9 +149,10 @@ pub fn judge(table_name: &str, config: &FreshnessConfig, observation: &Freshness
     let mut results = Vec::new();
 
     let (status, verdict) = threshold_status(age, config);
+    // The append half of an overwrite written as `delete` + `append` in one commit.
+    let operation = if last.replaces_rows { "overwrite: delete + append" } else { last.operation.as_str() };
     let mut message = format!(
-        "last data commit ({}) {} ago{}",
-        last.operation.as_str(),
+        "last data commit ({operation}) {} ago{}",
         human_seconds(age),
         verdict
     );
@@ -215,10 +225,23 @@ fn judge_cadence(
     age: f64,
     threshold_status: Status,
 ) -> Evaluation {
-    let gaps: Vec<f64> = windows
-        .get(&gap_series(table_name))
-        .map(|points| points.iter().map(|point| point.value).collect())
-        .unwrap_or_default();
+    // The value judged is the open gap since the last commit, so every closed gap of the
+    // snapshot log is history. The store receives a series' newest point only after the judge
+    // ran (right for volume, whose newest point is the value judged): without adding the
+    // observation's own gaps, a first run (or one after the store was lost) would score
+    // against one gap fewer than every later run.
+    let mut points: Vec<Point> = windows.get(&gap_series(table_name)).cloned().unwrap_or_default();
+    for gap in series(table_name, observation) {
+        let known = points
+            .iter()
+            .any(|point| point.observed_at_ms == gap.observed_at_ms && point.snapshot_id == gap.snapshot_id);
+        if !known {
+            points.push(gap);
+        }
+    }
+    points.sort_by_key(|point| point.observed_at_ms);
+    let gaps: Vec<f64> =
+        points[points.len().saturating_sub(config.settings.window)..].iter().map(|point| point.value).collect();
     let params = ScoringParams {
         min_history: config.settings.min_history,
         zscore_threshold: config.settings.zscore_threshold,
@@ -425,22 +448,7 @@ mod tests {
     use crate::sensors::snapshots::CommitOperation;
 
     fn commit(snapshot_id: i64, timestamp_ms: i64, operation: CommitOperation, added: u64) -> Commit {
-        Commit {
-            snapshot_id,
-            sequence_number: snapshot_id,
-            timestamp_ms,
-            operation,
-            schema_id: None,
-            added_records: Some(added),
-            deleted_records: None,
-            total_records: None,
-            added_files: None,
-            deleted_files: None,
-            total_files: None,
-            added_bytes: None,
-            total_bytes: None,
-            added_delete_records: None,
-        }
+        Commit::new(snapshot_id, timestamp_ms, operation, Some(added))
     }
 
     fn config(warn: u64, critical: u64) -> FreshnessConfig {

@@ -70,6 +70,14 @@ pub fn observe(table: &Table, now_ms: i64) -> SchemaObservation {
         diff_schemas(schemas[index - 1], schemas[index], changed_at(index), &mut changes);
     }
     let current = metadata.current_schema();
+    // Writers reuse the id of an existing schema when a change leads back to it (add a column,
+    // then drop it: the table is on schema 0 again, after 0 → 1). Then the newest schema is
+    // not the current one, and the way back is a change of its own.
+    if let Some(newest) = schemas.last()
+        && newest.schema_id() != current.schema_id()
+    {
+        diff_schemas(newest, current, metadata.last_updated_ms(), &mut changes);
+    }
     SchemaObservation {
         now_ms,
         current_schema_id: current.schema_id(),

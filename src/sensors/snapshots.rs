@@ -1,6 +1,9 @@
 //! The table's commit history as the freshness and volume sensors need it: the current
 //! branch's snapshots in commit order, each with its operation and summary counts, and which
-//! of them changed data (a compaction or a metadata-only commit did not).
+//! of them changed data (a compaction or a metadata-only commit did not), and which snapshots
+//! were committed together in one table commit.
+
+use std::collections::HashSet;
 
 use iceberg::spec::{Operation, TableMetadata};
 
@@ -22,6 +25,13 @@ pub struct Commit {
     pub total_bytes: Option<u64>,
     /// Rows removed through delete files (merge-on-read), when the summary says.
     pub added_delete_records: Option<u64>,
+    /// Ordinal of the table commit (metadata file) that published this snapshot: snapshots
+    /// committed together in one transaction share it.
+    pub table_commit: usize,
+    /// An `append` committed in the same table commit as a `delete`/`overwrite` just before it
+    /// (PyIceberg's `overwrite()` writes a `delete` then an `append` in one commit): its rows
+    /// replace data, they are not an increment.
+    pub replaces_rows: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +55,29 @@ impl CommitOperation {
 }
 
 impl Commit {
+    /// A commit known only by its operation and the records it added (the other counts
+    /// unknown): what history points and tests describe.
+    pub fn new(snapshot_id: i64, timestamp_ms: i64, operation: CommitOperation, added_records: Option<u64>) -> Commit {
+        Commit {
+            snapshot_id,
+            sequence_number: snapshot_id,
+            timestamp_ms,
+            operation,
+            schema_id: None,
+            added_records,
+            deleted_records: None,
+            total_records: None,
+            added_files: None,
+            deleted_files: None,
+            total_files: None,
+            added_bytes: None,
+            total_bytes: None,
+            added_delete_records: None,
+            table_commit: usize::try_from(snapshot_id).unwrap_or_default(),
+            replaces_rows: false,
+        }
+    }
+
     /// Whether this commit changed the table's data: an append, overwrite or delete that added
     /// or removed records. A `replace` (compaction) never does; nor does a commit that touched
     /// no records. When a writer leaves the record counts out, changed files count instead.
@@ -61,9 +94,10 @@ impl Commit {
         self.added_files.unwrap_or(0) + self.deleted_files.unwrap_or(0) > 0
     }
 
-    /// An append: the rows it added are new data (for overwrites they are mostly rewritten rows).
+    /// An append whose rows are new data: not an overwrite (whose added rows are mostly
+    /// rewritten ones), nor the insert half of an overwrite committed as `delete` + `append`.
     pub fn is_append(&self) -> bool {
-        self.operation == CommitOperation::Append
+        self.operation == CommitOperation::Append && !self.replaces_rows
     }
 }
 
@@ -82,7 +116,36 @@ pub fn commits(metadata: &TableMetadata) -> Vec<Commit> {
         }
     }
     chain.reverse();
+    mark_table_commits(&mut chain, metadata);
     chain
+}
+
+/// Longest time between two snapshots that may have been written by one transaction.
+const ONE_COMMIT_MAX_GAP_MS: i64 = 60_000;
+
+/// Sets `table_commit` and `replaces_rows`. The metadata log says where commits end: each
+/// earlier metadata file is logged with its `last-updated-ms`, which is the commit time of the
+/// newest snapshot it published. So a snapshot whose time is not in the log (and that the log
+/// covers) was published together with the next one. Where the log does not reach (expired or
+/// cleared), every snapshot counts as its own commit.
+fn mark_table_commits(chain: &mut [Commit], metadata: &TableMetadata) {
+    let logged: HashSet<i64> = metadata.metadata_log().iter().map(|entry| entry.timestamp_ms).collect();
+    let oldest_logged = logged.iter().min().copied();
+    let mut table_commit = 0;
+    for index in 1..chain.len() {
+        let (previous, current) = (&chain[index - 1], &chain[index]);
+        let published_alone = logged.contains(&previous.timestamp_ms)
+            || oldest_logged.is_none_or(|oldest| previous.timestamp_ms < oldest)
+            || current.timestamp_ms - previous.timestamp_ms > ONE_COMMIT_MAX_GAP_MS;
+        if published_alone {
+            table_commit += 1;
+        }
+        let replaces_rows = !published_alone
+            && current.operation == CommitOperation::Append
+            && matches!(previous.operation, CommitOperation::Delete | CommitOperation::Overwrite);
+        chain[index].table_commit = table_commit;
+        chain[index].replaces_rows = replaces_rows;
+    }
 }
 
 fn commit_of(snapshot: &iceberg::spec::Snapshot) -> Commit {
@@ -115,6 +178,8 @@ fn commit_of(snapshot: &iceberg::spec::Snapshot) -> Commit {
         added_bytes: count("added-files-size"),
         total_bytes: count("total-files-size"),
         added_delete_records: delete_records,
+        table_commit: 0,
+        replaces_rows: false,
     }
 }
 
@@ -123,22 +188,7 @@ mod tests {
     use super::*;
 
     fn commit(operation: CommitOperation, added: Option<u64>, deleted: Option<u64>) -> Commit {
-        Commit {
-            snapshot_id: 1,
-            sequence_number: 1,
-            timestamp_ms: 0,
-            operation,
-            schema_id: None,
-            added_records: added,
-            deleted_records: deleted,
-            total_records: None,
-            added_files: None,
-            deleted_files: None,
-            total_files: None,
-            added_bytes: None,
-            total_bytes: None,
-            added_delete_records: None,
-        }
+        Commit { deleted_records: deleted, ..Commit::new(1, 0, operation, added) }
     }
 
     #[test]

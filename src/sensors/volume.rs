@@ -22,7 +22,10 @@ pub struct VolumeObservation {
     pub now_ms: i64,
     /// Every append of the current branch, oldest first (an empty append is still an append).
     pub appends: Vec<Commit>,
-    /// The newest commit that changed data (append, overwrite or delete).
+    /// The newest commit that changed data (append, overwrite or delete). When one table
+    /// commit published several snapshots (PyIceberg's `overwrite()`: a `delete` and an
+    /// `append`), they are merged into one: the first one's operation, the counts summed, the
+    /// last one's id, time and totals.
     pub latest_data_commit: Option<Commit>,
     /// The current snapshot, whose summary has the table's totals.
     pub current: Option<Commit>,
@@ -35,13 +38,43 @@ pub fn observe(table: &iceberg::table::Table, now_ms: i64) -> VolumeObservation 
     VolumeObservation {
         now_ms,
         appends: history.iter().filter(|commit| commit.is_append()).cloned().collect(),
-        latest_data_commit: history.iter().rev().find(|commit| commit.is_data_change()).cloned(),
+        latest_data_commit: latest_data_change(&history),
         current: history.last().cloned(),
         totals: history
             .iter()
             .filter_map(|commit| commit.total_records.map(|total| (commit.snapshot_id, commit.timestamp_ms, total)))
             .collect(),
     }
+}
+
+/// The newest data-changing commit, merged with the other data changes of its table commit.
+fn latest_data_change(history: &[Commit]) -> Option<Commit> {
+    let latest = history.iter().rev().find(|commit| commit.is_data_change())?;
+    let together: Vec<&Commit> = history
+        .iter()
+        .filter(|commit| commit.table_commit == latest.table_commit && commit.is_data_change())
+        .collect();
+    let first = together.first().copied().unwrap_or(latest);
+    if together.len() < 2 {
+        return Some(latest.clone());
+    }
+    let sum = |count: fn(&Commit) -> Option<u64>| -> Option<u64> {
+        together.iter().map(|commit| count(commit)).reduce(|total, next| match (total, next) {
+            (None, None) => None,
+            (total, next) => Some(total.unwrap_or(0) + next.unwrap_or(0)),
+        })?
+    };
+    Some(Commit {
+        operation: first.operation,
+        added_records: sum(|commit| commit.added_records),
+        deleted_records: sum(|commit| commit.deleted_records),
+        added_files: sum(|commit| commit.added_files),
+        deleted_files: sum(|commit| commit.deleted_files),
+        added_bytes: sum(|commit| commit.added_bytes),
+        added_delete_records: sum(|commit| commit.added_delete_records),
+        replaces_rows: false,
+        ..latest.clone()
+    })
 }
 
 pub fn rows_added_series(table_name: &str) -> SeriesKey {
@@ -178,6 +211,9 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
         && latest.timestamp_ms >= newest.timestamp_ms
     {
         let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
+        let written = latest.added_records.unwrap_or(0);
+        let net = written as f64 - deleted as f64;
+        let article = if latest.operation == CommitOperation::Overwrite { "an" } else { "a" };
         results.push(
             Evaluation::new(
                 table_name,
@@ -185,10 +221,12 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
                 "rows_deleted",
                 Status::Ok,
                 format!(
-                    "the newest data commit is a `{}` that removed {} record(s) and added {}: a deliberate change, not a volume drop",
+                    "the newest data commit is {article} `{}` that removed {} record(s) and wrote {} (net {}{}): a deliberate change, not a volume drop",
                     latest.operation.as_str(),
                     human_number(deleted as f64),
-                    human_number(latest.added_records.unwrap_or(0) as f64)
+                    human_number(written as f64),
+                    if net >= 0.0 { "+" } else { "−" },
+                    human_number(net.abs())
                 ),
             )
             .with_value(deleted as f64)
@@ -247,22 +285,7 @@ mod tests {
     }
 
     fn append(snapshot_id: i64, timestamp_ms: i64, rows: u64) -> Commit {
-        Commit {
-            snapshot_id,
-            sequence_number: snapshot_id,
-            timestamp_ms,
-            operation: CommitOperation::Append,
-            schema_id: None,
-            added_records: Some(rows),
-            deleted_records: None,
-            total_records: None,
-            added_files: Some(1),
-            deleted_files: None,
-            total_files: None,
-            added_bytes: None,
-            total_bytes: None,
-            added_delete_records: None,
-        }
+        Commit { added_files: Some(1), ..Commit::new(snapshot_id, timestamp_ms, CommitOperation::Append, Some(rows)) }
     }
 
     /// Judges the newest of `rows` (one append an hour) against the ones before it.

@@ -79,22 +79,12 @@ pub fn volume_points(
     let series = volume::rows_added_series(table);
     let mut charted = Vec::with_capacity(shown.len());
     for (index, point) in all.iter().enumerate().skip(preceding.len()) {
-        let commit = Commit {
-            snapshot_id: point.snapshot_id.unwrap_or_default(),
-            sequence_number: 0,
-            timestamp_ms: point.observed_at_ms,
-            operation: CommitOperation::Append,
-            schema_id: None,
-            added_records: Some(point.value.max(0.0) as u64),
-            deleted_records: None,
-            total_records: None,
-            added_files: None,
-            deleted_files: None,
-            total_files: None,
-            added_bytes: None,
-            total_bytes: None,
-            added_delete_records: None,
-        };
+        let commit = Commit::new(
+            point.snapshot_id.unwrap_or_default(),
+            point.observed_at_ms,
+            CommitOperation::Append,
+            Some(point.value.max(0.0) as u64),
+        );
         // The judge reads only the newest append and the window of stored points before it.
         let observation = volume::VolumeObservation {
             now_ms: point.observed_at_ms,

@@ -1,8 +1,8 @@
 //! The one integration-test binary (one binary links faster than many). Each module tests one
 //! capability end to end against real tables and real Prometheus tools.
 
-mod cli;
 mod alerting;
+mod cli;
 mod common;
 mod config;
 mod demo;
@@ -10,7 +10,8 @@ mod distribution;
 mod dockerfile;
 mod history;
 mod lineage;
+mod metadata_sensors;
 mod ops;
 mod pushgateway;
-mod status_page;
 mod service;
+mod status_page;
