@@ -14,8 +14,8 @@ use crate::config::{SchemaConfig, SensorKind};
 use crate::history::Event;
 
 /// The `change_type` values (also the `schema_changes_total` label values).
-pub const CHANGE_TYPES: [&str; 5] =
-    ["column_added", "column_dropped", "column_renamed", "type_changed", "nullability_changed"];
+pub const CHANGE_TYPES: [&str; 6] =
+    ["column_added", "column_dropped", "column_renamed", "type_changed", "type_promoted", "nullability_changed"];
 
 /// One change between two consecutive schemas.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -131,7 +131,8 @@ pub fn diff_schemas(old: &Schema, new: &Schema, changed_at_ms: i64, changes: &mu
                         new_field.path,
                         if promotion { " (promotion)" } else { "" }
                     );
-                    push("type_changed", &new_field.path, *id, detail, !promotion);
+                    let change_type = if promotion { "type_promoted" } else { "type_changed" };
+                    push(change_type, &new_field.path, *id, detail, !promotion);
                 } else if old_field.primitive.is_none() != new_field.primitive.is_none() {
                     let detail = format!("`{}` {} → {}", new_field.path, old_field.type_text, new_field.type_text);
                     push("type_changed", &new_field.path, *id, detail, true);
@@ -355,12 +356,12 @@ mod tests {
                 ("column_added".to_string(), "venue".to_string()),
                 ("column_dropped".to_string(), "legacy".to_string()),
                 ("nullability_changed".to_string(), "id".to_string()),
-                ("type_changed".to_string(), "quantity".to_string()),
+                ("type_promoted".to_string(), "quantity".to_string()),
             ]
         );
         let mut detailed = Vec::new();
         diff_schemas(&old, &new, 0, &mut detailed);
-        let promotion = detailed.iter().find(|change| change.change_type == "type_changed").unwrap();
+        let promotion = detailed.iter().find(|change| change.change_type == "type_promoted").unwrap();
         assert!(promotion.detail.contains("int → long (promotion)") && !promotion.breaking);
     }
 

@@ -241,10 +241,10 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
         ("column_dropped".to_string(), "legacy".to_string(), "critical".to_string()),
         ("column_dropped".to_string(), "scratch".to_string(), "critical".to_string()),
         ("column_renamed".to_string(), "quantity".to_string(), "critical".to_string()),
-        ("type_changed".to_string(), "amount".to_string(), "warning".to_string()),
+        ("type_promoted".to_string(), "amount".to_string(), "warning".to_string()),
     ];
     assert_eq!(changes(&after), expected, "{after:#}");
-    let promotion = results(&after).iter().find(|result| result["change_type"] == "type_changed").unwrap();
+    let promotion = results(&after).iter().find(|result| result["change_type"] == "type_promoted").unwrap();
     assert!(promotion["message"].as_str().unwrap().contains("int → long"), "{promotion:#}");
     assert_eq!(one(&after, "it.evolving", "schema", "column_count")["value"], 4.0);
     // The append with the new schema is an ordinary append.
@@ -273,7 +273,7 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
     let later = common::wait_for("two more schema runs", Duration::from_secs(60), || {
         common::http_get(&metrics_url).filter(|body| runs(body) >= first_runs + 2.0)
     });
-    for (change_type, count) in [("column_renamed", 1.0), ("column_dropped", 2.0), ("type_changed", 1.0), ("column_added", 2.0)] {
+    for (change_type, count) in [("column_renamed", 1.0), ("column_dropped", 2.0), ("type_promoted", 1.0), ("column_added", 2.0)] {
         assert_eq!(counter(&later, change_type), Some(count), "{change_type}:\n{later}");
     }
     assert_eq!(counter(&later, "nullability_changed"), None);
