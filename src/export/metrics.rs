@@ -400,9 +400,7 @@ impl Metrics {
         let violations = evaluations.iter().filter(|evaluation| evaluation.metric == "schema_expectation").count();
         self.schema_expectation_violations.with_label_values(&[table, layer]).set(violations as f64);
     }
-}
 
-impl Metrics {
     /// Distribution gauges from the newest batch's results, the drift tests, and one count per
     /// anomalous statistic of each batch profiled for the first time.
     pub fn record_distribution(

@@ -277,10 +277,13 @@ fn judge_cadence(
             format!("commit cadence as usual: {} since the last, typically {}", human_seconds(age), human_seconds(score.mean)),
         ),
     };
-    Evaluation::new(table_name, SensorKind::Freshness, "commit_gap_seconds", status, message)
+    let mut evaluation = Evaluation::new(table_name, SensorKind::Freshness, "commit_gap_seconds", status, message)
         .with_value(age)
         .with_score(scored.as_ref())
-        .at(observation.now_ms, None)
+        .at(observation.now_ms, None);
+    // A gap is never negative: the band starts at 0 at the least.
+    evaluation.expected_lower = evaluation.expected_lower.map(|lower| lower.max(0.0));
+    evaluation
 }
 
 /// Max of `column` over the current snapshot's live data files: upper bounds from manifests,
