@@ -187,8 +187,6 @@ pub enum SensorError {
     },
     #[error("sensor `{sensor}` on table `{table}` timed out after {seconds}s")]
     Timeout { table: String, sensor: SensorKind, seconds: u64 },
-    #[error("sensor `{sensor}` is not available yet")]
-    NotImplemented { sensor: SensorKind },
 }
 
 impl SensorError {
@@ -201,7 +199,6 @@ impl SensorError {
             SensorError::Scan { .. } => "query",
             SensorError::History { .. } => "history",
             SensorError::Timeout { .. } => "timeout",
-            SensorError::NotImplemented { .. } => "internal",
         }
     }
 }
