@@ -35,8 +35,9 @@ use sqlx::sqlite::SqlitePoolOptions;
 use super::DemoError;
 
 /// Opens (creating if needed) the SQL catalog `name` at the sqlx URI `catalog_uri` (SQLite:
-/// `sqlite:///abs/catalog.db?mode=rwc`) with a local-filesystem warehouse at `warehouse`.
-/// Table locations are written as `file://` URLs so PyIceberg reads them as they are.
+/// `sqlite:///abs/catalog.db?mode=rwc`, or a PostgreSQL `postgres://` database) with a
+/// local-filesystem warehouse at `warehouse`. Table locations are written as `file://` URLs so
+/// PyIceberg reads them as they are.
 pub async fn open_sql_catalog(
     catalog_uri: &str,
     warehouse: &Path,
@@ -50,7 +51,7 @@ pub async fn open_sql_catalog(
         ),
         (
             SQL_CATALOG_PROP_BIND_STYLE.to_string(),
-            SqlBindStyle::QMark.to_string(),
+            sql_bind_style(catalog_uri).to_string(),
         ),
     ]);
     SqlCatalogBuilder::default()
@@ -61,6 +62,15 @@ pub async fn open_sql_catalog(
             uri: catalog_uri.to_string(),
             source: Box::new(source),
         })
+}
+
+/// PostgreSQL numbers its placeholders (`$1`); SQLite takes `?`.
+fn sql_bind_style(catalog_uri: &str) -> SqlBindStyle {
+    if catalog_uri.starts_with("postgres://") || catalog_uri.starts_with("postgresql://") {
+        SqlBindStyle::DollarNumeric
+    } else {
+        SqlBindStyle::QMark
+    }
 }
 
 /// Appends `batch` to the table `ident` as one `append` snapshot (ZSTD Parquet, one data file

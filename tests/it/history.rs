@@ -2,12 +2,9 @@
 //! throwaway PostgreSQL server, reopening to prove durability, and a writer killed with SIGKILL
 //! at random moments that must never lose a committed batch nor leave half of one.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,7 +12,7 @@ use std::time::{Duration, Instant};
 use icewatch::history::*;
 use serde_json::json;
 
-use crate::common::{ChildGuard, free_port};
+use crate::postgres::{PostgresServer, postgres_bindir, random_u64};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -223,10 +220,6 @@ fn kill_writer_child() {
     });
 }
 
-fn random_u64() -> u64 {
-    RandomState::new().build_hasher().finish()
-}
-
 #[test]
 fn sigkill_never_loses_a_committed_batch() {
     let dir = tempfile::tempdir().unwrap();
@@ -348,167 +341,21 @@ fn sigkill_never_loses_a_committed_batch() {
     );
 }
 
-/// A throwaway PostgreSQL server in a temp dir, on a loopback port picked at run time, with
-/// password authentication over TCP. Stopped (fast shutdown) when dropped.
-struct PostgresServer {
-    server: ChildGuard,
-    port: u16,
-    password: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// The directory holding `initdb` and `postgres`: `pg_config --bindir`, Debian's
-/// `/usr/lib/postgresql/<version>/bin`, or `PATH`.
-fn postgres_bindir() -> Option<PathBuf> {
-    let has_binaries = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    let from_pg_config = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
-    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
-        .unwrap_or_default();
-    debian.sort();
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    from_pg_config
-        .into_iter()
-        .chain(debian.into_iter().rev())
-        .chain(on_path)
-        .find(|dir| has_binaries(dir))
-}
-
-fn id_of(flag: &str, user: Option<&str>) -> u32 {
-    let output = Command::new("id").arg(flag).args(user).output().unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-impl PostgresServer {
-    fn start(bindir: &Path) -> PostgresServer {
-        let dir = tempfile::tempdir().unwrap();
-        // PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
-        let owner = (id_of("-u", None) == 0)
-            .then(|| (id_of("-u", Some("postgres")), id_of("-g", Some("postgres"))));
-        let as_owner = |command: &mut Command| {
-            if let Some((uid, gid)) = owner {
-                command.uid(uid).gid(gid);
+/// Opens the history store on `server`, retrying while the server starts up (bounded).
+async fn open_store(server: &PostgresServer) -> HistoryStore {
+    let location = HistoryLocation::Postgres(server.uri(&server.password));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match HistoryStore::open(&location).await {
+            Ok(store) => return store,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-        };
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-        }
-        let password = format!("pw-{:x}", random_u64());
-        let password_file = dir.path().join("password");
-        std::fs::write(&password_file, &password).unwrap();
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&password_file, Some(uid), Some(gid)).unwrap();
-        }
-        let data = dir.path().join("data");
-        let mut initdb = Command::new(bindir.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--auth-local=trust",
-            ])
-            .args(["--auth-host=scram-sha-256", "--pwfile"])
-            .arg(&password_file)
-            .current_dir(dir.path());
-        as_owner(&mut initdb);
-        let output = initdb.stdin(Stdio::null()).output().unwrap();
-        assert!(
-            output.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let port = free_port();
-        let log = dir.path().join("postgres.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let mut postgres = Command::new(bindir.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-            ])
-            .arg("-k")
-            .arg(dir.path())
-            .current_dir(dir.path())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file);
-        as_owner(&mut postgres);
-        let server = ChildGuard::spawn("postgres", &mut postgres);
-        PostgresServer {
-            server,
-            port,
-            password,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn uri(&self, password: &str) -> String {
-        format!(
-            "postgres://postgres:{password}@127.0.0.1:{}/postgres",
-            self.port
-        )
-    }
-
-    /// Opens the store, retrying while the server starts up (bounded).
-    async fn open(&self) -> HistoryStore {
-        let location = HistoryLocation::Postgres(self.uri(&self.password));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match HistoryStore::open(&location).await {
-                Ok(store) => return store,
-                Err(error) if Instant::now() < deadline => {
-                    let _ = error;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(error) => panic!(
-                    "postgres did not come up: {error:?}\nlog:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for PostgresServer {
-    fn drop(&mut self) {
-        // SIGINT is PostgreSQL's fast shutdown; ChildGuard's own drop SIGKILLs what is left.
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.server.pid().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.server.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            Err(error) => panic!(
+                "postgres did not come up: {error:?}\nlog:\n{}",
+                server.log_text()
+            ),
         }
     }
 }
@@ -524,14 +371,14 @@ fn postgres_round_trip_survives_reopen() {
     };
     let server = PostgresServer::start(&bindir);
     runtime().block_on(async {
-        let store = server.open().await;
+        let store = open_store(&server).await;
         let shown = format!("{store:?} {}", store.location());
         assert!(shown.contains("postgres:***@127.0.0.1"), "{shown}");
         assert!(!shown.contains(&server.password), "{shown}");
         write_and_check(&store).await;
         store.close().await;
         // A second open runs the (idempotent) migration again and sees everything.
-        let reopened = server.open().await;
+        let reopened = open_store(&server).await;
         check_contents(&reopened).await;
         reopened.close().await;
 

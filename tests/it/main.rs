@@ -2,6 +2,7 @@
 //! capability end to end against real tables and real Prometheus tools.
 
 mod alerting;
+mod catalogs;
 mod cli;
 mod common;
 mod config;
@@ -12,6 +13,7 @@ mod history;
 mod lineage;
 mod metadata_sensors;
 mod ops;
+mod postgres;
 mod pushgateway;
 mod service;
 mod status_page;
