@@ -811,12 +811,10 @@ async fn profile_snapshot(
                 }
             }
             if let Some(numbers) = accumulator.numbers {
-                let mut values = numbers.into_items();
-                values.truncate(DRIFT_SAMPLE);
+                let values = numbers.into_first(DRIFT_SAMPLE);
                 profile.samples.insert(column.configured.name.clone(), ColumnSample::Numeric(values));
             } else if let Some(strings) = accumulator.strings {
-                let mut values = strings.into_items();
-                values.truncate(DRIFT_SAMPLE);
+                let values = strings.into_first(DRIFT_SAMPLE);
                 profile.samples.insert(column.configured.name.clone(), ColumnSample::Categorical(values));
             }
         }
@@ -911,8 +909,9 @@ fn datum_as_f64(datum: &Datum, primitive: &PrimitiveType) -> Option<f64> {
 
 /// The sorted quantile sample of a column (empty when none was kept).
 fn sorted_sample(accumulator: &ColumnAccumulator) -> Vec<f64> {
-    let mut sorted = accumulator.numbers.as_ref().map(|sample| sample.clone().into_items()).unwrap_or_default();
-    sorted.sort_by(f64::total_cmp);
+    let mut sorted: Vec<f64> =
+        accumulator.numbers.as_ref().map(|sample| sample.values().copied().collect()).unwrap_or_default();
+    sorted.sort_unstable_by(f64::total_cmp);
     sorted
 }
 
@@ -996,9 +995,11 @@ struct Scanned {
     bytes: u64,
 }
 
-/// Reads `tasks` on up to one worker per core, each profiling its files into its own
-/// accumulators, then merges them. With `row_cap`, files are visited in a seeded random
-/// order and reading stops once that many rows were read.
+/// Reads `tasks` on up to one worker per core, each profiling its share into its own
+/// accumulators, then merges them. Files are dealt to workers; when there are fewer files than
+/// cores (a typical append), each worker reads all files but only its share of the columns.
+/// With `row_cap`, files are visited in a seeded random order and reading stops once that
+/// many rows were read.
 async fn scan(
     table: &Table,
     table_name: &str,
@@ -1022,49 +1023,64 @@ async fn scan(
         }
         tasks.truncate(kept.max(1).min(tasks.len()));
     }
-    let workers = std::thread::available_parallelism().map_or(2, |count| count.get()).min(tasks.len()).max(1);
+    let cores = std::thread::available_parallelism().map_or(2, |count| count.get());
+    let file_groups = cores.min(tasks.len()).max(1);
+    let column_groups = (cores / file_groups).clamp(1, field_ids.len().max(1));
     // Largest files first, dealt round-robin, so workers get similar loads.
     tasks.sort_by_key(|task| std::cmp::Reverse(task.length));
-    let mut groups: Vec<Vec<FileScanTask>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<FileScanTask>> = (0..file_groups).map(|_| Vec::new()).collect();
     for (index, task) in tasks.into_iter().enumerate() {
-        groups[index % workers].push(task);
+        groups[index % file_groups].push(task);
     }
-    let per_worker_cap = row_cap.map(|cap| cap.div_ceil(workers as u64));
+    let per_group_cap = row_cap.map(|cap| cap.div_ceil(file_groups as u64));
     let mut handles = Vec::new();
-    for (worker, group) in groups.into_iter().enumerate() {
-        let reader = table.reader_builder().with_data_file_concurrency_limit(1).with_batch_size(READ_BATCH_ROWS).build();
-        let field_ids = field_ids.to_vec();
-        let kinds = kinds.to_vec();
-        let worker_seed = accumulate::mix64(seed ^ worker as u64);
-        handles.push(tokio::spawn(async move {
-            read_group(reader, group, &field_ids, &kinds, per_worker_cap, worker_seed).await
-        }));
+    for (group_index, group) in groups.into_iter().enumerate() {
+        for column_group in 0..column_groups {
+            let columns: Vec<usize> = (column_group..field_ids.len()).step_by(column_groups).collect();
+            let ids: Vec<i32> = columns.iter().map(|&index| field_ids[index]).collect();
+            let job_kinds: Vec<(ValueKind, Wanted)> = columns.iter().map(|&index| kinds[index]).collect();
+            let mut job_tasks = group.clone();
+            for task in &mut job_tasks {
+                task.project_field_ids = ids.clone();
+            }
+            let reader = table
+                .reader_builder()
+                .with_data_file_concurrency_limit(1)
+                .with_batch_size(READ_BATCH_ROWS)
+                .build();
+            let worker_seed = accumulate::mix64(seed ^ group_index as u64);
+            handles.push((
+                columns,
+                tokio::spawn(async move { read_group(reader, job_tasks, &ids, &job_kinds, per_group_cap, worker_seed).await }),
+            ));
+        }
     }
-    let mut merged: Option<Scanned> = None;
-    for handle in handles {
+    let mut slots: Vec<Option<ColumnAccumulator>> = (0..field_ids.len()).map(|_| None).collect();
+    let (mut files, mut rows, mut bytes) = (0usize, 0u64, 0u64);
+    for (job, (columns, handle)) in handles.into_iter().enumerate() {
         let part = handle
             .await
             .map_err(|error| scan_error(table_name, error))?
             .map_err(|error| scan_error(table_name, error))?;
-        merged = Some(match merged {
-            None => part,
-            Some(mut total) => {
-                for (mine, theirs) in total.columns.iter_mut().zip(part.columns) {
-                    mine.merge(theirs);
-                }
-                total.files += part.files;
-                total.rows += part.rows;
-                total.bytes += part.bytes;
-                total
+        // Column groups of one file group read the same rows: count them once.
+        if job % column_groups == 0 {
+            files += part.files;
+            rows += part.rows;
+        }
+        bytes += part.bytes;
+        for (index, accumulator) in columns.into_iter().zip(part.columns) {
+            match &mut slots[index] {
+                Some(existing) => existing.merge(accumulator),
+                slot => *slot = Some(accumulator),
             }
-        });
+        }
     }
-    Ok(merged.unwrap_or_else(|| Scanned {
-        columns: kinds.iter().map(|(kind, wanted)| ColumnAccumulator::new(*kind, *wanted, seed)).collect(),
-        files: 0,
-        rows: 0,
-        bytes: 0,
-    }))
+    let columns = slots
+        .into_iter()
+        .zip(kinds)
+        .map(|(slot, (kind, wanted))| slot.unwrap_or_else(|| ColumnAccumulator::new(*kind, *wanted, seed)))
+        .collect();
+    Ok(Scanned { columns, files, rows, bytes })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1197,8 +1213,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut sample = accumulator.numbers.unwrap().into_items();
-        sample.truncate(DRIFT_SAMPLE);
+        let sample = accumulator.numbers.unwrap().into_first(DRIFT_SAMPLE);
         BatchProfile {
             snapshot_id: index,
             timestamp_ms: index * 3_600_000,

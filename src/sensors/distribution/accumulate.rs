@@ -434,9 +434,20 @@ impl<T> BottomK<T> {
         }
     }
 
-    /// The sampled items, smallest keys first: any prefix is itself a uniform sample.
-    pub fn into_items(self) -> Vec<T> {
-        self.heap.into_sorted_vec().into_iter().map(|entry| entry.item).collect()
+    /// A uniform sample of at most `count` of the items (those with the smallest keys), in no
+    /// particular order; linear time instead of a sort.
+    pub fn into_first(self, count: usize) -> Vec<T> {
+        let mut entries = self.heap.into_vec();
+        if entries.len() > count {
+            entries.select_nth_unstable_by_key(count, |entry| entry.key);
+            entries.truncate(count);
+        }
+        entries.into_iter().map(|entry| entry.item).collect()
+    }
+
+    /// The sampled items, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|entry| &entry.item)
     }
 }
 
@@ -494,7 +505,7 @@ mod tests {
         assert!((left.mean - mean).abs() < 1e-9 * mean.abs());
         assert!((left.stddev().unwrap() - variance.sqrt()).abs() < 1e-9 * variance.sqrt());
         // The sample holds every value when the capacity allows: quantiles are exact.
-        let mut sample = left.numbers.unwrap().into_items();
+        let mut sample = left.numbers.unwrap().into_first(usize::MAX);
         assert_eq!(sample.len(), finite.len());
         sample.sort_by(f64::total_cmp);
         let mut sorted = finite.clone();
@@ -545,7 +556,7 @@ mod tests {
             for index in 0..100usize {
                 sample.offer_with(|| index);
             }
-            for index in sample.into_items() {
+            for index in sample.into_first(usize::MAX) {
                 hits[index] += 1;
             }
         }
