@@ -436,7 +436,8 @@ async fn write_history(
     Ok(times)
 }
 
-async fn load_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, DemoError> {
+/// Loads `ident`, naming it in the error.
+pub(crate) async fn load_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, DemoError> {
     catalog
         .load_table(ident)
         .await
@@ -668,7 +669,7 @@ pub async fn run_writer(
             Ok(()) => failures = 0,
             Err(error) => {
                 failures += 1;
-                warn!(error = %error_chain(&error), failures, "demo writer tick failed");
+                warn!(error = %crate::sensors::error_chain(&error), failures, "demo writer tick failed");
                 if failures >= LIVE_MAX_CONSECUTIVE_FAILURES {
                     return Err(error);
                 }
@@ -679,16 +680,6 @@ pub async fn run_writer(
     Ok(())
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 
 struct LiveWriter {
     rng: Rng,

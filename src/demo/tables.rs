@@ -85,14 +85,7 @@ pub async fn append_batch(
     ident: &TableIdent,
     batch: RecordBatch,
 ) -> Result<Table, DemoError> {
-    let table = catalog
-        .load_table(ident)
-        .await
-        .map_err(|source| DemoError::Iceberg {
-            operation: "load",
-            table: ident.to_string(),
-            source: Box::new(source),
-        })?;
+    let table = super::load_table(catalog, ident).await?;
     append_batch_to(catalog, &table, batch).await
 }
 

@@ -257,7 +257,7 @@ impl PushgatewayClient {
                 });
             }
             tracing::warn!(
-                url = %self.group_url, %method, attempt, error = %error_chain(&failure),
+                url = %self.group_url, %method, attempt, error = %crate::sensors::error_chain(&failure),
                 retry_in = ?backoff, "pushgateway request failed; retrying"
             );
             tokio::time::sleep(backoff).await;
@@ -381,17 +381,6 @@ async fn error_body(mut response: reqwest::Response) -> String {
     }
 }
 
-/// `error: cause: cause` on one line, for a log field.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {
