@@ -16,24 +16,7 @@ use crate::export::metrics::Metrics;
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
 use crate::lineage::Lineage;
 use crate::sensors::freshness::ManifestBoundsCache;
-use crate::sensors::{Evaluation, SensorError, Status, WindowRequest, Windows, distribution, freshness, schema, volume};
-
-/// The results of one sensor run, kept for the status page and `check`.
-#[derive(Clone, Debug)]
-pub struct SensorResult {
-    pub table: String,
-    pub layer: String,
-    pub sensor: SensorKind,
-    pub evaluations: Vec<Evaluation>,
-    pub finished_at_ms: i64,
-    pub duration: Duration,
-}
-
-impl SensorResult {
-    pub fn status(&self) -> Status {
-        self.evaluations.iter().map(|evaluation| evaluation.status).max().unwrap_or(Status::Ok)
-    }
-}
+use crate::sensors::{Evaluation, SensorError, SensorResult, Status, WindowRequest, Windows, distribution, freshness, schema, volume};
 
 /// Why the pipeline could not start at all (a failing sensor never gets here).
 #[derive(Debug, thiserror::Error)]

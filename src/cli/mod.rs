@@ -8,8 +8,6 @@ mod report;
 mod run;
 mod validate;
 
-pub use report::render_text_report as render_report;
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::pipeline::SensorResult;
+use crate::sensors::SensorResult;
 use crate::sensors::{Evaluation, Status, human_number};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,9 +90,4 @@ fn truncate(text: &str, width: usize) -> String {
         cut.push('…');
         cut
     }
-}
-
-/// The text report of `results` (what the plain-text index page shows).
-pub fn render_text_report(results: &[SensorResult]) -> String {
-    render(results, ReportFormat::Text, 0)
 }

@@ -15,10 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diagnostics::{ConfigError, Problem, did_you_mean};
-pub use values::{
-    Scope, Secret, SensorKind, Statistic, TableName, duration_to_string, parse_duration,
-    redact_uri,
-};
+pub use values::{Scope, Secret, SensorKind, Statistic, TableName, duration_to_string, parse_duration};
 
 use crate::history::HistoryLocation;
 use crate::stats::Direction;

@@ -36,7 +36,7 @@ impl HistoryLocation {
     pub fn redacted(&self) -> String {
         match self {
             HistoryLocation::Sqlite(path) => path.display().to_string(),
-            HistoryLocation::Postgres(uri) => redact_uri(uri),
+            HistoryLocation::Postgres(uri) => crate::redact::redact_uri(uri),
         }
     }
 }
@@ -53,7 +53,7 @@ impl fmt::Debug for HistoryLocation {
             HistoryLocation::Sqlite(path) => formatter.debug_tuple("Sqlite").field(path).finish(),
             HistoryLocation::Postgres(uri) => formatter
                 .debug_tuple("Postgres")
-                .field(&redact_uri(uri))
+                .field(&crate::redact::redact_uri(uri))
                 .finish(),
         }
     }
@@ -78,39 +78,6 @@ impl FromStr for HistoryLocation {
         }
         Ok(HistoryLocation::Sqlite(PathBuf::from(path)))
     }
-}
-
-/// Masks the password of a connection URI: in the user info (`user:secret@host`) and in any
-/// query parameter whose name contains `password`.
-fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return "***".to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{user_info}@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let parameters: Vec<String> = query
-                .split('&')
-                .map(|parameter| match parameter.split_once('=') {
-                    Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
-                        format!("{name}=***")
-                    }
-                    _ => parameter.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", parameters.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
 }
 
 /// One time series: a metric of a sensor on a table, with optional labels.

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::config::{PipelineConfig, SensorKind};
-use crate::pipeline::SensorResult;
+use crate::sensors::SensorResult;
 use crate::sensors::{Evaluation, Status};
 
 use super::RunRecord;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::{Config, SensorKind};
 use crate::export::metrics::Metrics;
 use crate::history::{Event, HistoryError, HistoryStore};
-use crate::pipeline::SensorResult;
+use crate::sensors::SensorResult;
 use crate::sensors::Status;
 
 pub use graph::{GraphFormat, render_graph};

@@ -40,7 +40,8 @@ use super::snapshots::{Commit, CommitOperation, commits};
 use super::{Evaluation, SensorError, Status, Windows, WindowRequest, human_number};
 use crate::config::{DistributionConfig, Scope, SensorKind, Statistic};
 use crate::history::{Point, SeriesKey};
-use crate::stats::{self, ScoringParams};
+use crate::judging::{self, Measure};
+use crate::stats;
 
 pub use self::accumulate::HLL_STANDARD_ERROR;
 
@@ -59,11 +60,6 @@ pub const PSI_BINS: usize = 10;
 /// KS or chi-square p-value says little. Smaller batches report their drift figures as
 /// `insufficient_history`.
 pub const MIN_DRIFT_SAMPLE: usize = 100;
-/// Floor of the scoring standard deviation relative to the window mean. Lower than the
-/// default 1 %: the statistics of large batches are far steadier than 1 % of their level
-/// (the mean of 2 000 draws of N(50, 10) varies by 0.45 %), and that floor would hide a
-/// 4-sigma shift. It still keeps a constant series (a `max` pinned at 100) from alarming on noise.
-pub const MIN_STDDEV_RELATIVE: f64 = 0.001;
 /// Rows per Arrow batch when reading Parquet (the reader's default is 1 024).
 const READ_BATCH_ROWS: usize = 8192;
 const OTHER_CATEGORY: &str = "\u{0}other";
@@ -261,15 +257,10 @@ pub fn judge(
     drift: Option<&[(String, DriftResult)]>,
 ) -> Vec<Evaluation> {
     let settings = &config.settings;
-    let params = ScoringParams {
-        min_history: settings.min_history,
-        zscore_threshold: settings.zscore_threshold,
-        direction: settings.direction,
-        min_stddev_relative: MIN_STDDEV_RELATIVE,
-        ..ScoringParams::default()
-    };
     let mut evaluations = Vec::new();
     for value in &newest.values {
+        let measure = Measure::Distribution(value.statistic);
+        let params = judging::scoring_params(settings, settings.direction, measure);
         let key = series_key(table_name, &value.column, value.statistic);
         let history: Vec<f64> = windows
             .get(&key)
@@ -279,14 +270,8 @@ pub fn judge(
             })
             .unwrap_or_default();
         let score = stats::score(value.value, &history, &params);
-        let status = match &score {
-            None => Status::InsufficientHistory,
-            Some(score) if score.is_anomaly && score.zscore.abs() >= 2.0 * settings.zscore_threshold => {
-                Status::Critical
-            }
-            Some(score) if score.is_anomaly => Status::Warning,
-            Some(_) => Status::Ok,
-        };
+        let status = judging::zscore_verdict(score.as_ref(), settings.zscore_threshold);
+        let band = score.as_ref().map(|score| judging::band(score, measure));
         let origin = describe_source(newest, value.source);
         let verdict = match &score {
             None => format!(
@@ -294,13 +279,16 @@ pub fn judge(
                 history.iter().filter(|value| value.is_finite()).count(),
                 settings.min_history
             ),
-            Some(score) => format!(
-                "z = {:.2} against {} earlier batches (expected {} to {})",
-                score.zscore,
-                history.len(),
-                human_number(score.expected_lower),
-                human_number(score.expected_upper)
-            ),
+            Some(score) => {
+                let (lower, upper) = band.unwrap_or((score.expected_lower, score.expected_upper));
+                format!(
+                    "z = {:.2} against {} earlier batches (expected {} to {})",
+                    score.zscore,
+                    history.len(),
+                    human_number(lower),
+                    human_number(upper)
+                )
+            }
         };
         let message = format!(
             "`{}` of `{}` is {} ({origin}); {verdict}",
@@ -310,7 +298,7 @@ pub fn judge(
         );
         let mut evaluation = Evaluation::new(table_name, SensorKind::Distribution, "value", status, message)
             .with_value(value.value)
-            .with_score(score.as_ref())
+            .with_score(score.as_ref(), measure)
             .at(newest.timestamp_ms, Some(newest.snapshot_id));
         evaluation.column = Some(value.column.clone());
         evaluation.statistic = Some(value.statistic.as_str().to_string());

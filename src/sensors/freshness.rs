@@ -16,7 +16,8 @@ use super::snapshots::{Commit, commits};
 use super::{Evaluation, SensorError, Status, WindowRequest, Windows, human_seconds};
 use crate::config::{FreshnessConfig, SensorKind};
 use crate::history::{Point, SeriesKey};
-use crate::stats::{Direction, ScoringParams, score};
+use crate::judging::{self, Measure};
+use crate::stats::{Direction, score};
 
 /// History series names of this sensor.
 pub const COMMIT_GAP: &str = "commit_gap_seconds";
@@ -242,12 +243,7 @@ fn judge_cadence(
     points.sort_by_key(|point| point.observed_at_ms);
     let gaps: Vec<f64> =
         points[points.len().saturating_sub(config.settings.window)..].iter().map(|point| point.value).collect();
-    let params = ScoringParams {
-        min_history: config.settings.min_history,
-        zscore_threshold: config.settings.zscore_threshold,
-        direction: Direction::Spike,
-        ..ScoringParams::default()
-    };
+    let params = judging::scoring_params(&config.settings, Direction::Spike, Measure::CommitGap);
     let scored = score(age, &gaps, &params);
     let (status, message) = match &scored {
         None => (
@@ -277,13 +273,10 @@ fn judge_cadence(
             format!("commit cadence as usual: {} since the last, typically {}", human_seconds(age), human_seconds(score.mean)),
         ),
     };
-    let mut evaluation = Evaluation::new(table_name, SensorKind::Freshness, "commit_gap_seconds", status, message)
+    Evaluation::new(table_name, SensorKind::Freshness, "commit_gap_seconds", status, message)
         .with_value(age)
-        .with_score(scored.as_ref())
-        .at(observation.now_ms, None);
-    // A gap is never negative: the band starts at 0 at the least.
-    evaluation.expected_lower = evaluation.expected_lower.map(|lower| lower.max(0.0));
-    evaluation
+        .with_score(scored.as_ref(), Measure::CommitGap)
+        .at(observation.now_ms, None)
 }
 
 /// Max of `column` over the current snapshot's live data files: upper bounds from manifests,

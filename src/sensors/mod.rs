@@ -134,13 +134,32 @@ impl Evaluation {
         self
     }
 
-    pub fn with_score(mut self, score: Option<&crate::stats::Score>) -> Evaluation {
+    /// The z-score and the expected band of `score`, the band clamped to `measure`'s domain.
+    pub fn with_score(mut self, score: Option<&crate::stats::Score>, measure: crate::judging::Measure) -> Evaluation {
         if let Some(score) = score {
+            let (lower, upper) = crate::judging::band(score, measure);
             self.zscore = Some(score.zscore);
-            self.expected_lower = Some(score.expected_lower);
-            self.expected_upper = Some(score.expected_upper);
+            self.expected_lower = Some(lower);
+            self.expected_upper = Some(upper);
         }
         self
+    }
+}
+
+/// The results of one sensor run, kept for the status page and `check`.
+#[derive(Clone, Debug)]
+pub struct SensorResult {
+    pub table: String,
+    pub layer: String,
+    pub sensor: SensorKind,
+    pub evaluations: Vec<Evaluation>,
+    pub finished_at_ms: i64,
+    pub duration: std::time::Duration,
+}
+
+impl SensorResult {
+    pub fn status(&self) -> Status {
+        self.evaluations.iter().map(|evaluation| evaluation.status).max().unwrap_or(Status::Ok)
     }
 }
 

@@ -8,7 +8,8 @@ use super::snapshots::{Commit, CommitOperation, commits};
 use super::{Evaluation, Status, WindowRequest, Windows, human_number};
 use crate::config::{Seasonality, SensorKind, VolumeConfig};
 use crate::history::{Point, SeriesKey};
-use crate::stats::{Direction, ScoringParams, deviation_percent, score};
+use crate::judging::{self, Measure};
+use crate::stats::{Direction, deviation_percent, score};
 
 pub const ROWS_ADDED: &str = "rows_added";
 pub const TOTAL_ROWS: &str = "total_rows";
@@ -135,12 +136,7 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
     let (reference, like_note) = seasonal_reference(&past, newest.timestamp_ms, config);
     let values: Vec<f64> = reference.iter().map(|point| point.value).collect();
     let recent = &values[values.len().saturating_sub(config.settings.window)..];
-    let params = ScoringParams {
-        min_history: config.settings.min_history,
-        zscore_threshold: config.settings.zscore_threshold,
-        direction: config.settings.direction,
-        ..ScoringParams::default()
-    };
+    let params = judging::scoring_params(&config.settings, config.settings.direction, Measure::RowsAdded);
     let scored = score(rows, recent, &params);
     let deviation = deviation_percent(rows, &values);
     let window_text = crate::config::duration_to_string(config.window);
@@ -198,11 +194,8 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
     };
     let mut evaluation = Evaluation::new(table_name, kind, ROWS_ADDED, status, message)
         .with_value(rows)
-        .with_score(scored.as_ref())
+        .with_score(scored.as_ref(), Measure::RowsAdded)
         .at(newest.timestamp_ms, Some(newest.snapshot_id));
-    if let Some(lower) = evaluation.expected_lower.as_mut() {
-        *lower = lower.max(0.0);
-    }
     evaluation.deviation_percent = deviation.filter(|_| newest.added_records != Some(0) || !values.is_empty());
     results.push(evaluation);
 

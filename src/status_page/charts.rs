@@ -3,7 +3,7 @@
 //!
 //! The band of a point is computed from the points before it with the sensor's own maths: the
 //! volume band calls `volume::judge` itself, the cadence and distribution bands call
-//! `stats::score` with the sensor's parameters. It reads no history itself (the caller hands
+//! `stats::score` with the parameters and domain of `crate::judging`, as their judges do. It reads no history itself (the caller hands
 //! it the points) and emits no script.
 
 use std::fmt::Write as _;
@@ -13,7 +13,8 @@ use crate::config::{SensorSettings, VolumeConfig};
 use crate::history::Point;
 use crate::sensors::snapshots::{Commit, CommitOperation};
 use crate::sensors::{Status, Windows, volume};
-use crate::stats::{Direction, ScoringParams, score};
+use crate::judging::{self, Measure};
+use crate::stats::{Direction, score};
 
 /// One point of a chart.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,21 +131,17 @@ pub fn volume_points(
     charted
 }
 
-/// Each value scored with `stats::score` against the `settings.window` values before it, as the
-/// cadence and distribution judges do. `preceding` supplies history older than `shown`.
+/// Each value scored with `stats::score` against the `settings.window` values before it, with
+/// the judging policy of `measure` (its floors and its domain), as the cadence and distribution
+/// judges do. `preceding` supplies history older than `shown`.
 pub fn scored_points(
     settings: &SensorSettings,
     direction: Direction,
+    measure: Measure,
     preceding: &[Point],
     shown: &[Point],
-    floor_at_zero: bool,
 ) -> Vec<ChartPoint> {
-    let params = ScoringParams {
-        min_history: settings.min_history,
-        zscore_threshold: settings.zscore_threshold,
-        direction,
-        ..ScoringParams::default()
-    };
+    let params = judging::scoring_params(settings, direction, measure);
     let values: Vec<f64> = preceding
         .iter()
         .chain(shown.iter())
@@ -157,16 +154,8 @@ pub fn scored_points(
             let index = preceding.len() + offset;
             let window = &values[index.saturating_sub(settings.window)..index];
             let scored = score(point.value, window, &params);
-            let band = scored.map(|scored| {
-                let lower = if floor_at_zero {
-                    scored.expected_lower.max(0.0)
-                } else {
-                    scored.expected_lower
-                };
-                (lower, scored.expected_upper)
-            });
             ChartPoint {
-                band,
+                band: scored.as_ref().map(|scored| judging::band(scored, measure)),
                 anomaly: scored.is_some_and(|scored| scored.is_anomaly),
                 watched: direction,
                 ..ChartPoint::plain(point)
@@ -430,7 +419,7 @@ mod tests {
         let expected = score(
             3.0,
             &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0],
-            &ScoringParams::default(),
+            &crate::stats::ScoringParams::default(),
         )
         .unwrap();
         assert!((lower - expected.expected_lower.max(0.0)).abs() < 1e-9);
@@ -439,20 +428,93 @@ mod tests {
         assert!(!charted[3].outside_band());
     }
 
+    /// The band a distribution chart draws for a point is the band `distribution::judge`
+    /// judged that point against: same floor (0.1 % of the mean, not the default 1 %) and the
+    /// same clamp to the statistic's domain.
+    #[test]
+    fn distribution_band_is_the_band_the_judge_used() {
+        use crate::config::{DistributionConfig, DriftConfig, Scope, Statistic};
+        use crate::sensors::distribution::{self, BatchProfile, ColumnStatistic, ValueSource};
+        let table = "silver.t";
+        let config = DistributionConfig {
+            columns: vec![("price".to_string(), vec![Statistic::Mean, Statistic::NullPercent])],
+            scope: Scope::Added,
+            sample: None,
+            drift: DriftConfig {
+                reference_batches: 0,
+                reference_snapshot: None,
+                psi_threshold: 0.2,
+                ks_p_value: 0.01,
+                chi_square_p_value: 0.01,
+            },
+            settings: settings(),
+        };
+        // A steady mean whose spread (about 0.1) is under both floors, so the floor decides
+        // the band; and a null percentage near 0, whose raw band dips below 0.
+        let cases = [
+            (Statistic::Mean, vec![1000.0, 1000.1, 999.9, 1000.05, 999.95, 1000.0, 1000.1], 1000.2),
+            (Statistic::NullPercent, vec![0.0, 2.0, 0.0, 1.0, 3.0, 0.0, 2.0], 1.0),
+        ];
+        for (statistic, history, newest_value) in cases {
+            let series = distribution::series_key(table, "price", statistic);
+            let history = points(&series, &history);
+            let mut windows = Windows::new();
+            windows.insert(series.clone(), history.clone());
+            let newest = BatchProfile {
+                snapshot_id: 99,
+                timestamp_ms: 9_000_000,
+                scope: Scope::Added,
+                row_count: 1000,
+                files: 1,
+                scanned_files: 1,
+                scanned_rows: 1000,
+                scanned_bytes: 1,
+                sampled: false,
+                values: vec![ColumnStatistic {
+                    column: "price".to_string(),
+                    statistic,
+                    value: newest_value,
+                    source: ValueSource::Scan,
+                }],
+                skipped: Vec::new(),
+                samples: Default::default(),
+            };
+            let judged = distribution::judge(table, &config, &newest, &windows, None);
+            let judged = judged.iter().find(|evaluation| evaluation.statistic.as_deref() == Some(statistic.as_str()));
+            let judged = judged.expect("the judge scored the statistic");
+            let shown = points(&series, &[newest_value]);
+            let drawn = scored_points(
+                &config.settings,
+                config.settings.direction,
+                Measure::Distribution(statistic),
+                &history,
+                &shown,
+            );
+            let (lower, upper) = drawn[0].band.expect("enough history for a band");
+            assert_eq!(Some(lower), judged.expected_lower, "{statistic:?}");
+            assert_eq!(Some(upper), judged.expected_upper, "{statistic:?}");
+            assert!(lower >= 0.0, "{statistic:?} band starts at {lower}");
+            if statistic == Statistic::Mean {
+                // 3σ of the 0.1 % floor around 1000: about ±3, not the ±30 of a 1 % floor.
+                assert!(upper - lower < 7.0, "band {lower}..{upper}");
+            }
+        }
+    }
+
     #[test]
     fn scored_points_use_only_the_points_before() {
         let series = SeriesKey::new("a.b", "freshness", "commit_gap_seconds", &[]);
         let all = points(&series, &[60.0, 61.0, 59.0, 60.0, 62.0, 600.0]);
-        let charted = scored_points(&settings(), Direction::Spike, &[], &all, true);
+        let charted = scored_points(&settings(), Direction::Spike, Measure::CommitGap, &[], &all);
         assert!(charted[4].band.is_none());
         assert!(charted[5].outside_band() && charted[5].anomaly);
         // A gap shorter than usual is below the band but not late: not outside for a spike judge.
         let early = scored_points(
             &settings(),
             Direction::Spike,
+            Measure::CommitGap,
             &all[..5],
             &points(&series, &[1.0]),
-            true,
         );
         assert!(
             early[0].value < early[0].band.unwrap().0

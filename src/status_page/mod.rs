@@ -23,8 +23,9 @@ pub use charts::{Chart, ChartPoint};
 pub use lineage::LineageMarks;
 pub use render::REFRESH_SECONDS;
 
-use crate::config::{SensorKind, TableConfig};
+use crate::config::{SensorKind, Statistic, TableConfig};
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
+use crate::judging::Measure;
 use crate::pipeline::Pipeline;
 use crate::sensors::{freshness, volume};
 use crate::lineage::PipelineStatus;
@@ -193,9 +194,9 @@ async fn table_history(
                 let mut points = charts::scored_points(
                     &config.settings,
                     Direction::Spike,
+                    Measure::CommitGap,
                     &preceding,
                     &shown,
-                    true,
                 );
                 // The open gap of the latest run (time since the last data commit), with its band.
                 let live = view
@@ -216,10 +217,7 @@ async fn table_history(
                     points.push(ChartPoint {
                         at_ms,
                         value,
-                        band: evaluation
-                            .expected_lower
-                            .zip(evaluation.expected_upper)
-                            .map(|(lower, upper)| (lower.max(0.0), upper)),
+                        band: evaluation.expected_lower.zip(evaluation.expected_upper),
                         anomaly: matches!(
                             evaluation.status,
                             crate::sensors::Status::Warning | crate::sensors::Status::Critical
@@ -272,6 +270,14 @@ async fn table_history(
                                     .find(|(name, _)| name == key)
                                     .map(|(_, value)| value.clone())
                             };
+                            // Every distribution series names its statistic; one that
+                            // does not (or names a statistic this version has not) cannot
+                            // be judged, so it is not drawn with a band either.
+                            let Some(statistic) =
+                                label("statistic").as_deref().and_then(Statistic::parse)
+                            else {
+                                continue;
+                            };
                             let title = match (label("column"), label("statistic")) {
                                 (Some(column), Some(statistic)) => {
                                     format!("{column} · {statistic}")
@@ -294,9 +300,9 @@ async fn table_history(
                                 points: charts::scored_points(
                                     &config.settings,
                                     config.settings.direction,
+                                    Measure::Distribution(statistic),
                                     &preceding,
                                     &shown,
-                                    false,
                                 ),
                             });
                         }

@@ -11,7 +11,7 @@ use super::lineage::{self, LineageMarks};
 use crate::config::{Config, PipelineConfig};
 use crate::history::Event;
 use crate::lineage::PipelineStatus;
-use crate::pipeline::SensorResult;
+use crate::sensors::SensorResult;
 use crate::sensors::{Evaluation, Status};
 
 const CSS: &str = include_str!("assets/status.css");

@@ -1,0 +1,169 @@
+//! The judging policy, in one place: how a sensor's settings become scoring parameters for a
+//! series, which values that series can take (so its band is clamped to them), and how a
+//! z-score becomes a severity. The judges and the status page's charts both call these, so the
+//! band drawn for a point is the band that point was judged against. Pure: no IO, no history.
+
+use crate::config::{SensorSettings, Statistic};
+use crate::sensors::Status;
+use crate::stats::{Direction, Score, ScoringParams};
+
+/// What a scored series measures, as far as judging it differs from other series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// Rows added by one append commit (volume).
+    RowsAdded,
+    /// Seconds between data commits (freshness cadence).
+    CommitGap,
+    /// One distribution statistic of one column, per profiled batch.
+    Distribution(Statistic),
+}
+
+/// Floor of a distribution statistic's scoring standard deviation relative to the window mean.
+/// Lower than the default 1 %: the statistics of large batches are far steadier than 1 % of
+/// their level (the mean of 2 000 draws of N(50, 10) varies by 0.45 %), and that floor would
+/// hide a 4-sigma shift. It still keeps a constant series (a `max` pinned at 100) from alarming
+/// on noise.
+pub const DISTRIBUTION_MIN_STDDEV_RELATIVE: f64 = 0.001;
+
+impl Measure {
+    /// The standard deviation used for scoring is never below this fraction of |mean|.
+    pub fn min_stddev_relative(self) -> f64 {
+        match self {
+            Measure::RowsAdded | Measure::CommitGap => ScoringParams::default().min_stddev_relative,
+            Measure::Distribution(_) => DISTRIBUTION_MIN_STDDEV_RELATIVE,
+        }
+    }
+
+    /// The values this series can take.
+    pub fn domain(self) -> Domain {
+        match self {
+            Measure::RowsAdded | Measure::CommitGap => Domain::NonNegative,
+            Measure::Distribution(statistic) => match statistic {
+                Statistic::NullPercent | Statistic::ZeroPercent | Statistic::NanPercent | Statistic::EmptyPercent => {
+                    Domain::Percent
+                }
+                Statistic::RowCount
+                | Statistic::NullCount
+                | Statistic::DistinctCount
+                | Statistic::Stddev
+                | Statistic::MinLength
+                | Statistic::MaxLength
+                | Statistic::MeanLength => Domain::NonNegative,
+                Statistic::Mean
+                | Statistic::Min
+                | Statistic::Max
+                | Statistic::Sum
+                | Statistic::P01
+                | Statistic::P05
+                | Statistic::P25
+                | Statistic::P50
+                | Statistic::P75
+                | Statistic::P95
+                | Statistic::P99 => Domain::Any,
+            },
+        }
+    }
+}
+
+/// The scoring parameters of `measure` under a sensor's `settings`, watching `direction`.
+pub fn scoring_params(settings: &SensorSettings, direction: Direction, measure: Measure) -> ScoringParams {
+    ScoringParams {
+        min_history: settings.min_history,
+        zscore_threshold: settings.zscore_threshold,
+        direction,
+        min_stddev_relative: measure.min_stddev_relative(),
+        ..ScoringParams::default()
+    }
+}
+
+/// The values a statistic can take; its expected band never leaves them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    Any,
+    /// Counts, sizes, durations, lengths, spreads: never below 0.
+    NonNegative,
+    /// A percentage: from 0 to 100.
+    Percent,
+}
+
+impl Domain {
+    /// `(lower, upper)` clamped to the domain. Negative zero becomes 0, so a band of a
+    /// constant-zero series reads "0 to 0", not "-0.000 to 0.000".
+    pub fn clamp(self, lower: f64, upper: f64) -> (f64, f64) {
+        let (low, high) = match self {
+            Domain::Any => (f64::NEG_INFINITY, f64::INFINITY),
+            Domain::NonNegative => (0.0, f64::INFINITY),
+            Domain::Percent => (0.0, 100.0),
+        };
+        let clamp = |value: f64| {
+            let value = value.clamp(low, high);
+            if value == 0.0 { 0.0 } else { value }
+        };
+        (clamp(lower), clamp(upper))
+    }
+}
+
+/// The expected band of `score`, clamped to `measure`'s domain.
+pub fn band(score: &Score, measure: Measure) -> (f64, f64) {
+    measure.domain().clamp(score.expected_lower, score.expected_upper)
+}
+
+/// Severity of a z-score judgement: `insufficient_history` without a score, `critical` for an
+/// anomaly at twice the threshold or more, `warning` for one below that, else `ok`.
+pub fn zscore_verdict(score: Option<&Score>, zscore_threshold: f64) -> Status {
+    match score {
+        None => Status::InsufficientHistory,
+        Some(score) if score.is_anomaly && score.zscore.abs() >= 2.0 * zscore_threshold => Status::Critical,
+        Some(score) if score.is_anomaly => Status::Warning,
+        Some(_) => Status::Ok,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::score;
+
+    #[test]
+    fn percentages_and_counts_keep_their_band_inside_their_domain() {
+        let null_percent = Measure::Distribution(Statistic::NullPercent);
+        assert_eq!(null_percent.domain().clamp(-1.64, 5.85), (0.0, 5.85));
+        assert_eq!(null_percent.domain().clamp(97.0, 104.0), (97.0, 100.0));
+        assert_eq!(Measure::RowsAdded.domain().clamp(-20.0, 300.0), (0.0, 300.0));
+        assert_eq!(Measure::Distribution(Statistic::Mean).domain().clamp(-20.0, 3.0), (-20.0, 3.0));
+        let (lower, upper) = Domain::NonNegative.clamp(-0.0, 0.0);
+        assert!(lower.is_sign_positive() && upper.is_sign_positive());
+    }
+
+    #[test]
+    fn band_of_a_near_zero_percentage_starts_at_zero() {
+        let history = [0.0, 2.0, 0.0, 1.0, 3.0, 0.0, 2.0];
+        let params = ScoringParams::default();
+        let scored = score(1.0, &history, &params).unwrap();
+        assert!(scored.expected_lower < 0.0, "the raw band dips below 0: {scored:?}");
+        let (lower, upper) = band(&scored, Measure::Distribution(Statistic::NullPercent));
+        assert_eq!(lower, 0.0);
+        assert_eq!(upper, scored.expected_upper);
+    }
+
+    #[test]
+    fn distribution_floors_are_tighter_than_the_default() {
+        assert!(
+            Measure::Distribution(Statistic::Mean).min_stddev_relative()
+                < Measure::RowsAdded.min_stddev_relative()
+        );
+        assert_eq!(Measure::CommitGap.min_stddev_relative(), ScoringParams::default().min_stddev_relative);
+    }
+
+    #[test]
+    fn verdict_is_critical_at_twice_the_threshold() {
+        let params = ScoringParams::default();
+        let history = [10.0, 11.0, 9.0, 10.0, 10.5, 9.5];
+        assert_eq!(zscore_verdict(None, 3.0), Status::InsufficientHistory);
+        assert_eq!(zscore_verdict(score(10.2, &history, &params).as_ref(), 3.0), Status::Ok);
+        let warning = score(12.7, &history, &params).unwrap();
+        assert!(warning.zscore > 3.0 && warning.zscore < 6.0, "{warning:?}");
+        assert_eq!(zscore_verdict(Some(&warning), 3.0), Status::Warning);
+        assert_eq!(zscore_verdict(score(30.0, &history, &params).as_ref(), 3.0), Status::Critical);
+    }
+}
