@@ -59,11 +59,8 @@ impl CatalogHandle {
     /// an unreachable database fails now; REST catalogs are contacted on first use.
     pub async fn connect(config: &CatalogConfig) -> Result<CatalogHandle, CatalogError> {
         let uri = config.uri.redacted();
-        let mut properties: HashMap<String, String> = config
-            .properties
-            .iter()
-            .map(|(key, value)| (key.clone(), value.expose().to_string()))
-            .collect();
+        let mut properties: HashMap<String, String> =
+            config.properties.iter().map(|(key, value)| (key.clone(), value.expose().to_string())).collect();
         check_pool_properties(&properties)?;
         properties.insert("uri".to_string(), config.uri.expose().to_string());
         if let Some(warehouse) = &config.warehouse {
@@ -98,12 +95,11 @@ impl CatalogHandle {
             };
             Ok::<_, CatalogError>(catalog)
         };
-        let catalog = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| {
-            CatalogError::Unreachable {
+        let catalog =
+            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| CatalogError::Unreachable {
                 uri: uri.clone(),
                 reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-            }
-        })??;
+            })??;
         Ok(CatalogHandle { catalog, uri })
     }
 
@@ -120,11 +116,9 @@ impl CatalogHandle {
     pub async fn load_table(&self, name: &TableName) -> Result<Table, CatalogError> {
         let ident = table_ident(name)?;
         let loading = self.catalog.load_table(&ident);
-        let result = tokio::time::timeout(CONNECT_TIMEOUT, loading).await.map_err(|_| {
-            CatalogError::Unreachable {
-                uri: self.uri.clone(),
-                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-            }
+        let result = tokio::time::timeout(CONNECT_TIMEOUT, loading).await.map_err(|_| CatalogError::Unreachable {
+            uri: self.uri.clone(),
+            reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
         })?;
         result.map_err(|error| match error.kind() {
             ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound => {
@@ -143,9 +137,8 @@ impl CatalogHandle {
 
 /// The catalog identifier of a configured table name.
 pub fn table_ident(name: &TableName) -> Result<TableIdent, CatalogError> {
-    let namespace = NamespaceIdent::from_vec(name.namespace.clone()).map_err(|error| {
-        CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) }
-    })?;
+    let namespace = NamespaceIdent::from_vec(name.namespace.clone())
+        .map_err(|error| CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) })?;
     Ok(TableIdent::new(namespace, name.name.clone()))
 }
 

@@ -149,8 +149,7 @@ mod tests {
     #[test]
     fn distribution_floors_are_tighter_than_the_default() {
         assert!(
-            Measure::Distribution(Statistic::Mean).min_stddev_relative()
-                < Measure::RowsAdded.min_stddev_relative()
+            Measure::Distribution(Statistic::Mean).min_stddev_relative() < Measure::RowsAdded.min_stddev_relative()
         );
         assert_eq!(Measure::CommitGap.min_stddev_relative(), ScoringParams::default().min_stddev_relative);
     }

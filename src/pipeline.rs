@@ -16,7 +16,9 @@ use crate::export::metrics::Metrics;
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
 use crate::lineage::Lineage;
 use crate::sensors::freshness::ManifestBoundsCache;
-use crate::sensors::{Evaluation, SensorError, SensorResult, Status, WindowRequest, Windows, distribution, freshness, schema, volume};
+use crate::sensors::{
+    Evaluation, SensorError, SensorResult, Status, WindowRequest, Windows, distribution, freshness, schema, volume,
+};
 
 /// Why the pipeline could not start at all (a failing sensor never gets here).
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +109,12 @@ impl Pipeline {
             .filter(|table| only.is_empty() || only.iter().any(|name| name == table.name.as_str()))
             .collect();
         let concurrency = self.config.defaults.concurrency.max(1);
-        let runs = futures::stream::iter(tables.into_iter().map(|table| async move { self.run_table(table, &table.sensor_kinds()).await }))
-            .buffer_unordered(concurrency)
-            .collect::<Vec<_>>()
-            .await;
+        let runs = futures::stream::iter(
+            tables.into_iter().map(|table| async move { self.run_table(table, &table.sensor_kinds()).await }),
+        )
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
         let mut results: Vec<SensorResult> = runs.into_iter().flatten().collect();
         let order: HashMap<&str, usize> =
             self.config.tables.iter().enumerate().map(|(index, table)| (table.name.as_str(), index)).collect();
@@ -141,14 +145,25 @@ impl Pipeline {
         self.run_table(table, &[kind]).await.pop()
     }
 
-    async fn observe_with_timeout(&self, iceberg_table: &Table, table: &TableConfig, kind: SensorKind) -> Result<Vec<Evaluation>, SensorError> {
+    async fn observe_with_timeout(
+        &self,
+        iceberg_table: &Table,
+        table: &TableConfig,
+        kind: SensorKind,
+    ) -> Result<Vec<Evaluation>, SensorError> {
         let timeout = table.settings(kind).map_or(self.config.defaults.timeout, |settings| settings.timeout);
-        tokio::time::timeout(timeout, self.observe_and_judge(iceberg_table, table, kind))
-            .await
-            .unwrap_or_else(|_| Err(SensorError::Timeout { table: table.name.to_string(), sensor: kind, seconds: timeout.as_secs() }))
+        tokio::time::timeout(timeout, self.observe_and_judge(iceberg_table, table, kind)).await.unwrap_or_else(|_| {
+            Err(SensorError::Timeout { table: table.name.to_string(), sensor: kind, seconds: timeout.as_secs() })
+        })
     }
 
-    fn finish(&self, table: &TableConfig, kind: SensorKind, outcome: Result<Vec<Evaluation>, SensorError>, elapsed: Duration) -> SensorResult {
+    fn finish(
+        &self,
+        table: &TableConfig,
+        kind: SensorKind,
+        outcome: Result<Vec<Evaluation>, SensorError>,
+        elapsed: Duration,
+    ) -> SensorResult {
         let name = table.name.as_str();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let evaluations = match outcome {
@@ -175,7 +190,12 @@ impl Pipeline {
         result
     }
 
-    async fn observe_and_judge(&self, iceberg_table: &Table, table: &TableConfig, kind: SensorKind) -> Result<Vec<Evaluation>, SensorError> {
+    async fn observe_and_judge(
+        &self,
+        iceberg_table: &Table,
+        table: &TableConfig,
+        kind: SensorKind,
+    ) -> Result<Vec<Evaluation>, SensorError> {
         let name = table.name.as_str();
         let layer = table.layer.as_str();
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -203,8 +223,15 @@ impl Pipeline {
                     })
                     .await?;
                 let newest_added = volume::rows_added_series(name);
-                let newest_anomaly = stored.iter().any(|point| point.series == newest_added) && is_volume_anomaly(&evaluations);
-                self.metrics.record_volume(name, layer, &observation, &evaluations, missed_anomalies + u64::from(newest_anomaly));
+                let newest_anomaly =
+                    stored.iter().any(|point| point.series == newest_added) && is_volume_anomaly(&evaluations);
+                self.metrics.record_volume(
+                    name,
+                    layer,
+                    &observation,
+                    &evaluations,
+                    missed_anomalies + u64::from(newest_anomaly),
+                );
                 Ok(evaluations)
             }
             SensorKind::Schema => {
@@ -257,7 +284,8 @@ impl Pipeline {
         for (series, mut series_points) in by_series {
             series_points.sort_by_key(|point| (point.observed_at_ms, point.snapshot_id));
             let Some(last) = series_points.pop() else { continue };
-            let stored_until = self.history.latest(&series).await.map_err(history_error)?.map(|point| point.observed_at_ms);
+            let stored_until =
+                self.history.latest(&series).await.map_err(history_error)?.map(|point| point.observed_at_ms);
             let backfill: Vec<Point> = series_points
                 .into_iter()
                 .filter(|point| stored_until.is_none_or(|until| point.observed_at_ms > until))
@@ -274,7 +302,12 @@ impl Pipeline {
         let evaluations = judge(&windows);
         let mut stored = Vec::new();
         for point in newest {
-            if !self.history.contains(&point.series, point.observed_at_ms, point.snapshot_id).await.map_err(history_error)? {
+            if !self
+                .history
+                .contains(&point.series, point.observed_at_ms, point.snapshot_id)
+                .await
+                .map_err(history_error)?
+            {
                 stored.push(point);
             }
         }
@@ -287,7 +320,12 @@ impl Pipeline {
     /// newest also gets the drift tests against its reference batches. When nothing new was
     /// committed, the newest batch's last verdict is kept, or (in a new process) it is profiled
     /// again: batches are the files a snapshot added, so that costs one batch, not the table.
-    async fn profile_distribution(&self, iceberg_table: &Table, name: &str, config: &crate::config::DistributionConfig) -> Result<Vec<Evaluation>, SensorError> {
+    async fn profile_distribution(
+        &self,
+        iceberg_table: &Table,
+        name: &str,
+        config: &crate::config::DistributionConfig,
+    ) -> Result<Vec<Evaluation>, SensorError> {
         let history_error = |source| SensorError::History { table: name.to_string(), source };
         let Some((first_column, first_statistics)) = config.columns.first() else { return Ok(Vec::new()) };
         let Some(first_statistic) = first_statistics.first() else { return Ok(Vec::new()) };
@@ -305,9 +343,19 @@ impl Pipeline {
         if pending.is_empty() {
             let newest = distribution::snapshots_to_profile(iceberg_table, config, &|_| false).pop();
             let Some(newest) = newest else {
-                return Ok(vec![Evaluation::new(name, SensorKind::Distribution, "value", Status::InsufficientHistory, "no batch to profile yet: the table has no append".to_string())]);
+                return Ok(vec![Evaluation::new(
+                    name,
+                    SensorKind::Distribution,
+                    "value",
+                    Status::InsufficientHistory,
+                    "no batch to profile yet: the table has no append".to_string(),
+                )]);
             };
-            let previous = self.results.lock().ok().and_then(|results| results.get(&(name.to_string(), SensorKind::Distribution)).cloned());
+            let previous = self
+                .results
+                .lock()
+                .ok()
+                .and_then(|results| results.get(&(name.to_string(), SensorKind::Distribution)).cloned());
             if let Some(previous) = previous
                 && previous.evaluations.iter().any(|evaluation| evaluation.snapshot_id == Some(newest))
             {
@@ -316,11 +364,21 @@ impl Pipeline {
             pending.push(newest);
         }
         if pending.len() > 1 {
-            tracing::info!(table = name, batches = pending.len(), "profiling batches (each over the files its snapshot added)");
+            tracing::info!(
+                table = name,
+                batches = pending.len(),
+                "profiling batches (each over the files its snapshot added)"
+            );
         }
         let profiles = distribution::observe(iceberg_table, name, config, &pending).await?;
         let Some((newest, earlier)) = profiles.split_last() else {
-            return Ok(vec![Evaluation::new(name, SensorKind::Distribution, "value", Status::Ok, "the newest snapshots added no rows to profile".to_string())]);
+            return Ok(vec![Evaluation::new(
+                name,
+                SensorKind::Distribution,
+                "value",
+                Status::Ok,
+                "the newest snapshots added no rows to profile".to_string(),
+            )]);
         };
         let mut anomalies: Vec<(String, String)> = Vec::new();
         for (index, profile) in earlier.iter().enumerate() {
@@ -330,7 +388,12 @@ impl Pipeline {
             }
             self.history.append(&distribution::series(name, profile)).await.map_err(history_error)?;
             if index % 10 == 9 {
-                tracing::info!(table = name, profiled = index + 1, of = profiles.len(), "distribution backfill progress");
+                tracing::info!(
+                    table = name,
+                    profiled = index + 1,
+                    of = profiles.len(),
+                    "distribution backfill progress"
+                );
             }
         }
         let windows = self.fetch_windows(name, &distribution::window_requests(name, config, newest)).await?;
@@ -351,14 +414,20 @@ impl Pipeline {
         for request in requests {
             let points = match request.since_ms {
                 Some(since) => {
-                    let mut points = self.history.range(&request.series, since, request.before_ms).await
+                    let mut points = self
+                        .history
+                        .range(&request.series, since, request.before_ms)
+                        .await
                         .map_err(|source| SensorError::History { table: table.to_string(), source })?;
                     if points.len() > request.limit {
                         points.drain(..points.len() - request.limit);
                     }
                     points
                 }
-                None => self.history.window(&request.series, request.before_ms, request.limit).await
+                None => self
+                    .history
+                    .window(&request.series, request.before_ms, request.limit)
+                    .await
                     .map_err(|source| SensorError::History { table: table.to_string(), source })?,
             };
             windows.insert(request.series.clone(), points);
@@ -369,10 +438,17 @@ impl Pipeline {
     /// Appends that landed since the last run, before the newest one, are judged one by one in
     /// commit order (each against the history before it) and stored, so an anomaly between two
     /// runs is counted too. On first sight nothing is judged: history is only backfilled.
-    async fn judge_missed_appends(&self, table: &str, config: &crate::config::VolumeConfig, observation: &volume::VolumeObservation) -> Result<u64, SensorError> {
+    async fn judge_missed_appends(
+        &self,
+        table: &str,
+        config: &crate::config::VolumeConfig,
+        observation: &volume::VolumeObservation,
+    ) -> Result<u64, SensorError> {
         let history_error = |source| SensorError::History { table: table.to_string(), source };
         let series = volume::rows_added_series(table);
-        let Some(stored_until) = self.history.latest(&series).await.map_err(history_error)?.map(|point| point.observed_at_ms) else {
+        let Some(stored_until) =
+            self.history.latest(&series).await.map_err(history_error)?.map(|point| point.observed_at_ms)
+        else {
             return Ok(0);
         };
         let missed: Vec<usize> = (0..observation.appends.len().saturating_sub(1))
@@ -380,16 +456,21 @@ impl Pipeline {
             .collect();
         let mut anomalies = 0;
         for index in missed {
-            let upto = volume::VolumeObservation { appends: observation.appends[..=index].to_vec(), ..observation.clone() };
+            let upto =
+                volume::VolumeObservation { appends: observation.appends[..=index].to_vec(), ..observation.clone() };
             let mut windows = Windows::new();
             for request in volume::window_requests(table, config, &upto) {
                 let since = request.since_ms.unwrap_or(i64::MIN);
-                windows.insert(request.series.clone(), self.history.range(&request.series, since, request.before_ms).await.map_err(history_error)?);
+                windows.insert(
+                    request.series.clone(),
+                    self.history.range(&request.series, since, request.before_ms).await.map_err(history_error)?,
+                );
             }
             if is_volume_anomaly(&volume::judge(table, config, &upto, &windows)) {
                 anomalies += 1;
             }
-            let points: Vec<Point> = volume::series(table, &upto).into_iter().filter(|point| point.series == series).skip(index).collect();
+            let points: Vec<Point> =
+                volume::series(table, &upto).into_iter().filter(|point| point.series == series).skip(index).collect();
             self.history.append(&points).await.map_err(history_error)?;
         }
         Ok(anomalies)
@@ -417,15 +498,17 @@ impl Pipeline {
 fn distribution_anomalies(evaluations: &[Evaluation]) -> Vec<(String, String)> {
     evaluations
         .iter()
-        .filter(|evaluation| evaluation.metric == "value" && matches!(evaluation.status, Status::Warning | Status::Critical))
+        .filter(|evaluation| {
+            evaluation.metric == "value" && matches!(evaluation.status, Status::Warning | Status::Critical)
+        })
         .filter_map(|evaluation| Some((evaluation.column.clone()?, evaluation.statistic.clone()?)))
         .collect()
 }
 
 fn is_volume_anomaly(evaluations: &[Evaluation]) -> bool {
-    evaluations
-        .iter()
-        .any(|evaluation| evaluation.metric == volume::ROWS_ADDED && matches!(evaluation.status, Status::Warning | Status::Critical))
+    evaluations.iter().any(|evaluation| {
+        evaluation.metric == volume::ROWS_ADDED && matches!(evaluation.status, Status::Warning | Status::Critical)
+    })
 }
 
 /// A table that failed to load fails every sensor of the run with the same error.
@@ -443,6 +526,9 @@ fn clone_load_error(error: &SensorError, table_name: &str) -> SensorError {
         SensorError::Catalog(CatalogError::LoadTable { table, reason }) => {
             SensorError::Catalog(CatalogError::LoadTable { table: table.clone(), reason: reason.clone() })
         }
-        other => SensorError::Catalog(CatalogError::LoadTable { table: table_name.to_string(), reason: crate::sensors::error_chain(other) }),
+        other => SensorError::Catalog(CatalogError::LoadTable {
+            table: table_name.to_string(),
+            reason: crate::sensors::error_chain(other),
+        }),
     }
 }

@@ -23,11 +23,16 @@ pub fn redact_uri(uri: &str) -> String {
     let tail = &rest[authority_end..];
     match tail.split_once('?') {
         Some((path, query)) => {
-            let (query, fragment) = query.split_once('#').map_or((query, None), |(query, fragment)| (query, Some(fragment)));
+            let (query, fragment) =
+                query.split_once('#').map_or((query, None), |(query, fragment)| (query, Some(fragment)));
             let parameters: Vec<String> = query
                 .split('&')
                 .map(|parameter| match parameter.split_once('=') {
-                    Some((name, _)) if ["password", "secret", "token"].iter().any(|word| name.to_ascii_lowercase().contains(word)) => {
+                    Some((name, _))
+                        if ["password", "secret", "token"]
+                            .iter()
+                            .any(|word| name.to_ascii_lowercase().contains(word)) =>
+                    {
                         format!("{name}=***")
                     }
                     _ => parameter.to_string(),
@@ -49,10 +54,7 @@ mod tests {
 
     #[test]
     fn uris_lose_their_password() {
-        assert_eq!(
-            redact_uri("postgres://icewatch:s3cret@db:5432/x"),
-            "postgres://icewatch:***@db:5432/x"
-        );
+        assert_eq!(redact_uri("postgres://icewatch:s3cret@db:5432/x"), "postgres://icewatch:***@db:5432/x");
         assert_eq!(redact_uri("postgres://icewatch@db/x"), "postgres://icewatch@db/x");
         assert_eq!(redact_uri("sqlite://demo/catalog.db"), "sqlite://demo/catalog.db");
         assert_eq!(redact_uri("http://u:p@h/a@b"), "http://u:***@h/a@b");

@@ -62,11 +62,7 @@ pub struct SchedulerOptions {
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        SchedulerOptions {
-            concurrency: 4,
-            max_jitter: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(30),
-        }
+        SchedulerOptions { concurrency: 4, max_jitter: Duration::from_secs(2), shutdown_grace: Duration::from_secs(30) }
     }
 }
 
@@ -118,9 +114,7 @@ impl Clock {
 
     /// A clock that reads `start` now and advances with tokio's (possibly paused) timer.
     pub fn anchored(start: DateTime<Utc>) -> Clock {
-        Clock {
-            anchor: Some((start, Instant::now())),
-        }
+        Clock { anchor: Some((start, Instant::now())) }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -306,10 +300,7 @@ async fn wait_for_tick<F>(
             tick = earliest;
             continue;
         }
-        let step = (later(tick, jitter) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_SLEEP_STEP);
+        let step = (later(tick, jitter) - now).to_std().unwrap_or(Duration::ZERO).min(MAX_SLEEP_STEP);
         tokio::select! {
             biased;
             () = shared.shutdown.cancelled() => return None,
@@ -339,9 +330,7 @@ async fn run_once<F, Fut>(
         },
     };
     started_flag.store(true, Ordering::SeqCst);
-    let lag = (shared.clock.now() - planned)
-        .to_std()
-        .unwrap_or(Duration::ZERO);
+    let lag = (shared.clock.now() - planned).to_std().unwrap_or(Duration::ZERO);
     shared.events.run_started(&key, lag);
     let started = Instant::now();
     // The call is inside the block so a panic while building the future is caught too.
@@ -372,14 +361,12 @@ fn delta(duration: Duration) -> TimeDelta {
 
 /// `time + delta`, saturating instead of panicking on overflow.
 fn later(time: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
-    time.checked_add_signed(delta)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    time.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// `time - delta`, saturating instead of panicking on overflow.
 fn earlier(time: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
-    time.checked_sub_signed(delta)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    time.checked_sub_signed(delta).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 #[cfg(test)]
@@ -446,12 +433,7 @@ mod tests {
             self.events()
                 .into_iter()
                 .filter_map(|event| match event {
-                    Event::Finished {
-                        key: k,
-                        at,
-                        outcome,
-                        elapsed,
-                    } if k == key => Some((at, outcome, elapsed)),
+                    Event::Finished { key: k, at, outcome, elapsed } if k == key => Some((at, outcome, elapsed)),
                     _ => None,
                 })
                 .collect()
@@ -461,27 +443,15 @@ mod tests {
     impl SchedulerEvents for Recorder {
         fn run_started(&self, key: &str, lag: Duration) {
             let at = self.origin.elapsed();
-            self.events.lock().unwrap().push(Event::Started {
-                key: key.into(),
-                at,
-                lag,
-            });
+            self.events.lock().unwrap().push(Event::Started { key: key.into(), at, lag });
         }
         fn run_finished(&self, key: &str, outcome: RunOutcome, elapsed: Duration) {
             let at = self.origin.elapsed();
-            self.events.lock().unwrap().push(Event::Finished {
-                key: key.into(),
-                at,
-                outcome,
-                elapsed,
-            });
+            self.events.lock().unwrap().push(Event::Finished { key: key.into(), at, outcome, elapsed });
         }
         fn run_skipped(&self, key: &str) {
             let at = self.origin.elapsed();
-            self.events.lock().unwrap().push(Event::Skipped {
-                key: key.into(),
-                at,
-            });
+            self.events.lock().unwrap().push(Event::Skipped { key: key.into(), at });
         }
     }
 
@@ -509,40 +479,18 @@ mod tests {
     {
         let origin = Instant::now();
         let clock = Clock::anchored(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap());
-        let recorder = Arc::new(Recorder {
-            origin,
-            events: Mutex::new(Vec::new()),
-        });
+        let recorder = Arc::new(Recorder { origin, events: Mutex::new(Vec::new()) });
         let shutdown = CancellationToken::new();
-        let scheduler = tokio::spawn(run_scheduler(
-            jobs,
-            options,
-            clock,
-            recorder.clone(),
-            run_job,
-            shutdown.clone(),
-        ));
-        Harness {
-            recorder,
-            shutdown,
-            scheduler,
-        }
+        let scheduler = tokio::spawn(run_scheduler(jobs, options, clock, recorder.clone(), run_job, shutdown.clone()));
+        Harness { recorder, shutdown, scheduler }
     }
 
     fn job(key: &str, cron: &str, timeout: Duration) -> Job {
-        Job {
-            key: key.into(),
-            schedule: cron::Schedule::from_str(cron).unwrap(),
-            timeout,
-        }
+        Job { key: key.into(), schedule: cron::Schedule::from_str(cron).unwrap(), timeout }
     }
 
     fn options(concurrency: usize) -> SchedulerOptions {
-        SchedulerOptions {
-            concurrency,
-            max_jitter: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(10),
-        }
+        SchedulerOptions { concurrency, max_jitter: Duration::ZERO, shutdown_grace: Duration::from_secs(10) }
     }
 
     fn secs(seconds: u64) -> Duration {
@@ -574,10 +522,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn runs_happen_at_cron_times() {
         let harness = start(
-            vec![
-                job("t/volume", "*/10 * * * * *", secs(5)),
-                job("t/schema", "0 * * * * *", secs(5)),
-            ],
+            vec![job("t/volume", "*/10 * * * * *", secs(5)), job("t/schema", "0 * * * * *", secs(5))],
             options(4),
             instant_run(),
         );
@@ -585,10 +530,8 @@ mod tests {
         let recorder = harness.recorder.clone();
         let (report, _) = harness.stop().await;
 
-        let expected: Vec<(u64, Duration)> = [10, 20, 30, 40, 50, 60]
-            .into_iter()
-            .map(|at| (at, Duration::ZERO))
-            .collect();
+        let expected: Vec<(u64, Duration)> =
+            [10, 20, 30, 40, 50, 60].into_iter().map(|at| (at, Duration::ZERO)).collect();
         assert_eq!(recorder.started("t/volume"), expected);
         assert_eq!(recorder.started("t/schema"), vec![(60, Duration::ZERO)]);
         let finished = recorder.finished("t/volume");
@@ -596,8 +539,7 @@ mod tests {
         assert!(
             finished
                 .iter()
-                .all(|(_, outcome, elapsed)| *outcome == RunOutcome::Completed
-                    && *elapsed == Duration::ZERO)
+                .all(|(_, outcome, elapsed)| *outcome == RunOutcome::Completed && *elapsed == Duration::ZERO)
         );
         assert_eq!(report, ShutdownReport::default());
     }
@@ -606,14 +548,8 @@ mod tests {
     async fn concurrency_bound_holds_and_waiting_shows_as_lag() {
         let running = Arc::new(AtomicUsize::new(0));
         let max_running = Arc::new(AtomicUsize::new(0));
-        let jobs = (0..10)
-            .map(|i| job(&format!("t{i}/volume"), "30 * * * * *", secs(60)))
-            .collect();
-        let harness = start(
-            jobs,
-            options(3),
-            sleeping_run(secs(4), running.clone(), max_running.clone()),
-        );
+        let jobs = (0..10).map(|i| job(&format!("t{i}/volume"), "30 * * * * *", secs(60))).collect();
+        let harness = start(jobs, options(3), sleeping_run(secs(4), running.clone(), max_running.clone()));
         tokio::time::sleep(secs(50)).await;
         let recorder = harness.recorder.clone();
         harness.stop().await;
@@ -645,26 +581,12 @@ mod tests {
         let recorder = harness.recorder.clone();
         let (report, _) = harness.stop().await;
 
-        let started: Vec<u64> = recorder
-            .started("t/distribution")
-            .into_iter()
-            .map(|s| s.0)
-            .collect();
+        let started: Vec<u64> = recorder.started("t/distribution").into_iter().map(|s| s.0).collect();
         assert_eq!(started, vec![10, 40, 70]);
         assert_eq!(recorder.skipped_at("t/distribution"), vec![20, 30, 50, 60]);
-        assert_eq!(
-            max_running.load(Ordering::SeqCst),
-            1,
-            "runs of one job never overlap"
-        );
+        assert_eq!(max_running.load(Ordering::SeqCst), 1, "runs of one job never overlap");
         // The run started at 70 s would end at 95 s: after the 10 s grace of a shutdown at 75 s.
-        assert_eq!(
-            report,
-            ShutdownReport {
-                drained: vec![],
-                still_running: vec!["t/distribution".to_string()]
-            }
-        );
+        assert_eq!(report, ShutdownReport { drained: vec![], still_running: vec!["t/distribution".to_string()] });
     }
 
     #[tokio::test(start_paused = true)]
@@ -680,34 +602,19 @@ mod tests {
                 }
             }
         };
-        let harness = start(
-            vec![job("t/freshness", "*/10 * * * * *", secs(3))],
-            options(4),
-            run,
-        );
+        let harness = start(vec![job("t/freshness", "*/10 * * * * *", secs(3))], options(4), run);
         tokio::time::sleep(secs(35)).await;
         let recorder = harness.recorder.clone();
         harness.stop().await;
 
-        let started: Vec<u64> = recorder
-            .started("t/freshness")
-            .into_iter()
-            .map(|s| s.0)
-            .collect();
+        let started: Vec<u64> = recorder.started("t/freshness").into_iter().map(|s| s.0).collect();
         assert_eq!(started, vec![10, 20, 30]);
         assert_eq!(
             recorder.finished("t/freshness"),
-            [13, 23, 33]
-                .into_iter()
-                .map(|at| (secs(at), RunOutcome::TimedOut, secs(3)))
-                .collect::<Vec<_>>()
+            [13, 23, 33].into_iter().map(|at| (secs(at), RunOutcome::TimedOut, secs(3))).collect::<Vec<_>>()
         );
         assert!(recorder.skipped_at("t/freshness").is_empty());
-        assert_eq!(
-            dropped.load(Ordering::SeqCst),
-            3,
-            "each timed-out run future was dropped"
-        );
+        assert_eq!(dropped.load(Ordering::SeqCst), 3, "each timed-out run future was dropped");
     }
 
     struct CountOnDrop(Arc<AtomicUsize>);
@@ -720,58 +627,35 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn panicking_run_is_reported_and_the_job_keeps_its_schedule() {
-        let harness = start(
-            vec![job("t/volume", "*/10 * * * * *", secs(5))],
-            options(4),
-            |_key: String| async { panic!("sensor bug") },
-        );
+        let harness = start(vec![job("t/volume", "*/10 * * * * *", secs(5))], options(4), |_key: String| async {
+            panic!("sensor bug")
+        });
         tokio::time::sleep(secs(25)).await;
         let recorder = harness.recorder.clone();
         harness.stop().await;
         assert_eq!(
             recorder.finished("t/volume"),
-            vec![
-                (secs(10), RunOutcome::Panicked, Duration::ZERO),
-                (secs(20), RunOutcome::Panicked, Duration::ZERO)
-            ]
+            vec![(secs(10), RunOutcome::Panicked, Duration::ZERO), (secs(20), RunOutcome::Panicked, Duration::ZERO)]
         );
     }
 
     #[test]
     fn jitter_is_deterministic_bounded_and_spread() {
         let max = secs(2);
-        assert_eq!(
-            jitter_for("bronze.raw_trades/volume", max),
-            jitter_for("bronze.raw_trades/volume", max)
-        );
-        assert_ne!(
-            jitter_for("bronze.raw_trades/volume", max),
-            jitter_for("bronze.raw_trades/schema", max)
-        );
-        let jitters: Vec<Duration> = (0..1000)
-            .map(|i| jitter_for(&format!("db.table_{i}/volume"), max))
-            .collect();
+        assert_eq!(jitter_for("bronze.raw_trades/volume", max), jitter_for("bronze.raw_trades/volume", max));
+        assert_ne!(jitter_for("bronze.raw_trades/volume", max), jitter_for("bronze.raw_trades/schema", max));
+        let jitters: Vec<Duration> = (0..1000).map(|i| jitter_for(&format!("db.table_{i}/volume"), max)).collect();
         assert!(jitters.iter().all(|jitter| *jitter <= max));
         let mut distinct = jitters.clone();
         distinct.sort();
         distinct.dedup();
         // 1000 keys over 2001 millisecond slots: about 787 distinct if uniform.
-        assert!(
-            distinct.len() > 700,
-            "only {} distinct jitters of 1000",
-            distinct.len()
-        );
+        assert!(distinct.len() > 700, "only {} distinct jitters of 1000", distinct.len());
         // Spread evenly: each half-second quarter of the range gets about 250 keys.
         for quarter in 0..4u32 {
             let low = secs(1) / 2 * quarter;
-            let in_quarter = jitters
-                .iter()
-                .filter(|j| **j >= low && **j < low + secs(1) / 2)
-                .count();
-            assert!(
-                (180..=320).contains(&in_quarter),
-                "{in_quarter} keys in quarter {quarter}"
-            );
+            let in_quarter = jitters.iter().filter(|j| **j >= low && **j < low + secs(1) / 2).count();
+            assert!((180..=320).contains(&in_quarter), "{in_quarter} keys in quarter {quarter}");
         }
         assert_eq!(jitter_for("anything", Duration::ZERO), Duration::ZERO);
         assert!(jitter_for("anything", Duration::MAX) <= Duration::MAX);
@@ -793,39 +677,22 @@ mod tests {
                 futures::future::ready(())
             }
         };
-        let harness = start(
-            keys.iter()
-                .map(|key| job(key, "*/10 * * * * *", secs(5)))
-                .collect(),
-            options,
-            run,
-        );
+        let harness = start(keys.iter().map(|key| job(key, "*/10 * * * * *", secs(5))).collect(), options, run);
         tokio::time::sleep(secs(25)).await;
         let recorder = harness.recorder.clone();
         harness.stop().await;
 
         let runs = runs.lock().unwrap().clone();
         for (key, jitter) in keys.iter().zip(jitters) {
-            let at: Vec<Duration> = runs
-                .iter()
-                .filter(|(k, _)| k == key)
-                .map(|(_, at)| *at)
-                .collect();
+            let at: Vec<Duration> = runs.iter().filter(|(k, _)| k == key).map(|(_, at)| *at).collect();
             assert_eq!(at, vec![secs(10) + jitter, secs(20) + jitter], "{key}");
-            assert!(
-                recorder.started(key).iter().all(|(_, lag)| lag.is_zero()),
-                "jitter is not lag"
-            );
+            assert!(recorder.started(key).iter().all(|(_, lag)| lag.is_zero()), "jitter is not lag");
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn after_a_long_pause_the_job_runs_once_then_keeps_its_schedule() {
-        let harness = start(
-            vec![job("t/volume", "*/10 * * * * *", secs(5))],
-            options(4),
-            instant_run(),
-        );
+        let harness = start(vec![job("t/volume", "*/10 * * * * *", secs(5))], options(4), instant_run());
         tokio::time::sleep(secs(15)).await;
         // The whole process stands still for an hour (SIGSTOP, suspend): 360 ticks go by unseen.
         tokio::time::advance(secs(3600)).await;
@@ -840,11 +707,7 @@ mod tests {
         harness.stop().await;
         assert_eq!(
             recorder.started("t/volume"),
-            vec![
-                (10, Duration::ZERO),
-                (3615, secs(3595)),
-                (3620, Duration::ZERO)
-            ]
+            vec![(10, Duration::ZERO), (3615, secs(3595)), (3620, Duration::ZERO)]
         );
         assert!(recorder.skipped_at("t/volume").is_empty());
     }
@@ -882,33 +745,15 @@ mod tests {
 
         assert_eq!(
             report,
-            ShutdownReport {
-                drained: vec!["t/five".to_string()],
-                still_running: vec!["t/hundred".to_string()],
-            }
+            ShutdownReport { drained: vec!["t/five".to_string()], still_running: vec!["t/hundred".to_string()] }
         );
-        assert_eq!(
-            took,
-            secs(10),
-            "waited the whole grace period for `t/hundred`, no longer"
-        );
-        assert_eq!(
-            recorder.finished("t/five"),
-            vec![(secs(15), RunOutcome::Completed, secs(5))]
-        );
+        assert_eq!(took, secs(10), "waited the whole grace period for `t/hundred`, no longer");
+        assert_eq!(recorder.finished("t/five"), vec![(secs(15), RunOutcome::Completed, secs(5))]);
         assert!(recorder.finished("t/hundred").is_empty());
         // No run starts after shutdown was requested (at 12 s; the next ticks were at 20 s).
-        let started = recorder
-            .events()
-            .iter()
-            .filter(|e| matches!(e, Event::Started { .. }))
-            .count();
+        let started = recorder.events().iter().filter(|e| matches!(e, Event::Started { .. })).count();
         assert_eq!(started, 3);
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(
-            aborted.load(Ordering::SeqCst),
-            1,
-            "the run left after the grace period was dropped"
-        );
+        assert_eq!(aborted.load(Ordering::SeqCst), 1, "the run left after the grace period was dropped");
     }
 }

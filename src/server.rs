@@ -83,7 +83,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn results(State(state): State<Arc<AppState>>) -> Response {
-    let evaluations: Vec<_> = state.pipeline().latest_results().into_iter().flat_map(|result| result.evaluations).collect();
+    let evaluations: Vec<_> =
+        state.pipeline().latest_results().into_iter().flat_map(|result| result.evaluations).collect();
     axum::Json(serde_json::json!({ "results": evaluations })).into_response()
 }
 
@@ -99,7 +100,10 @@ async fn reload(State(state): State<Arc<AppState>>) -> Response {
     }
     match outcome.await {
         Ok(Ok(())) => (StatusCode::OK, "configuration reloaded\n").into_response(),
-        Ok(Err(reason)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload the configuration: {reason}\n")).into_response(),
+        Ok(Err(reason)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload the configuration: {reason}\n"))
+                .into_response()
+        }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down\n").into_response(),
     }
 }

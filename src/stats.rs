@@ -74,22 +74,11 @@ pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
     }
     let kept = without_outliers(&finite, params.min_history.max(1));
     let (count, mean, m2) = welford(kept.iter().copied());
-    let raw_stddev = if count >= 2 {
-        (m2 / (count - 1) as f64).sqrt()
-    } else {
-        0.0
-    };
-    let floor = params
-        .min_stddev_absolute
-        .max(params.min_stddev_relative * mean.abs())
-        .max(0.0);
+    let raw_stddev = if count >= 2 { (m2 / (count - 1) as f64).sqrt() } else { 0.0 };
+    let floor = params.min_stddev_absolute.max(params.min_stddev_relative * mean.abs()).max(0.0);
     let stddev = raw_stddev.max(floor);
     let usable = mean.is_finite() && stddev.is_finite() && stddev > 0.0;
-    usable.then_some(Baseline {
-        count,
-        mean,
-        stddev,
-    })
+    usable.then_some(Baseline { count, mean, stddev })
 }
 
 /// `values` without the points whose modified z-score exceeds [`OUTLIER_MODIFIED_Z`]; all of
@@ -97,7 +86,7 @@ pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
 fn without_outliers(values: &[f64], keep_at_least: usize) -> Vec<f64> {
     let median_of = |sorted: &[f64]| -> f64 {
         let middle = sorted.len() / 2;
-        if sorted.len() % 2 == 0 { (sorted[middle - 1] + sorted[middle]) / 2.0 } else { sorted[middle] }
+        if sorted.len().is_multiple_of(2) { (sorted[middle - 1] + sorted[middle]) / 2.0 } else { sorted[middle] }
     };
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -108,11 +97,8 @@ fn without_outliers(values: &[f64], keep_at_least: usize) -> Vec<f64> {
     if !(mad > 0.0 && mad.is_finite()) {
         return values.to_vec();
     }
-    let kept: Vec<f64> = values
-        .iter()
-        .copied()
-        .filter(|value| 0.6745 * (value - median).abs() / mad <= OUTLIER_MODIFIED_Z)
-        .collect();
+    let kept: Vec<f64> =
+        values.iter().copied().filter(|value| 0.6745 * (value - median).abs() / mad <= OUTLIER_MODIFIED_Z).collect();
     if kept.len() >= keep_at_least { kept } else { values.to_vec() }
 }
 
@@ -146,10 +132,7 @@ pub fn score(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score
     let half_band = params.zscore_threshold * stddev;
     let expected_lower = mean - half_band;
     let expected_upper = mean + half_band;
-    if ![zscore, expected_lower, expected_upper]
-        .iter()
-        .all(|number| number.is_finite())
-    {
+    if ![zscore, expected_lower, expected_upper].iter().all(|number| number.is_finite()) {
         return None;
     }
     let threshold = params.zscore_threshold;
@@ -158,14 +141,7 @@ pub fn score(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score
         Direction::Drop => zscore <= -threshold,
         Direction::Both => zscore.abs() >= threshold,
     };
-    Some(Score {
-        zscore,
-        mean,
-        stddev,
-        expected_lower,
-        expected_upper,
-        is_anomaly,
-    })
+    Some(Score { zscore, mean, stddev, expected_lower, expected_upper, is_anomaly })
 }
 
 /// `100 * (value - mean) / |mean|` against the mean of `reference` (non-finite points ignored);
@@ -215,11 +191,7 @@ fn welford(values: impl Iterator<Item = f64>) -> (usize, f64, f64) {
 }
 
 fn finite_sorted(values: &[f64]) -> Vec<f64> {
-    let mut sorted: Vec<f64> = values
-        .iter()
-        .copied()
-        .filter(|value| value.is_finite())
-        .collect();
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|value| value.is_finite()).collect();
     sorted.sort_by(f64::total_cmp);
     sorted
 }
@@ -299,9 +271,7 @@ pub fn psi(expected: &[f64], actual: &[f64], bins: usize) -> Option<f64> {
     if bins == 0 || expected.is_empty() || actual.is_empty() {
         return None;
     }
-    let mut cuts: Vec<f64> = (1..bins)
-        .map(|bin| quantile_sorted(&expected, bin as f64 / bins as f64))
-        .collect();
+    let mut cuts: Vec<f64> = (1..bins).map(|bin| quantile_sorted(&expected, bin as f64 / bins as f64)).collect();
     cuts.dedup();
     let histogram = |sorted: &[f64]| {
         let mut counts = vec![0u64; cuts.len() + 1];
@@ -376,17 +346,10 @@ pub struct ChiSquareResult {
 /// a 2 x k contingency table over the union of categories (categories absent from both sides
 /// are dropped), `k - 1` degrees of freedom, no continuity correction. `None` when either
 /// sample is empty or fewer than two categories occur.
-pub fn chi_square(
-    expected_counts: &[(String, u64)],
-    actual_counts: &[(String, u64)],
-) -> Option<ChiSquareResult> {
+pub fn chi_square(expected_counts: &[(String, u64)], actual_counts: &[(String, u64)]) -> Option<ChiSquareResult> {
     let (expected, actual) = aligned_counts(expected_counts, actual_counts);
-    let columns: Vec<(f64, f64)> = expected
-        .iter()
-        .zip(&actual)
-        .filter(|&(&e, &a)| e > 0 || a > 0)
-        .map(|(&e, &a)| (e as f64, a as f64))
-        .collect();
+    let columns: Vec<(f64, f64)> =
+        expected.iter().zip(&actual).filter(|&(&e, &a)| e > 0 || a > 0).map(|(&e, &a)| (e as f64, a as f64)).collect();
     let expected_total: f64 = columns.iter().map(|column| column.0).sum();
     let actual_total: f64 = columns.iter().map(|column| column.1).sum();
     if columns.len() < 2 || expected_total == 0.0 || actual_total == 0.0 {
@@ -405,11 +368,7 @@ pub fn chi_square(
     let degrees_of_freedom = (columns.len() - 1) as f64;
     let distribution = ChiSquared::new(degrees_of_freedom).ok()?;
     let p_value = distribution.sf(statistic).clamp(0.0, 1.0);
-    (statistic.is_finite() && p_value.is_finite()).then_some(ChiSquareResult {
-        statistic,
-        degrees_of_freedom,
-        p_value,
-    })
+    (statistic.is_finite() && p_value.is_finite()).then_some(ChiSquareResult { statistic, degrees_of_freedom, p_value })
 }
 
 #[cfg(test)]
@@ -434,10 +393,7 @@ mod tests {
     }
 
     fn owned(counts: &[(&str, u64)]) -> Vec<(String, u64)> {
-        counts
-            .iter()
-            .map(|(name, count)| (name.to_string(), *count))
-            .collect()
+        counts.iter().map(|(name, count)| (name.to_string(), *count)).collect()
     }
 
     #[test]
@@ -445,11 +401,7 @@ mod tests {
         // 2 4 4 4 5 5 7 9: mean 5, squared deviations sum 32, sample variance 32/7.
         let values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
         assert_eq!(mean(&values), Some(5.0));
-        assert!(close(
-            sample_stddev(&values).unwrap(),
-            (32.0f64 / 7.0).sqrt(),
-            1e-12
-        ));
+        assert!(close(sample_stddev(&values).unwrap(), (32.0f64 / 7.0).sqrt(), 1e-12));
         assert_eq!(mean(&[]), None);
         assert_eq!(sample_stddev(&[1.0]), None);
         assert_eq!(mean(&[f64::NAN, 3.0, f64::INFINITY]), Some(3.0));
@@ -468,30 +420,16 @@ mod tests {
         let window = [8.0, 9.0, 10.0, 11.0, 12.0];
         let score = score(16.0, &window, &ScoringParams::default()).unwrap();
         assert!(close(score.zscore, 6.0 / 2.5f64.sqrt(), 1e-12));
-        assert!(close(
-            score.expected_upper,
-            10.0 + 3.0 * 2.5f64.sqrt(),
-            1e-12
-        ));
-        assert!(close(
-            score.expected_lower,
-            10.0 - 3.0 * 2.5f64.sqrt(),
-            1e-12
-        ));
+        assert!(close(score.expected_upper, 10.0 + 3.0 * 2.5f64.sqrt(), 1e-12));
+        assert!(close(score.expected_lower, 10.0 - 3.0 * 2.5f64.sqrt(), 1e-12));
         assert!(score.is_anomaly);
     }
 
     #[test]
     fn direction_selects_the_side() {
         let window = [8.0, 9.0, 10.0, 11.0, 12.0];
-        let spike = ScoringParams {
-            direction: Direction::Spike,
-            ..ScoringParams::default()
-        };
-        let drop = ScoringParams {
-            direction: Direction::Drop,
-            ..ScoringParams::default()
-        };
+        let spike = ScoringParams { direction: Direction::Spike, ..ScoringParams::default() };
+        let drop = ScoringParams { direction: Direction::Drop, ..ScoringParams::default() };
         assert!(score(20.0, &window, &spike).unwrap().is_anomaly);
         assert!(!score(0.0, &window, &spike).unwrap().is_anomaly);
         assert!(score(0.0, &window, &drop).unwrap().is_anomaly);
@@ -504,17 +442,7 @@ mod tests {
         assert_eq!(score(1.0, &[1.0, 2.0, 3.0, 4.0], &params), None);
         assert_eq!(score(1.0, &[1.0, 2.0, 3.0, 4.0, f64::NAN], &params), None);
         assert_eq!(score(f64::NAN, &[1.0, 2.0, 3.0, 4.0, 5.0], &params), None);
-        assert_eq!(
-            score(
-                1.0,
-                &[],
-                &ScoringParams {
-                    min_history: 0,
-                    ..params
-                }
-            ),
-            None
-        );
+        assert_eq!(score(1.0, &[], &ScoringParams { min_history: 0, ..params }), None);
     }
 
     #[test]
@@ -548,10 +476,7 @@ mod tests {
         assert_eq!(result.statistic, 1.0);
         let lambda = 2.5f64.sqrt() + 0.12 + 0.11 / 2.5f64.sqrt();
         let expected = 2.0 * ((-2.0 * lambda * lambda).exp() - (-8.0 * lambda * lambda).exp());
-        assert!(
-            close(result.p_value, expected, 1e-6),
-            "{result:?} vs {expected}"
-        );
+        assert!(close(result.p_value, expected, 1e-6), "{result:?} vs {expected}");
         assert!(close(result.p_value, 0.0037868, 1e-3), "{result:?}");
     }
 
@@ -584,11 +509,7 @@ mod tests {
     fn chi_square_two_by_two() {
         // [[10, 20], [20, 10]]: every expected cell 15, statistic 4 * 25/15 = 6.6667, df 1,
         // p = erfc(sqrt(6.6667 / 2)) = 0.0098233.
-        let result = chi_square(
-            &owned(&[("a", 10), ("b", 20)]),
-            &owned(&[("a", 20), ("b", 10)]),
-        )
-        .unwrap();
+        let result = chi_square(&owned(&[("a", 10), ("b", 20)]), &owned(&[("a", 20), ("b", 10)])).unwrap();
         assert!(close(result.statistic, 20.0 / 3.0, 1e-12));
         assert_eq!(result.degrees_of_freedom, 1.0);
         assert!(close(result.p_value, 0.0098233, 1e-5), "{result:?}");
@@ -599,17 +520,10 @@ mod tests {
         // expected {a:30, b:30}, actual {a:30, c:30}: columns a (60), b (30), c (30) of N = 120;
         // expected cells a 30/30, b 15/15, c 15/15 -> 0 + 0 + 15 + 15 + 15 + 15 = 60, df 2,
         // p = exp(-60/2) = 9.36e-14 (chi-square with 2 df has survival exp(-x/2)).
-        let result = chi_square(
-            &owned(&[("a", 30), ("b", 30)]),
-            &owned(&[("a", 30), ("c", 30)]),
-        )
-        .unwrap();
+        let result = chi_square(&owned(&[("a", 30), ("b", 30)]), &owned(&[("a", 30), ("c", 30)])).unwrap();
         assert!(close(result.statistic, 60.0, 1e-12));
         assert_eq!(result.degrees_of_freedom, 2.0);
-        assert!(
-            (result.p_value - (-30.0f64).exp()).abs() < 1e-15,
-            "{result:?}"
-        );
+        assert!((result.p_value - (-30.0f64).exp()).abs() < 1e-15, "{result:?}");
         let same = chi_square(&owned(&[("a", 5), ("b", 5)]), &owned(&[("b", 5), ("a", 5)]));
         assert_eq!(same.map(|r| r.statistic), Some(0.0));
         assert_eq!(chi_square(&owned(&[("a", 5)]), &owned(&[("a", 7)])), None);
@@ -620,18 +534,12 @@ mod tests {
     fn psi_by_hand() {
         // expected {a:50, b:50}, actual {a:80, b:20}:
         // (0.8-0.5) ln(1.6) + (0.2-0.5) ln(0.4) = 0.3*0.470004 + 0.3*0.916291 = 0.415888.
-        let value = psi_categorical(
-            &owned(&[("a", 50), ("b", 50)]),
-            &owned(&[("a", 80), ("b", 20)]),
-        );
+        let value = psi_categorical(&owned(&[("a", 50), ("b", 50)]), &owned(&[("a", 80), ("b", 20)]));
         assert!(close(value.unwrap(), 0.415888, 1e-5), "{value:?}");
         // A category only one side has counts as epsilon on the other: finite, large.
         let new_category = psi_categorical(&owned(&[("a", 10)]), &owned(&[("a", 5), ("z", 5)]));
         let new_category = new_category.unwrap();
-        assert!(
-            new_category.is_finite() && new_category > 2.0,
-            "{new_category}"
-        );
+        assert!(new_category.is_finite() && new_category > 2.0, "{new_category}");
     }
 
     #[test]
@@ -670,23 +578,17 @@ mod tests {
         (
             0usize..8,
             0.5f64..6.0,
-            prop_oneof![
-                Just(Direction::Spike),
-                Just(Direction::Drop),
-                Just(Direction::Both)
-            ],
+            prop_oneof![Just(Direction::Spike), Just(Direction::Drop), Just(Direction::Both)],
             prop_oneof![Just(0.0), Just(1e-9), Just(1.0)],
             prop_oneof![Just(0.0), Just(0.01), Just(0.5)],
         )
-            .prop_map(
-                |(min_history, zscore_threshold, direction, absolute, relative)| ScoringParams {
-                    min_history,
-                    zscore_threshold,
-                    direction,
-                    min_stddev_absolute: absolute,
-                    min_stddev_relative: relative,
-                },
-            )
+            .prop_map(|(min_history, zscore_threshold, direction, absolute, relative)| ScoringParams {
+                min_history,
+                zscore_threshold,
+                direction,
+                min_stddev_absolute: absolute,
+                min_stddev_relative: relative,
+            })
     }
 
     proptest! {

@@ -78,7 +78,9 @@ impl BasicAuth {
         let known = self.users.get(&user);
         let Some(hash) = known.or_else(|| self.users.values().next()).map(|hash| hash.0.clone()) else { return false };
         let candidate = password.clone();
-        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(candidate, &hash).unwrap_or(false)).await.unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(candidate, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
         let allowed = known.is_some() && matches;
         if allowed && let Ok(mut verified) = self.verified.lock() {
             verified.insert(user, password);
@@ -92,7 +94,8 @@ pub async fn require_basic_auth(State(auth): State<Arc<BasicAuth>>, request: Req
     if auth.allows(request.headers().get(header::AUTHORIZATION)).await {
         return next.run(request).await;
     }
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"icewatch\"")], "unauthorized\n").into_response()
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"icewatch\"")], "unauthorized\n")
+        .into_response()
 }
 
 /// `Basic base64(user:password)` → (user, password).

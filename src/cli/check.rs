@@ -54,7 +54,8 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         FailOn::Warning => Status::Warning,
         FailOn::Critical => Status::Critical,
     };
-    let failed = results.iter().flat_map(|result| &result.evaluations).any(|evaluation| evaluation.status.reaches(level));
+    let failed =
+        results.iter().flat_map(|result| &result.evaluations).any(|evaluation| evaluation.status.reaches(level));
     let exit_code = if failed { super::EXIT_PROBLEM } else { 0 };
     print!("{}", report::render(&results, args.format, exit_code));
     pipeline.history().close().await;

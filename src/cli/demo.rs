@@ -52,7 +52,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    println!("serving http://{}/ and /metrics; a simulated writer commits every {:?} (Ctrl-C stops)", config.server.listen, args.interval);
+    println!(
+        "serving http://{}/ and /metrics; a simulated writer commits every {:?} (Ctrl-C stops)",
+        config.server.listen, args.interval
+    );
     let shutdown = CancellationToken::new();
     tokio::spawn(super::run::stop_on_signal(shutdown.clone()));
     let writer_shutdown = shutdown.clone();

@@ -78,8 +78,9 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
 
 /// Logs go to stderr so `check --format json` keeps stdout clean. `RUST_LOG` filters them.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,iceberg=warn,datafusion=warn,opendal=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,iceberg=warn,datafusion=warn,opendal=warn")
+    });
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let _ = match format {

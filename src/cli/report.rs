@@ -32,7 +32,8 @@ pub fn render(results: &[SensorResult], format: ReportFormat, exit_code: u8) -> 
     match format {
         ReportFormat::Json => {
             let report = JsonReport { results: evaluations, summary, exit_code };
-            let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+            let mut text =
+                serde_json::to_string_pretty(&report).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
             text.push('\n');
             text
         }

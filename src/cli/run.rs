@@ -151,7 +151,11 @@ pub async fn serve(config: Arc<Config>, shutdown: CancellationToken) -> anyhow::
 
 /// Binds `server.listen` and serves the router there (HTTPS and basic auth when configured)
 /// until `stop`.
-async fn start_server(server: &ServerConfig, state: Arc<AppState>, stop: CancellationToken) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+async fn start_server(
+    server: &ServerConfig,
+    state: Arc<AppState>,
+    stop: CancellationToken,
+) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(server.listen)
         .await
         .with_context(|| format!("failed to listen on `{}` (server.listen)", server.listen))?;
@@ -165,14 +169,20 @@ async fn start_server(server: &ServerConfig, state: Arc<AppState>, stop: Cancell
             let listener = TlsListener::new(listener, acceptor)?;
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
         }
-        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await }),
+        None => {
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
+        }
     };
     Ok(task)
 }
 
 /// Reads the configuration file again and opens its pipeline, without touching the running
 /// one: any error here leaves the service as it was.
-async fn prepare_reload(current: &Generation, started_with: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<Pipeline>> {
+async fn prepare_reload(
+    current: &Generation,
+    started_with: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<Pipeline>> {
     let path = current.pipeline.config().source.clone();
     let config = Config::load(&path)?;
     let restart_only = |new: &ServerConfig, old: &ServerConfig| {
@@ -184,7 +194,9 @@ async fn prepare_reload(current: &Generation, started_with: &Config, metrics: &A
     if format!("{:?}", config.pushgateway) != format!("{:?}", started_with.pushgateway) {
         tracing::warn!("`[pushgateway]` changes take effect at the next restart");
     }
-    let pipeline = Pipeline::new(Arc::new(config), metrics.clone()).await.context("failed to open the history store of the new configuration")?;
+    let pipeline = Pipeline::new(Arc::new(config), metrics.clone())
+        .await
+        .context("failed to open the history store of the new configuration")?;
     Ok(Arc::new(pipeline))
 }
 
@@ -199,7 +211,13 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(pipeline: Arc<Pipeline>, state: Arc<AppState>, pusher: Option<Arc<Pusher>>, metrics: Arc<Metrics>, shutdown: &CancellationToken) -> Generation {
+    fn start(
+        pipeline: Arc<Pipeline>,
+        state: Arc<AppState>,
+        pusher: Option<Arc<Pusher>>,
+        metrics: Arc<Metrics>,
+        shutdown: &CancellationToken,
+    ) -> Generation {
         let stop = shutdown.child_token();
         let running = Box::pin(run_generation(pipeline.clone(), state, pusher, metrics, stop.clone()));
         Generation { pipeline, stop, running, report: None }
@@ -227,7 +245,13 @@ impl Generation {
 
 /// Readiness, a first pass at once (so /metrics has data before the first cron tick), then the
 /// scheduler until `stop`.
-async fn run_generation(pipeline: Arc<Pipeline>, state: Arc<AppState>, pusher: Option<Arc<Pusher>>, metrics: Arc<Metrics>, stop: CancellationToken) -> ShutdownReport {
+async fn run_generation(
+    pipeline: Arc<Pipeline>,
+    state: Arc<AppState>,
+    pusher: Option<Arc<Pusher>>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> ShutdownReport {
     let config = pipeline.config().clone();
     match pipeline.catalog().await {
         Ok(catalog) => {
@@ -269,7 +293,11 @@ async fn run_generation(pipeline: Arc<Pipeline>, state: Arc<AppState>, pusher: O
             metrics.icewatch_sensor_skipped_runs_total.with_label_values(&[table, kind.as_str()]);
         }
     }
-    let options = SchedulerOptions { concurrency: config.defaults.concurrency, shutdown_grace: config.server.shutdown_grace, ..SchedulerOptions::default() };
+    let options = SchedulerOptions {
+        concurrency: config.defaults.concurrency,
+        shutdown_grace: config.server.shutdown_grace,
+        ..SchedulerOptions::default()
+    };
     let events: Arc<dyn SchedulerEvents> = Arc::new(MetricEvents { metrics });
     run_scheduler(
         jobs,
@@ -355,12 +383,19 @@ struct Pusher {
 }
 
 impl Pusher {
-    fn new(config: &crate::config::PushgatewayConfig, metrics: Arc<Metrics>, state: Arc<AppState>) -> anyhow::Result<Pusher> {
+    fn new(
+        config: &crate::config::PushgatewayConfig,
+        metrics: Arc<Metrics>,
+        state: Arc<AppState>,
+    ) -> anyhow::Result<Pusher> {
         let mut options = PushgatewayOptions::new(config.url.clone(), config.job.clone());
         options.grouping = config.grouping.iter().map(|(key, value)| (key.clone(), value.clone())).collect();
         options.timeout = config.timeout;
         options.retries = config.retries;
-        options.basic_auth = config.username.clone().map(|user| (user, config.password.as_ref().map(|secret| secret.expose().to_string()).unwrap_or_default()));
+        options.basic_auth = config
+            .username
+            .clone()
+            .map(|user| (user, config.password.as_ref().map(|secret| secret.expose().to_string()).unwrap_or_default()));
         options.ca_certificate = config.ca_file.clone();
         options.insecure_skip_verify = config.insecure_skip_verify;
         let client = PushgatewayClient::new(options).context("invalid [pushgateway] settings")?;
@@ -388,7 +423,10 @@ impl Pusher {
     async fn push_once(&self) {
         self.state.pipeline().refresh_store_metrics().await;
         match self.client.push(&self.metrics.encode()).await {
-            Ok(()) => self.metrics.icewatch_last_push_success_timestamp_seconds.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0),
+            Ok(()) => self
+                .metrics
+                .icewatch_last_push_success_timestamp_seconds
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0),
             Err(error) => {
                 self.metrics.icewatch_push_failures_total.inc();
                 tracing::warn!(error = %crate::sensors::error_chain(&error), "push to the Pushgateway failed");

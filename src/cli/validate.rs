@@ -61,7 +61,12 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
         }
     }
     if problems.is_empty() {
-        println!("`{}` is valid and all {} table(s) load from `{}`", args.config.display(), config.tables.len(), catalog.uri());
+        println!(
+            "`{}` is valid and all {} table(s) load from `{}`",
+            args.config.display(),
+            config.tables.len(),
+            catalog.uri()
+        );
         Ok(0)
     } else {
         eprintln!("{} problem(s) found online in `{}`:", problems.len(), args.config.display());

@@ -39,12 +39,8 @@ impl ConfigError {
 }
 
 fn render_problems(path: &std::path::Path, problems: &[Problem]) -> String {
-    let mut out = format!(
-        "{} problem{} in `{}`",
-        problems.len(),
-        if problems.len() == 1 { "" } else { "s" },
-        path.display()
-    );
+    let mut out =
+        format!("{} problem{} in `{}`", problems.len(), if problems.len() == 1 { "" } else { "s" }, path.display());
     for problem in problems {
         out.push_str(&format!("\n  {}", ProblemAt { path, problem }));
     }
@@ -89,9 +85,7 @@ pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> 
     candidates
         .iter()
         .map(|candidate| (strsim::damerau_levenshtein(input, candidate), *candidate))
-        .filter(|(distance, candidate)| {
-            *distance <= 2.max(candidate.len() / 4) && *distance < candidate.len()
-        })
+        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4) && *distance < candidate.len())
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
 }

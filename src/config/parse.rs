@@ -33,8 +33,7 @@ const CATALOG_KEYS: &[&str] = &[
     "properties",
 ];
 const HISTORY_KEYS: &[&str] = &["path"];
-const SERVER_KEYS: &[&str] =
-    &["listen", "shutdown_grace", "tls_cert_file", "tls_key_file", "basic_auth_users"];
+const SERVER_KEYS: &[&str] = &["listen", "shutdown_grace", "tls_cert_file", "tls_key_file", "basic_auth_users"];
 const PUSHGATEWAY_KEYS: &[&str] = &[
     "url",
     "job",
@@ -48,32 +47,18 @@ const PUSHGATEWAY_KEYS: &[&str] = &[
     "ca_file",
     "insecure_skip_verify",
 ];
-const DEFAULTS_KEYS: &[&str] = &[
-    "schedule",
-    "zscore_threshold",
-    "min_history",
-    "window",
-    "direction",
-    "timeout",
-    "concurrency",
-];
+const DEFAULTS_KEYS: &[&str] =
+    &["schedule", "zscore_threshold", "min_history", "window", "direction", "timeout", "concurrency"];
 const TABLE_KEYS: &[&str] = &["layer", "freshness", "volume", "schema", "distribution"];
 /// Keys every sensor section accepts (its scoring settings).
-const SENSOR_COMMON_KEYS: &[&str] =
-    &["schedule", "zscore_threshold", "min_history", "direction", "timeout"];
+const SENSOR_COMMON_KEYS: &[&str] = &["schedule", "zscore_threshold", "min_history", "direction", "timeout"];
 const FRESHNESS_KEYS: &[&str] = &["warn_after", "critical_after", "timestamp_column", "window"];
-const VOLUME_KEYS: &[&str] =
-    &["deviation_percent", "critical_deviation_percent", "window", "points", "seasonality"];
+const VOLUME_KEYS: &[&str] = &["deviation_percent", "critical_deviation_percent", "window", "points", "seasonality"];
 const SEASONALITIES: &[&str] = &["none", "daily", "weekly"];
 const SCHEMA_KEYS: &[&str] = &["expect", "allow_extra_columns", "recent"];
 const DISTRIBUTION_KEYS: &[&str] = &["columns", "scope", "sample", "drift", "window"];
-const DRIFT_KEYS: &[&str] = &[
-    "reference_batches",
-    "reference_snapshot",
-    "psi_threshold",
-    "ks_p_value",
-    "chi_square_p_value",
-];
+const DRIFT_KEYS: &[&str] =
+    &["reference_batches", "reference_snapshot", "psi_threshold", "ks_p_value", "chi_square_p_value"];
 const PIPELINE_KEYS: &[&str] = &["stages"];
 const STAGE_KEYS: &[&str] = &["stage", "table", "upstream", "job"];
 const LINEAGE_KEYS: &[&str] = &["datasets"];
@@ -95,24 +80,15 @@ pub(super) fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error, path: &Path) -
     ConfigError::Invalid { path: path.to_path_buf(), problems: vec![problem] }
 }
 
-pub(super) fn parse(
-    text: &str,
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
+pub(super) fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut reader = Reader { text, base_dir, env, problems: Vec::new() };
     let config = match ImDocument::parse(text.to_string()) {
         Ok(document) => reader.config(document.as_table(), path),
         Err(error) => {
             // toml_edit puts "expected ..." on its own line; a problem is one line.
-            let message = error
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message =
+                error.message().lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join("; ");
             reader.problem(error.span(), "", format!("invalid TOML: {message}"));
             None
         }
@@ -136,6 +112,8 @@ struct Reader<'a> {
 
 /// A pipeline stage as found: its position in `stages`, its table, its span.
 type StageEntry<'d> = (usize, &'d dyn TableLike, Option<(usize, usize)>);
+/// A table of an array of tables (or of an inline array) with its span.
+type SpannedTable<'d> = (&'d dyn TableLike, Option<(usize, usize)>);
 
 /// A spanned view of one table of the document and its key path.
 struct Section<'d> {
@@ -394,7 +372,11 @@ impl<'a> Reader<'a> {
             Some(value) => Some(value),
             None => {
                 let span = Self::value_span(section, key);
-                self.problem_at(span, &join(&section.path, key), format!("expected true or false, found {}", type_name(item)));
+                self.problem_at(
+                    span,
+                    &join(&section.path, key),
+                    format!("expected true or false, found {}", type_name(item)),
+                );
                 None
             }
         }
@@ -418,7 +400,8 @@ impl<'a> Reader<'a> {
     }
 
     fn schedule(&mut self, section: &Section<'_>, key: &str) -> Option<Schedule> {
-        let (value, raw) = self.string_as(section, key, "a cron schedule string with a seconds field such as `0 */5 * * * *`")?;
+        let (value, raw) =
+            self.string_as(section, key, "a cron schedule string with a seconds field such as `0 */5 * * * *`")?;
         match parse_schedule(&value) {
             Ok(schedule) => Some(schedule),
             Err(message) => {
@@ -511,9 +494,9 @@ impl<'a> Reader<'a> {
                 self.problem_at(section.span, "catalog.type", "missing required key `type` (`sql` or `rest`)");
                 None
             }
-            Some(_) => self.choice(&section, "type", CATALOG_TYPES).map(|kind| {
-                if kind == "rest" { CatalogKind::Rest } else { CatalogKind::Sql }
-            }),
+            Some(_) => self
+                .choice(&section, "type", CATALOG_TYPES)
+                .map(|kind| if kind == "rest" { CatalogKind::Rest } else { CatalogKind::Sql }),
         };
         let uri = self.required_string(&section, "uri");
         let uri_span = Self::value_span(&section, "uri");
@@ -523,17 +506,25 @@ impl<'a> Reader<'a> {
                 if uri.starts_with("http://") || uri.starts_with("https://") {
                     Some(uri)
                 } else {
-                    self.problem_at(uri_span, "catalog.uri", "a REST catalog URI must start with `http://` or `https://`");
+                    self.problem_at(
+                        uri_span,
+                        "catalog.uri",
+                        "a REST catalog URI must start with `http://` or `https://`",
+                    );
                     None
                 }
             }
             _ => None,
         };
-        let warehouse = self.string(&section, "warehouse").map(|warehouse| {
-            if warehouse.contains("://") { warehouse } else { self.absolute(&warehouse) }
-        });
+        let warehouse = self
+            .string(&section, "warehouse")
+            .map(|warehouse| if warehouse.contains("://") { warehouse } else { self.absolute(&warehouse) });
         if kind == Some(CatalogKind::Sql) && warehouse.is_none() && section.table.get("warehouse").is_none() {
-            self.problem_at(section.span, "catalog.warehouse", "missing required key `warehouse` (a SQL catalog needs a warehouse location)");
+            self.problem_at(
+                section.span,
+                "catalog.warehouse",
+                "missing required key `warehouse` (a SQL catalog needs a warehouse location)",
+            );
         }
         let name = self.string(&section, "name").unwrap_or_else(|| "default".to_string());
         if name.trim().is_empty() {
@@ -576,7 +567,11 @@ impl<'a> Reader<'a> {
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         let (file, query) = rest.split_once('?').map_or((rest, None), |(file, query)| (file, Some(query)));
         if file.is_empty() {
-            self.problem_at(span, "catalog.uri", "the SQLite URI has no file path (expected `sqlite://path/to/catalog.db`)");
+            self.problem_at(
+                span,
+                "catalog.uri",
+                "the SQLite URI has no file path (expected `sqlite://path/to/catalog.db`)",
+            );
             return None;
         }
         if file == ":memory:" {
@@ -620,7 +615,7 @@ impl<'a> Reader<'a> {
 
     fn server(&mut self, root: &Section<'_>) -> Option<ServerConfig> {
         let default = DEFAULT_LISTEN;
-        let Some(section) = self.section(&root, "server") else {
+        let Some(section) = self.section(root, "server") else {
             return root.table.get("server").is_none().then_some(ServerConfig::new(default));
         };
         self.check_keys(&section, SERVER_KEYS, "[server]");
@@ -684,8 +679,7 @@ impl<'a> Reader<'a> {
             }
         });
         let job = self.string(&section, "job").unwrap_or_else(|| "icewatch".to_string());
-        let mut grouping: BTreeMap<String, String> =
-            self.string_map(&section, "grouping").into_iter().collect();
+        let mut grouping: BTreeMap<String, String> = self.string_map(&section, "grouping").into_iter().collect();
         let instance = self.string(&section, "instance").unwrap_or_else(host_name);
         grouping.entry("instance".to_string()).or_insert(instance);
         if grouping.contains_key("job") {
@@ -750,7 +744,14 @@ impl<'a> Reader<'a> {
         }
         if defaults.window < defaults.min_history {
             let span = Self::value_span(&section, "window");
-            self.problem_at(span, "defaults.window", format!("the window ({}) must hold at least `min_history` ({}) points", defaults.window, defaults.min_history));
+            self.problem_at(
+                span,
+                "defaults.window",
+                format!(
+                    "the window ({}) must hold at least `min_history` ({}) points",
+                    defaults.window, defaults.min_history
+                ),
+            );
         }
         Some(defaults)
     }
@@ -781,7 +782,14 @@ impl<'a> Reader<'a> {
             settings.window = window as usize;
             if settings.window < settings.min_history {
                 let span = Self::value_span(section, key);
-                self.problem_at(span, &join(&section.path, key), format!("the window ({}) must hold at least `min_history` ({}) points", settings.window, settings.min_history));
+                self.problem_at(
+                    span,
+                    &join(&section.path, key),
+                    format!(
+                        "the window ({}) must hold at least `min_history` ({}) points",
+                        settings.window, settings.min_history
+                    ),
+                );
             }
         }
         if let Some(direction) = self.direction(section, "direction") {
@@ -860,16 +868,15 @@ impl<'a> Reader<'a> {
             && warn > critical
         {
             let span = Self::value_span(section, "warn_after");
-            self.problem_at(span, &join(&section.path, "warn_after"), "`warn_after` must not be longer than `critical_after`");
+            self.problem_at(
+                span,
+                &join(&section.path, "warn_after"),
+                "`warn_after` must not be longer than `critical_after`",
+            );
         }
         let timestamp_column = self.column_name(section, "timestamp_column");
         let settings = self.settings(section, defaults, Some("window"));
-        Some(FreshnessConfig {
-            warn_after: warn_after.or(critical_after),
-            critical_after,
-            timestamp_column,
-            settings,
-        })
+        Some(FreshnessConfig { warn_after: warn_after.or(critical_after), critical_after, timestamp_column, settings })
     }
 
     fn column_name(&mut self, section: &Section<'_>, key: &str) -> Option<String> {
@@ -889,7 +896,11 @@ impl<'a> Reader<'a> {
             self.number(section, "critical_deviation_percent", positive).unwrap_or(deviation_percent * 2.0);
         if critical_deviation_percent < deviation_percent {
             let span = Self::value_span(section, "critical_deviation_percent");
-            self.problem_at(span, &join(&section.path, "critical_deviation_percent"), "must not be below `deviation_percent`");
+            self.problem_at(
+                span,
+                &join(&section.path, "critical_deviation_percent"),
+                "must not be below `deviation_percent`",
+            );
         }
         let window = self.duration(section, "window").unwrap_or(Duration::from_secs(7 * 86_400));
         let seasonality = match self.choice(section, "seasonality", SEASONALITIES).as_deref() {
@@ -906,8 +917,7 @@ impl<'a> Reader<'a> {
         let mut expect = BTreeMap::new();
         if let Some(map) = self.section(section, "expect") {
             for (column, _) in map.table.iter() {
-                let Some((type_text, raw)) = self.string_as(&map, column, "an Iceberg type name such as `long`")
-                else {
+                let Some((type_text, raw)) = self.string_as(&map, column, "an Iceberg type name such as `long`") else {
                     continue;
                 };
                 match normalize_iceberg_type(&type_text) {
@@ -920,7 +930,9 @@ impl<'a> Reader<'a> {
                         let message = if raw == type_text {
                             message
                         } else {
-                            format!("unknown Iceberg type `{raw}`; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`")
+                            format!(
+                                "unknown Iceberg type `{raw}`; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`"
+                            )
                         };
                         self.problem_at(span, &join(&map.path, column), message);
                     }
@@ -937,13 +949,17 @@ impl<'a> Reader<'a> {
         self.check_keys(section, &Self::allowed_sensor_keys(DISTRIBUTION_KEYS), "a distribution sensor");
         let columns_path = join(&section.path, "columns");
         let mut columns = Vec::new();
-        match self.section(&section, "columns") {
+        match self.section(section, "columns") {
             Some(map) => {
                 for (column, item) in map.table.iter() {
                     let column_path = join(&map.path, column);
                     let Some(array) = item.as_array() else {
                         let span = Self::value_span(&map, column);
-                        self.problem_at(span, &column_path, format!("expected an array of statistic names, found {}", type_name(item)));
+                        self.problem_at(
+                            span,
+                            &column_path,
+                            format!("expected an array of statistic names, found {}", type_name(item)),
+                        );
                         continue;
                     };
                     let mut statistics = Vec::new();
@@ -952,13 +968,23 @@ impl<'a> Reader<'a> {
                         match value.as_str() {
                             Some(name) => match Statistic::parse(name) {
                                 Some(statistic) if !statistics.contains(&statistic) => statistics.push(statistic),
-                                Some(_) => self.problem_at(span, &column_path, format!("statistic `{name}` is listed twice")),
+                                Some(_) => {
+                                    self.problem_at(span, &column_path, format!("statistic `{name}` is listed twice"))
+                                }
                                 None => {
-                                    let names: Vec<&str> = Statistic::ALL.iter().map(|statistic| statistic.as_str()).collect();
+                                    let names: Vec<&str> =
+                                        Statistic::ALL.iter().map(|statistic| statistic.as_str()).collect();
                                     let suggestion = did_you_mean(name, &names)
                                         .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                                         .unwrap_or_default();
-                                    self.problem_at(span, &column_path, format!("unknown statistic `{name}`{suggestion}; valid statistics are {}", names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")));
+                                    self.problem_at(
+                                        span,
+                                        &column_path,
+                                        format!(
+                                            "unknown statistic `{name}`{suggestion}; valid statistics are {}",
+                                            names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+                                        ),
+                                    );
                                 }
                             },
                             None => self.problem_at(span, &column_path, "expected a statistic name (a string)"),
@@ -997,7 +1023,7 @@ impl<'a> Reader<'a> {
             ks_p_value: 0.01,
             chi_square_p_value: 0.01,
         };
-        if let Some(drift_section) = self.section(&section, "drift") {
+        if let Some(drift_section) = self.section(section, "drift") {
             self.check_keys(&drift_section, DRIFT_KEYS, "drift settings");
             if let Some(batches) = self.integer(&drift_section, "reference_batches", 0, 10_000) {
                 drift.reference_batches = batches as usize;
@@ -1025,15 +1051,21 @@ impl<'a> Reader<'a> {
         self.check_keys(&section, LINEAGE_KEYS, "[lineage]");
         let path = join(&section.path, "datasets");
         let mut datasets = Vec::new();
-        let entries: Vec<(&dyn TableLike, Option<(usize, usize)>)> = match section.table.get("datasets") {
+        let entries: Vec<SpannedTable<'_>> = match section.table.get("datasets") {
             None => Vec::new(),
-            Some(Item::ArrayOfTables(array)) => array.iter().map(|table| (table as &dyn TableLike, span_pair(table.span()))).collect(),
+            Some(Item::ArrayOfTables(array)) => {
+                array.iter().map(|table| (table as &dyn TableLike, span_pair(table.span()))).collect()
+            }
             Some(Item::Value(Value::Array(array))) => {
                 let mut entries = Vec::new();
                 for value in array.iter() {
                     match value.as_inline_table() {
                         Some(table) => entries.push((table as &dyn TableLike, span_pair(value.span()))),
-                        None => self.problem_at(span_pair(value.span()), &path, "expected a rule such as `{ namespace = \"file\", strip_prefix = \"/warehouse/\" }`"),
+                        None => self.problem_at(
+                            span_pair(value.span()),
+                            &path,
+                            "expected a rule such as `{ namespace = \"file\", strip_prefix = \"/warehouse/\" }`",
+                        ),
                     }
                 }
                 entries
@@ -1081,9 +1113,11 @@ impl<'a> Reader<'a> {
                 self.problem_at(pipeline.span, &stages_path, "missing required key `stages`");
                 return None;
             }
-            Some(Item::ArrayOfTables(array)) => {
-                array.iter().enumerate().map(|(index, table)| (index, table as &dyn TableLike, span_pair(table.span()))).collect()
-            }
+            Some(Item::ArrayOfTables(array)) => array
+                .iter()
+                .enumerate()
+                .map(|(index, table)| (index, table as &dyn TableLike, span_pair(table.span())))
+                .collect(),
             Some(Item::Value(Value::Array(array))) => {
                 let mut entries = Vec::new();
                 for (index, value) in array.iter().enumerate() {
@@ -1095,7 +1129,11 @@ impl<'a> Reader<'a> {
                 entries
             }
             Some(other) => {
-                self.problem_at(stages_span, &stages_path, format!("expected an array of stages, found {}", type_name(other)));
+                self.problem_at(
+                    stages_span,
+                    &stages_path,
+                    format!("expected an array of stages, found {}", type_name(other)),
+                );
                 return None;
             }
         };
@@ -1118,7 +1156,11 @@ impl<'a> Reader<'a> {
                     .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                     .unwrap_or_default();
                 let span = Reader::value_span(&stage_section, "table");
-                self.problem_at(span, &join(path, "table"), format!("stage names table `{table_name}`, which is not declared under [tables]{suggestion}"));
+                self.problem_at(
+                    span,
+                    &join(path, "table"),
+                    format!("stage names table `{table_name}`, which is not declared under [tables]{suggestion}"),
+                );
             }
             let mut upstream = Vec::new();
             if let Some(item) = table.get("upstream") {
@@ -1128,15 +1170,27 @@ impl<'a> Reader<'a> {
                             match value.as_str() {
                                 Some(name) => {
                                     upstream.push(name.to_string());
-                                    upstream_spans.push((name.to_string(), span_pair(value.span()), join(path, "upstream")));
+                                    upstream_spans.push((
+                                        name.to_string(),
+                                        span_pair(value.span()),
+                                        join(path, "upstream"),
+                                    ));
                                 }
-                                None => self.problem_at(span_pair(value.span()), &join(path, "upstream"), "expected a stage name (a string)"),
+                                None => self.problem_at(
+                                    span_pair(value.span()),
+                                    &join(path, "upstream"),
+                                    "expected a stage name (a string)",
+                                ),
                             }
                         }
                     }
                     None => {
                         let span = Reader::value_span(&stage_section, "upstream");
-                        self.problem_at(span, &join(path, "upstream"), format!("expected an array of stage names, found {}", type_name(item)));
+                        self.problem_at(
+                            span,
+                            &join(path, "upstream"),
+                            format!("expected an array of stage names, found {}", type_name(item)),
+                        );
                     }
                 }
             }
@@ -1145,10 +1199,19 @@ impl<'a> Reader<'a> {
                 (Some(stage), Some(table_name)) => {
                     if stages.iter().any(|existing: &StageConfig| existing.stage == stage) {
                         let span = Reader::value_span(&stage_section, "stage");
-                        self.problem_at(span, &join(path, "stage"), format!("stage `{stage}` is declared twice in this pipeline"));
+                        self.problem_at(
+                            span,
+                            &join(path, "stage"),
+                            format!("stage `{stage}` is declared twice in this pipeline"),
+                        );
                         ok = false;
                     }
-                    stages.push(StageConfig { job: job.unwrap_or_else(|| table_name.clone()), stage, table: table_name, upstream });
+                    stages.push(StageConfig {
+                        job: job.unwrap_or_else(|| table_name.clone()),
+                        stage,
+                        table: table_name,
+                        upstream,
+                    });
                 }
                 _ => ok = false,
             }
@@ -1160,7 +1223,11 @@ impl<'a> Reader<'a> {
                 let suggestion = did_you_mean(name, &stage_names)
                     .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                     .unwrap_or_default();
-                self.problem_at(*span, path, format!("upstream stage `{name}` does not exist in this pipeline{suggestion}"));
+                self.problem_at(
+                    *span,
+                    path,
+                    format!("upstream stage `{name}` does not exist in this pipeline{suggestion}"),
+                );
                 ok = false;
             }
         }
@@ -1179,9 +1246,7 @@ pub(crate) fn escape_invisible(text: &str) -> String {
     if !text.chars().any(invisible) {
         return text.to_string();
     }
-    text.chars()
-        .map(|c| if invisible(c) { format!("\\u{{{:04x}}}", c as u32) } else { c.to_string() })
-        .collect()
+    text.chars().map(|c| if invisible(c) { format!("\\u{{{:04x}}}", c as u32) } else { c.to_string() }).collect()
 }
 
 fn positive(value: f64) -> Result<(), String> {
@@ -1217,8 +1282,23 @@ pub(crate) fn parse_schedule(expression: &str) -> Result<Schedule, String> {
 /// Normalizes an Iceberg type name as written in `schema.expect` (`long`, `decimal(10, 2)`).
 pub(crate) fn normalize_iceberg_type(text: &str) -> Result<String, String> {
     const PRIMITIVES: &[&str] = &[
-        "boolean", "int", "long", "float", "double", "date", "time", "timestamp", "timestamptz",
-        "timestamp_ns", "timestamptz_ns", "string", "uuid", "binary", "struct", "list", "map",
+        "boolean",
+        "int",
+        "long",
+        "float",
+        "double",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "timestamp_ns",
+        "timestamptz_ns",
+        "string",
+        "uuid",
+        "binary",
+        "struct",
+        "list",
+        "map",
     ];
     let normalized: String = text.trim().to_ascii_lowercase().chars().filter(|c| !c.is_whitespace()).collect();
     if PRIMITIVES.contains(&normalized.as_str()) {

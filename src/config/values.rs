@@ -50,12 +50,8 @@ pub enum SensorKind {
 
 impl SensorKind {
     /// The kinds that can be configured under `[tables."ns.name"]`.
-    pub const TABLE_KINDS: [SensorKind; 4] = [
-        SensorKind::Freshness,
-        SensorKind::Volume,
-        SensorKind::Schema,
-        SensorKind::Distribution,
-    ];
+    pub const TABLE_KINDS: [SensorKind; 4] =
+        [SensorKind::Freshness, SensorKind::Volume, SensorKind::Schema, SensorKind::Distribution];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -226,13 +222,7 @@ impl Statistic {
 
     /// Statistics defined only for string columns.
     pub fn is_string_only(self) -> bool {
-        matches!(
-            self,
-            Statistic::MinLength
-                | Statistic::MaxLength
-                | Statistic::MeanLength
-                | Statistic::EmptyPercent
-        )
+        matches!(self, Statistic::MinLength | Statistic::MaxLength | Statistic::MeanLength | Statistic::EmptyPercent)
     }
 }
 
@@ -270,9 +260,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             _ => return Err(EXPECTED.to_string()),
         };
         rest = &rest[unit_len..];
-        total_ms = total_ms
-            .checked_add(number.saturating_mul(unit_ms))
-            .ok_or_else(|| "duration is too long".to_string())?;
+        total_ms =
+            total_ms.checked_add(number.saturating_mul(unit_ms)).ok_or_else(|| "duration is too long".to_string())?;
     }
     if total_ms > u64::MAX as u128 / 2 {
         return Err("duration is too long".to_string());

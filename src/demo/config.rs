@@ -95,23 +95,10 @@ mod tests {
     fn sensors_toml_is_valid_toml_naming_the_demo_tables() {
         let value: toml::Value = toml::from_str(SENSORS_TOML).unwrap();
         let tables = value["tables"].as_table().unwrap();
-        for name in [
-            super::super::BRONZE_TABLE,
-            super::super::SILVER_TABLE,
-            super::super::GOLD_TABLE,
-        ] {
+        for name in [super::super::BRONZE_TABLE, super::super::SILVER_TABLE, super::super::GOLD_TABLE] {
             assert!(tables.contains_key(name), "{name} is not monitored");
         }
-        assert_eq!(
-            value["catalog"]["name"].as_str(),
-            Some(super::super::CATALOG_NAME)
-        );
-        assert_eq!(
-            value["pipelines"]["trade_pipeline"]["stages"]
-                .as_array()
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(value["catalog"]["name"].as_str(), Some(super::super::CATALOG_NAME));
+        assert_eq!(value["pipelines"]["trade_pipeline"]["stages"].as_array().unwrap().len(), 3);
     }
 }

@@ -31,13 +31,11 @@ use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use tracing::{info, warn};
 
 use simulate::{
-    BASE_ROWS_PER_COMMIT, BRONZE_INTERVAL_MS, BatchShape, DROP_ROW_FACTOR, DailySummary,
-    GOLD_EVERY_BRONZE, HOUR_US, MINUTE_MS, Market, NORMAL_NULL_RATE, Rng, SILVER_EVERY_BRONZE,
-    SPIKE_NULL_RATE, SPIKE_ROW_FACTOR, Trade,
+    BASE_ROWS_PER_COMMIT, BRONZE_INTERVAL_MS, BatchShape, DROP_ROW_FACTOR, DailySummary, GOLD_EVERY_BRONZE, HOUR_US,
+    MINUTE_MS, Market, NORMAL_NULL_RATE, Rng, SILVER_EVERY_BRONZE, SPIKE_NULL_RATE, SPIKE_ROW_FACTOR, Trade,
 };
 pub use tables::{
-    append_batch, append_batch_to, open_sql_catalog, retime_snapshots, rewrite_table_metadata,
-    widen_column,
+    append_batch, append_batch_to, open_sql_catalog, retime_snapshots, rewrite_table_metadata, widen_column,
 };
 
 /// The catalog name the demo registers its tables under (PyIceberg's default).
@@ -125,11 +123,7 @@ impl DemoOptions {
     pub const DEFAULT_SEED: u64 = 42;
 
     pub fn new(dir: impl Into<PathBuf>) -> DemoOptions {
-        DemoOptions {
-            dir: dir.into(),
-            days: Self::DEFAULT_DAYS,
-            seed: Self::DEFAULT_SEED,
-        }
+        DemoOptions { dir: dir.into(), days: Self::DEFAULT_DAYS, seed: Self::DEFAULT_SEED }
     }
 }
 
@@ -165,10 +159,7 @@ impl DemoWarehouse {
 /// The demo's table identifier for `bronze.raw_trades` style names.
 pub fn table_ident(name: &str) -> TableIdent {
     let (namespace, table) = name.split_once('.').unwrap_or(("default", name));
-    TableIdent::new(
-        NamespaceIdent::new(namespace.to_string()),
-        table.to_string(),
-    )
+    TableIdent::new(NamespaceIdent::new(namespace.to_string()), table.to_string())
 }
 
 /// (Re)creates the demo in `options.dir`: removes only the demo's own files (`catalog.db*`,
@@ -176,9 +167,7 @@ pub fn table_ident(name: &str) -> TableIdent {
 /// `options.days` days of backdated history and `sensors.toml`.
 pub async fn prepare(options: &DemoOptions) -> Result<DemoWarehouse, DemoError> {
     if !(2..=60).contains(&options.days) {
-        return Err(DemoError::InvalidOptions {
-            reason: format!("`days` must be 2 to 60, not {}", options.days),
-        });
+        return Err(DemoError::InvalidOptions { reason: format!("`days` must be 2 to 60, not {}", options.days) });
     }
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
@@ -194,17 +183,10 @@ pub async fn prepare(options: &DemoOptions) -> Result<DemoWarehouse, DemoError> 
     let catalog = demo.catalog().await?;
     create_tables(&catalog).await?;
     let times = write_history(&demo, &catalog, options).await?;
-    for (name, times) in [
-        (BRONZE_TABLE, &times.bronze),
-        (SILVER_TABLE, &times.silver),
-        (GOLD_TABLE, &times.gold),
-    ] {
-        rewrite_table_metadata(
-            &demo.catalog_uri,
-            CATALOG_NAME,
-            &table_ident(name),
-            |metadata| retime_snapshots(metadata, times),
-        )
+    for (name, times) in [(BRONZE_TABLE, &times.bronze), (SILVER_TABLE, &times.silver), (GOLD_TABLE, &times.gold)] {
+        rewrite_table_metadata(&demo.catalog_uri, CATALOG_NAME, &table_ident(name), |metadata| {
+            retime_snapshots(metadata, times)
+        })
         .await?;
     }
     std::fs::write(&demo.config_path, config::SENSORS_TOML).map_err(io_error(&demo.config_path))?;
@@ -220,23 +202,14 @@ pub async fn prepare(options: &DemoOptions) -> Result<DemoWarehouse, DemoError> 
 }
 
 fn remove_demo_files(dir: &Path) -> Result<(), DemoError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DemoError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| DemoError::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {
-        let entry = entry.map_err(|source| DemoError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| DemoError::Io { path: dir.to_path_buf(), source })?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         let removal = if name == "warehouse" && path.is_dir() {
             std::fs::remove_dir_all(&path)
-        } else if name.starts_with("catalog.db")
-            || name.starts_with("icewatch-history.db")
-            || name == "sensors.toml"
-        {
+        } else if name.starts_with("catalog.db") || name.starts_with("icewatch-history.db") || name == "sensors.toml" {
             std::fs::remove_file(&path)
         } else {
             continue;
@@ -291,27 +264,15 @@ pub fn gold_schema() -> Result<Schema, iceberg::Error> {
 }
 
 async fn create_tables(catalog: &dyn Catalog) -> Result<(), DemoError> {
-    let tables = [
-        (BRONZE_TABLE, bronze_schema()),
-        (SILVER_TABLE, silver_schema()),
-        (GOLD_TABLE, gold_schema()),
-    ];
+    let tables = [(BRONZE_TABLE, bronze_schema()), (SILVER_TABLE, silver_schema()), (GOLD_TABLE, gold_schema())];
     for (name, schema) in tables {
         let ident = table_ident(name);
         let iceberg_error = |operation: &'static str| {
-            move |source| DemoError::Iceberg {
-                operation,
-                table: name.to_string(),
-                source: Box::new(source),
-            }
+            move |source| DemoError::Iceberg { operation, table: name.to_string(), source: Box::new(source) }
         };
         let schema = schema.map_err(iceberg_error("build the schema of"))?;
         let namespace = ident.namespace().clone();
-        if !catalog
-            .namespace_exists(&namespace)
-            .await
-            .map_err(iceberg_error("look up the namespace of"))?
-        {
+        if !catalog.namespace_exists(&namespace).await.map_err(iceberg_error("look up the namespace of"))? {
             catalog
                 .create_namespace(&namespace, Default::default())
                 .await
@@ -320,15 +281,9 @@ async fn create_tables(catalog: &dyn Catalog) -> Result<(), DemoError> {
         let creation = TableCreation::builder()
             .name(ident.name().to_string())
             .schema(schema)
-            .properties([(
-                "write.parquet.compression-codec".to_string(),
-                "zstd".to_string(),
-            )])
+            .properties([("write.parquet.compression-codec".to_string(), "zstd".to_string())])
             .build();
-        catalog
-            .create_table(&namespace, creation)
-            .await
-            .map_err(iceberg_error("create"))?;
+        catalog.create_table(&namespace, creation).await.map_err(iceberg_error("create"))?;
     }
     Ok(())
 }
@@ -349,23 +304,14 @@ async fn write_history(
 ) -> Result<HistoryTimes, DemoError> {
     let mut rng = Rng::new(options.seed);
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let bronze_times =
-        simulate::bronze_commit_times(&mut rng, now_ms, options.days, HISTORY_LAG_MS);
+    let bronze_times = simulate::bronze_commit_times(&mut rng, now_ms, options.days, HISTORY_LAG_MS);
     let problems = simulate::place_problems(bronze_times.len());
-    let (bronze, silver, gold) = (
-        table_ident(BRONZE_TABLE),
-        table_ident(SILVER_TABLE),
-        table_ident(GOLD_TABLE),
-    );
+    let (bronze, silver, gold) = (table_ident(BRONZE_TABLE), table_ident(SILVER_TABLE), table_ident(GOLD_TABLE));
     let mut market = Market::new(1);
     let mut seen = HashSet::new();
     let mut awaiting_silver: Vec<Trade> = Vec::new();
     let mut awaiting_gold: Vec<Trade> = Vec::new();
-    let mut times = HistoryTimes {
-        bronze: Vec::new(),
-        silver: Vec::new(),
-        gold: Vec::new(),
-    };
+    let mut times = HistoryTimes { bronze: Vec::new(), silver: Vec::new(), gold: Vec::new() };
     let mut bronze_table = load_table(catalog, &bronze).await?;
     let mut silver_table = load_table(catalog, &silver).await?;
     let mut gold_table = load_table(catalog, &gold).await?;
@@ -385,50 +331,30 @@ async fn write_history(
         if index == problems.volume_drop_at {
             rows = ((rows as f64) * DROP_ROW_FACTOR).round().max(1.0) as usize;
         }
-        let null_rate = if index == problems.null_spike_at {
-            SPIKE_NULL_RATE
-        } else {
-            NORMAL_NULL_RATE
-        };
-        let shape = BatchShape {
-            rows,
-            null_rate,
-            with_venue: index >= problems.venue_added_at,
-        };
-        let window_start_ms = index
-            .checked_sub(1)
-            .map_or(at_ms - BRONZE_INTERVAL_MS, |previous| {
-                bronze_times[previous]
-            });
+        let null_rate = if index == problems.null_spike_at { SPIKE_NULL_RATE } else { NORMAL_NULL_RATE };
+        let shape = BatchShape { rows, null_rate, with_venue: index >= problems.venue_added_at };
+        let window_start_ms =
+            index.checked_sub(1).map_or(at_ms - BRONZE_INTERVAL_MS, |previous| bronze_times[previous]);
         let trades = market.trades(&mut rng, window_start_ms * 1000, at_ms * 1000, shape);
-        bronze_table = append_batch_to(
-            catalog,
-            &bronze_table,
-            trades_batch(&trades, shape.with_venue, BRONZE_TABLE)?,
-        )
-        .await?;
+        bronze_table =
+            append_batch_to(catalog, &bronze_table, trades_batch(&trades, shape.with_venue, BRONZE_TABLE)?).await?;
         times.bronze.push(at_ms);
         awaiting_silver.extend(trades);
 
-        let silver_due = (index + 1).is_multiple_of(SILVER_EVERY_BRONZE)
-            && !simulate::silver_is_stale(&problems, index);
+        let silver_due =
+            (index + 1).is_multiple_of(SILVER_EVERY_BRONZE) && !simulate::silver_is_stale(&problems, index);
         if silver_due {
             let cleaned = simulate::clean(&awaiting_silver, &mut seen);
             awaiting_silver.clear();
             if !cleaned.is_empty() {
-                silver_table =
-                    append_batch_to(catalog, &silver_table, silver_batch(&cleaned)?).await?;
+                silver_table = append_batch_to(catalog, &silver_table, silver_batch(&cleaned)?).await?;
                 times.silver.push(at_ms + SILVER_DELAY_MS);
                 awaiting_gold.extend(cleaned);
             }
         }
         if (index + 1).is_multiple_of(GOLD_EVERY_BRONZE) && !awaiting_gold.is_empty() {
-            gold_table = append_batch_to(
-                catalog,
-                &gold_table,
-                gold_batch(&simulate::summarize(&awaiting_gold))?,
-            )
-            .await?;
+            gold_table =
+                append_batch_to(catalog, &gold_table, gold_batch(&simulate::summarize(&awaiting_gold))?).await?;
             times.gold.push(at_ms + GOLD_DELAY_MS);
             awaiting_gold.clear();
         }
@@ -438,37 +364,24 @@ async fn write_history(
 
 /// Loads `ident`, naming it in the error.
 pub(crate) async fn load_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, DemoError> {
-    catalog
-        .load_table(ident)
-        .await
-        .map_err(|source| DemoError::Iceberg {
-            operation: "load",
-            table: ident.to_string(),
-            source: Box::new(source),
-        })
+    catalog.load_table(ident).await.map_err(|source| DemoError::Iceberg {
+        operation: "load",
+        table: ident.to_string(),
+        source: Box::new(source),
+    })
 }
 
 async fn add_venue_column(catalog: &dyn Catalog, table: &Table) -> Result<Table, DemoError> {
     let iceberg_error = |operation: &'static str| {
-        move |source| DemoError::Iceberg {
-            operation,
-            table: BRONZE_TABLE.to_string(),
-            source: Box::new(source),
-        }
+        move |source| DemoError::Iceberg { operation, table: BRONZE_TABLE.to_string(), source: Box::new(source) }
     };
     let transaction = Transaction::new(table);
     let transaction = transaction
         .update_schema()
-        .add_column(AddColumn::optional(
-            "venue",
-            Type::Primitive(PrimitiveType::String),
-        ))
+        .add_column(AddColumn::optional("venue", Type::Primitive(PrimitiveType::String)))
         .apply(transaction)
         .map_err(iceberg_error("prepare adding `venue` to"))?;
-    transaction
-        .commit(catalog)
-        .await
-        .map_err(iceberg_error("add `venue` to"))
+    transaction.commit(catalog).await.map_err(iceberg_error("add `venue` to"))
 }
 
 fn utc_timestamp_type() -> DataType {
@@ -477,11 +390,7 @@ fn utc_timestamp_type() -> DataType {
 
 /// A bronze batch of `trades` (`venue` only when the table has it). `quantity` is built as
 /// `Int64`; [`append_batch`] casts it to the table's type.
-pub fn trades_batch(
-    trades: &[Trade],
-    with_venue: bool,
-    table: &str,
-) -> Result<RecordBatch, DemoError> {
+pub fn trades_batch(trades: &[Trade], with_venue: bool, table: &str) -> Result<RecordBatch, DemoError> {
     let mut fields = vec![
         Field::new("trade_id", DataType::Int64, false),
         Field::new("symbol", DataType::Utf8, true),
@@ -491,63 +400,35 @@ pub fn trades_batch(
         Field::new("ts", utc_timestamp_type(), true),
     ];
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(
-            trades.iter().map(|trade| trade.trade_id),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            trades.iter().map(|trade| trade.symbol),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            trades.iter().map(|trade| trade.side),
-        )),
-        Arc::new(Float64Array::from_iter(
-            trades.iter().map(|trade| trade.price),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            trades.iter().map(|trade| trade.quantity),
-        )),
+        Arc::new(Int64Array::from_iter_values(trades.iter().map(|trade| trade.trade_id))),
+        Arc::new(StringArray::from_iter_values(trades.iter().map(|trade| trade.symbol))),
+        Arc::new(StringArray::from_iter_values(trades.iter().map(|trade| trade.side))),
+        Arc::new(Float64Array::from_iter(trades.iter().map(|trade| trade.price))),
+        Arc::new(Int64Array::from_iter_values(trades.iter().map(|trade| trade.quantity))),
         Arc::new(
-            TimestampMicrosecondArray::from_iter_values(trades.iter().map(|trade| trade.ts_us))
-                .with_timezone("+00:00"),
+            TimestampMicrosecondArray::from_iter_values(trades.iter().map(|trade| trade.ts_us)).with_timezone("+00:00"),
         ),
     ];
     if with_venue {
         fields.push(Field::new("venue", DataType::Utf8, true));
-        columns.push(Arc::new(StringArray::from_iter(
-            trades.iter().map(|trade| trade.venue),
-        )));
+        columns.push(Arc::new(StringArray::from_iter(trades.iter().map(|trade| trade.venue))));
     }
-    RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), columns).map_err(|source| {
-        DemoError::Arrow {
-            table: table.to_string(),
-            source,
-        }
-    })
+    RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), columns)
+        .map_err(|source| DemoError::Arrow { table: table.to_string(), source })
 }
 
 /// A silver batch: the cleaned trades plus `notional`.
 pub fn silver_batch(cleaned: &[Trade]) -> Result<RecordBatch, DemoError> {
     let batch = trades_batch(cleaned, true, SILVER_TABLE)?;
-    let notional = Float64Array::from_iter(cleaned.iter().map(|trade| {
-        trade
-            .price
-            .map(|price| (price * trade.quantity as f64 * 100.0).round() / 100.0)
-    }));
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|field| field.as_ref().clone())
-        .collect();
+    let notional = Float64Array::from_iter(
+        cleaned.iter().map(|trade| trade.price.map(|price| (price * trade.quantity as f64 * 100.0).round() / 100.0)),
+    );
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|field| field.as_ref().clone()).collect();
     fields.push(Field::new("notional", DataType::Float64, true));
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(notional));
-    RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), columns).map_err(|source| {
-        DemoError::Arrow {
-            table: SILVER_TABLE.to_string(),
-            source,
-        }
-    })
+    RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), columns)
+        .map_err(|source| DemoError::Arrow { table: SILVER_TABLE.to_string(), source })
 }
 
 /// A gold batch of daily summaries.
@@ -560,28 +441,16 @@ pub fn gold_batch(summaries: &[DailySummary]) -> Result<RecordBatch, DemoError> 
         Field::new("vwap", DataType::Float64, true),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Date32Array::from_iter_values(
-            summaries.iter().map(|summary| summary.trade_date),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            summaries.iter().map(|summary| summary.symbol),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            summaries.iter().map(|summary| summary.trades),
-        )),
+        Arc::new(Date32Array::from_iter_values(summaries.iter().map(|summary| summary.trade_date))),
+        Arc::new(StringArray::from_iter_values(summaries.iter().map(|summary| summary.symbol))),
+        Arc::new(Int64Array::from_iter_values(summaries.iter().map(|summary| summary.trades))),
+        Arc::new(Float64Array::from_iter_values(summaries.iter().map(|summary| summary.volume))),
         Arc::new(Float64Array::from_iter_values(
-            summaries.iter().map(|summary| summary.volume),
-        )),
-        Arc::new(Float64Array::from_iter_values(
-            summaries
-                .iter()
-                .map(|summary| (summary.vwap * 10_000.0).round() / 10_000.0),
+            summaries.iter().map(|summary| (summary.vwap * 10_000.0).round() / 10_000.0),
         )),
     ];
-    RecordBatch::try_new(Arc::new(schema), columns).map_err(|source| DemoError::Arrow {
-        table: GOLD_TABLE.to_string(),
-        source,
-    })
+    RecordBatch::try_new(Arc::new(schema), columns)
+        .map_err(|source| DemoError::Arrow { table: GOLD_TABLE.to_string(), source })
 }
 
 /// An anomaly the live writer injects into one bronze commit.
@@ -649,9 +518,7 @@ pub async fn run_writer(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DemoError> {
     if interval.is_zero() {
-        return Err(DemoError::InvalidOptions {
-            reason: "the writer interval must be positive".to_string(),
-        });
+        return Err(DemoError::InvalidOptions { reason: "the writer interval must be positive".to_string() });
     }
     let catalog = demo.catalog().await?;
     let mut writer = LiveWriter::start(&catalog, seed).await?;
@@ -680,7 +547,6 @@ pub async fn run_writer(
     Ok(())
 }
 
-
 struct LiveWriter {
     rng: Rng,
     market: Market,
@@ -693,26 +559,17 @@ struct LiveWriter {
 
 impl LiveWriter {
     async fn start(catalog: &dyn Catalog, seed: u64) -> Result<LiveWriter, DemoError> {
-        let table = catalog
-            .load_table(&table_ident(BRONZE_TABLE))
-            .await
-            .map_err(|source| DemoError::Iceberg {
-                operation: "load",
-                table: BRONZE_TABLE.to_string(),
-                source: Box::new(source),
-            })?;
+        let table = catalog.load_table(&table_ident(BRONZE_TABLE)).await.map_err(|source| DemoError::Iceberg {
+            operation: "load",
+            table: BRONZE_TABLE.to_string(),
+            source: Box::new(source),
+        })?;
         // History ids run 1, 2, ... and re-sent trades reuse an id, so the table's record count
         // is at least the largest id: continuing after it keeps ids unique.
         let total_records = table
             .metadata()
             .current_snapshot()
-            .and_then(|snapshot| {
-                snapshot
-                    .summary()
-                    .additional_properties
-                    .get("total-records")
-                    .cloned()
-            })
+            .and_then(|snapshot| snapshot.summary().additional_properties.get("total-records").cloned())
             .and_then(|total| total.parse::<i64>().ok())
             .unwrap_or(0);
         Ok(LiveWriter {
@@ -729,17 +586,12 @@ impl LiveWriter {
     async fn tick(&mut self, catalog: &dyn Catalog) -> Result<(), DemoError> {
         self.tick += 1;
         let now_us = chrono::Utc::now().timestamp_micros();
-        let mut rows =
-            simulate::rows_for_commit(&mut self.rng, BASE_ROWS_PER_COMMIT, now_us / 1000);
+        let mut rows = simulate::rows_for_commit(&mut self.rng, BASE_ROWS_PER_COMMIT, now_us / 1000);
         let mut null_rate = NORMAL_NULL_RATE;
         let anomaly = self.anomalies.at(self.tick);
         match anomaly {
-            Some(LiveAnomaly::VolumeDrop) => {
-                rows = ((rows as f64) * DROP_ROW_FACTOR).round().max(1.0) as usize
-            }
-            Some(LiveAnomaly::VolumeSpike) => {
-                rows = ((rows as f64) * SPIKE_ROW_FACTOR).round() as usize
-            }
+            Some(LiveAnomaly::VolumeDrop) => rows = ((rows as f64) * DROP_ROW_FACTOR).round().max(1.0) as usize,
+            Some(LiveAnomaly::VolumeSpike) => rows = ((rows as f64) * SPIKE_ROW_FACTOR).round() as usize,
             Some(LiveAnomaly::NullBurst) => null_rate = SPIKE_NULL_RATE,
             None => {}
         }
@@ -753,36 +605,26 @@ impl LiveWriter {
                 "demo writer injects an anomaly"
             );
         }
-        let shape = BatchShape {
-            rows,
-            null_rate,
-            with_venue: true,
-        };
+        let shape = BatchShape { rows, null_rate, with_venue: true };
         let start_us = self.last_tick_us.min(now_us - 1);
         let trades = self.market.trades(&mut self.rng, start_us, now_us, shape);
         self.last_tick_us = now_us;
 
-        let table = append_batch(
-            catalog,
-            &table_ident(BRONZE_TABLE),
-            trades_batch(&trades, true, BRONZE_TABLE)?,
-        )
-        .await?;
+        let table =
+            append_batch(catalog, &table_ident(BRONZE_TABLE), trades_batch(&trades, true, BRONZE_TABLE)?).await?;
         log_commit(BRONZE_TABLE, &table, trades.len());
         if self.seen.len() > 1_000_000 {
             self.seen.clear();
         }
         let cleaned = simulate::clean(&trades, &mut self.seen);
         if !cleaned.is_empty() {
-            let table =
-                append_batch(catalog, &table_ident(SILVER_TABLE), silver_batch(&cleaned)?).await?;
+            let table = append_batch(catalog, &table_ident(SILVER_TABLE), silver_batch(&cleaned)?).await?;
             log_commit(SILVER_TABLE, &table, cleaned.len());
             self.awaiting_gold.extend(cleaned);
         }
         if self.tick.is_multiple_of(LIVE_GOLD_EVERY_TICKS) && !self.awaiting_gold.is_empty() {
             let summaries = simulate::summarize(&self.awaiting_gold);
-            let table =
-                append_batch(catalog, &table_ident(GOLD_TABLE), gold_batch(&summaries)?).await?;
+            let table = append_batch(catalog, &table_ident(GOLD_TABLE), gold_batch(&summaries)?).await?;
             log_commit(GOLD_TABLE, &table, summaries.len());
             self.awaiting_gold.clear();
         }
@@ -791,10 +633,7 @@ impl LiveWriter {
 }
 
 fn log_commit(name: &str, table: &Table, rows: usize) {
-    let snapshot_id = table
-        .metadata()
-        .current_snapshot()
-        .map(|snapshot| snapshot.snapshot_id());
+    let snapshot_id = table.metadata().current_snapshot().map(|snapshot| snapshot.snapshot_id());
     info!(table = name, rows, snapshot_id, "demo writer committed");
 }
 
@@ -806,32 +645,15 @@ mod tests {
     fn anomaly_schedule_is_deterministic_and_about_every_twelfth_tick() {
         let ticks = |seed| {
             let mut schedule = AnomalySchedule::new(seed);
-            (1..=600)
-                .filter_map(|tick| schedule.at(tick).map(|kind| (tick, kind)))
-                .collect::<Vec<_>>()
+            (1..=600).filter_map(|tick| schedule.at(tick).map(|kind| (tick, kind))).collect::<Vec<_>>()
         };
         let first = ticks(11);
         assert_eq!(first, ticks(11));
         assert_ne!(first, ticks(12));
-        assert!(
-            (38..=75).contains(&first.len()),
-            "{} anomalies in 600 ticks",
-            first.len()
-        );
-        assert!(
-            first
-                .windows(2)
-                .all(|pair| (8..=16).contains(&(pair[1].0 - pair[0].0)))
-        );
-        for kind in [
-            LiveAnomaly::VolumeDrop,
-            LiveAnomaly::VolumeSpike,
-            LiveAnomaly::NullBurst,
-        ] {
-            assert!(
-                first.iter().any(|(_, seen)| *seen == kind),
-                "{kind:?} never injected"
-            );
+        assert!((38..=75).contains(&first.len()), "{} anomalies in 600 ticks", first.len());
+        assert!(first.windows(2).all(|pair| (8..=16).contains(&(pair[1].0 - pair[0].0))));
+        for kind in [LiveAnomaly::VolumeDrop, LiveAnomaly::VolumeSpike, LiveAnomaly::NullBurst] {
+            assert!(first.iter().any(|(_, seen)| *seen == kind), "{kind:?} never injected");
         }
     }
 

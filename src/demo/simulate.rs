@@ -35,13 +35,7 @@ pub const DUPLICATE_RATE: f64 = 0.01;
 /// How long silver stops committing in the stale stretch.
 pub const STALE_SILVER_MS: i64 = 8 * HOUR_MS;
 
-const SYMBOLS: [(&str, f64); 5] = [
-    ("AAPL", 190.0),
-    ("MSFT", 410.0),
-    ("NVDA", 880.0),
-    ("AMZN", 180.0),
-    ("GOOG", 165.0),
-];
+const SYMBOLS: [(&str, f64); 5] = [("AAPL", 190.0), ("MSFT", 410.0), ("NVDA", 880.0), ("AMZN", 180.0), ("GOOG", 165.0)];
 const VENUES: [&str; 3] = ["XNAS", "XNYS", "BATS"];
 
 /// SplitMix64: a tiny, well-mixed, seedable generator. Enough for simulated trades, and it keeps
@@ -101,9 +95,7 @@ pub fn hour_of_day(unix_ms: i64) -> f64 {
 /// Rows for a commit at `unix_ms`: `base` × seasonality × (1 ± 10 % noise), at least 1.
 pub fn rows_for_commit(rng: &mut Rng, base: f64, unix_ms: i64) -> usize {
     let noise = 1.0 + 0.1 * rng.normal().clamp(-3.0, 3.0);
-    (base * seasonality(hour_of_day(unix_ms)) * noise)
-        .round()
-        .max(1.0) as usize
+    (base * seasonality(hour_of_day(unix_ms)) * noise).round().max(1.0) as usize
 }
 
 /// One simulated trade, in the shape of a `bronze.raw_trades` row.
@@ -137,10 +129,7 @@ pub struct Market {
 impl Market {
     /// A market whose first trade gets `first_trade_id`.
     pub fn new(first_trade_id: i64) -> Market {
-        Market {
-            prices: SYMBOLS.iter().map(|(_, price)| *price).collect(),
-            next_trade_id: first_trade_id,
-        }
+        Market { prices: SYMBOLS.iter().map(|(_, price)| *price).collect(), next_trade_id: first_trade_id }
     }
 
     pub fn next_trade_id(&self) -> i64 {
@@ -149,16 +138,8 @@ impl Market {
 
     /// Trades with event times in `(start_us, end_us]`, sorted by time; about 1 % of them are
     /// re-sent copies of an earlier trade of the batch (same `trade_id`).
-    pub fn trades(
-        &mut self,
-        rng: &mut Rng,
-        start_us: i64,
-        end_us: i64,
-        shape: BatchShape,
-    ) -> Vec<Trade> {
-        let mut times: Vec<i64> = (0..shape.rows)
-            .map(|_| rng.below(start_us + 1, end_us + 1))
-            .collect();
+    pub fn trades(&mut self, rng: &mut Rng, start_us: i64, end_us: i64, shape: BatchShape) -> Vec<Trade> {
+        let mut times: Vec<i64> = (0..shape.rows).map(|_| rng.below(start_us + 1, end_us + 1)).collect();
         times.sort_unstable();
         let mut trades: Vec<Trade> = Vec::with_capacity(shape.rows);
         for ts_us in times {
@@ -179,9 +160,7 @@ impl Market {
                 price: (!rng.chance(shape.null_rate)).then_some((*price * 100.0).round() / 100.0),
                 quantity: rng.below(1, 500),
                 ts_us,
-                venue: shape
-                    .with_venue
-                    .then(|| VENUES[rng.below(0, VENUES.len() as i64) as usize]),
+                venue: shape.with_venue.then(|| VENUES[rng.below(0, VENUES.len() as i64) as usize]),
             };
             self.next_trade_id += 1;
             trades.push(trade);
@@ -192,12 +171,7 @@ impl Market {
 
 /// Silver's cleaning: drops rows without a price and trades already seen (by `trade_id`).
 pub fn clean(trades: &[Trade], seen: &mut HashSet<i64>) -> Vec<Trade> {
-    trades
-        .iter()
-        .filter(|trade| trade.price.is_some())
-        .filter(|trade| seen.insert(trade.trade_id))
-        .cloned()
-        .collect()
+    trades.iter().filter(|trade| trade.price.is_some()).filter(|trade| seen.insert(trade.trade_id)).cloned().collect()
 }
 
 /// One `gold.trade_summary_daily` row.
@@ -224,15 +198,13 @@ pub fn summarize(trades: &[Trade]) -> Vec<DailySummary> {
     }
     groups
         .into_iter()
-        .map(
-            |((trade_date, symbol), (count, volume, notional))| DailySummary {
-                trade_date,
-                symbol,
-                trades: count,
-                volume,
-                vwap: if volume > 0.0 { notional / volume } else { 0.0 },
-            },
-        )
+        .map(|((trade_date, symbol), (count, volume, notional))| DailySummary {
+            trade_date,
+            symbol,
+            trades: count,
+            volume,
+            vwap: if volume > 0.0 { notional / volume } else { 0.0 },
+        })
         .collect()
 }
 
@@ -279,11 +251,7 @@ pub fn bronze_commit_times(rng: &mut Rng, now_ms: i64, days: u32, lag_ms: i64) -
     (0..count)
         .map(|index| {
             let slots_before_last = (count - 1 - index) as i64;
-            let jitter = if index + 1 == count {
-                0
-            } else {
-                rng.below(0, MINUTE_MS)
-            };
+            let jitter = if index + 1 == count { 0 } else { rng.below(0, MINUTE_MS) };
             last - slots_before_last * BRONZE_INTERVAL_MS - jitter
         })
         .collect()
@@ -293,18 +261,10 @@ pub fn bronze_commit_times(rng: &mut Rng, now_ms: i64, days: u32, lag_ms: i64) -
 /// snapshot ids oldest first; returns `(snapshot id, time)` pairs, or `None` when the counts
 /// differ or the times are not strictly increasing (the log would be rejected or misleading).
 pub fn retime_plan(commit_order: &[i64], simulated_ms: &[i64]) -> Option<Vec<(i64, i64)>> {
-    if commit_order.len() != simulated_ms.len()
-        || simulated_ms.windows(2).any(|pair| pair[0] >= pair[1])
-    {
+    if commit_order.len() != simulated_ms.len() || simulated_ms.windows(2).any(|pair| pair[0] >= pair[1]) {
         return None;
     }
-    Some(
-        commit_order
-            .iter()
-            .copied()
-            .zip(simulated_ms.iter().copied())
-            .collect(),
-    )
+    Some(commit_order.iter().copied().zip(simulated_ms.iter().copied()).collect())
 }
 
 #[cfg(test)]
@@ -324,14 +284,9 @@ mod tests {
         let run = |seed| {
             let mut rng = Rng::new(seed);
             let mut market = Market::new(1);
-            let rows: Vec<usize> = (0..48)
-                .map(|slot| rows_for_commit(&mut rng, 100.0, slot * 30 * MINUTE_MS))
-                .collect();
-            let shape = BatchShape {
-                rows: 50,
-                null_rate: 0.02,
-                with_venue: true,
-            };
+            let rows: Vec<usize> =
+                (0..48).map(|slot| rows_for_commit(&mut rng, 100.0, slot * 30 * MINUTE_MS)).collect();
+            let shape = BatchShape { rows: 50, null_rate: 0.02, with_venue: true };
             (rows, market.trades(&mut rng, 0, HOUR_US, shape))
         };
         assert_eq!(run(7), run(7));
@@ -342,17 +297,11 @@ mod tests {
     fn rows_follow_the_daily_cycle() {
         let mut rng = Rng::new(1);
         let at_hour = |rng: &mut Rng, hour: i64| -> f64 {
-            (0..50)
-                .map(|day| rows_for_commit(rng, 100.0, day * DAY_MS + hour * HOUR_MS) as f64)
-                .sum::<f64>()
-                / 50.0
+            (0..50).map(|day| rows_for_commit(rng, 100.0, day * DAY_MS + hour * HOUR_MS) as f64).sum::<f64>() / 50.0
         };
         let afternoon = at_hour(&mut rng, 14);
         let night = at_hour(&mut rng, 2);
-        assert!(
-            afternoon > 140.0 && afternoon < 180.0,
-            "afternoon mean {afternoon}"
-        );
+        assert!(afternoon > 140.0 && afternoon < 180.0, "afternoon mean {afternoon}");
         assert!(night > 30.0 && night < 50.0, "night mean {night}");
     }
 
@@ -360,38 +309,22 @@ mod tests {
     fn trades_are_sorted_in_the_window_and_ids_grow() {
         let mut rng = Rng::new(3);
         let mut market = Market::new(10);
-        let shape = BatchShape {
-            rows: 500,
-            null_rate: 0.3,
-            with_venue: false,
-        };
+        let shape = BatchShape { rows: 500, null_rate: 0.3, with_venue: false };
         let trades = market.trades(&mut rng, 1_000, 2_000_000, shape);
         assert_eq!(trades.len(), 500);
         assert!(trades.windows(2).all(|pair| pair[0].ts_us <= pair[1].ts_us));
-        assert!(
-            trades
-                .iter()
-                .all(|trade| trade.ts_us > 1_000 && trade.ts_us <= 2_000_000)
-        );
+        assert!(trades.iter().all(|trade| trade.ts_us > 1_000 && trade.ts_us <= 2_000_000));
         assert!(trades.iter().all(|trade| trade.venue.is_none()));
         let nulls = trades.iter().filter(|trade| trade.price.is_none()).count();
         assert!((100..200).contains(&nulls), "nulls {nulls}");
-        assert!(
-            trades
-                .iter()
-                .all(|trade| trade.trade_id < market.next_trade_id())
-        );
+        assert!(trades.iter().all(|trade| trade.trade_id < market.next_trade_id()));
     }
 
     #[test]
     fn cleaning_drops_null_prices_and_duplicates() {
         let mut rng = Rng::new(4);
         let mut market = Market::new(1);
-        let shape = BatchShape {
-            rows: 2_000,
-            null_rate: 0.05,
-            with_venue: true,
-        };
+        let shape = BatchShape { rows: 2_000, null_rate: 0.05, with_venue: true };
         let trades = market.trades(&mut rng, 0, HOUR_US, shape);
         let mut seen = HashSet::new();
         let cleaned = clean(&trades, &mut seen);
@@ -399,10 +332,7 @@ mod tests {
         assert_eq!(unique.len(), cleaned.len());
         assert!(cleaned.iter().all(|trade| trade.price.is_some()));
         assert!(cleaned.len() < trades.len());
-        assert!(
-            clean(&trades, &mut seen).is_empty(),
-            "a second pass sees only known trades"
-        );
+        assert!(clean(&trades, &mut seen).is_empty(), "a second pass sees only known trades");
     }
 
     #[test]
@@ -432,11 +362,7 @@ mod tests {
         let times = bronze_commit_times(&mut rng, now, 5, 6 * MINUTE_MS);
         assert_eq!(times.len(), 240);
         assert_eq!(*times.last().unwrap(), now - 6 * MINUTE_MS);
-        assert!(
-            times.windows(2).all(
-                |pair| pair[1] - pair[0] > 29 * MINUTE_MS && pair[1] - pair[0] < 31 * MINUTE_MS
-            )
-        );
+        assert!(times.windows(2).all(|pair| pair[1] - pair[0] > 29 * MINUTE_MS && pair[1] - pair[0] < 31 * MINUTE_MS));
         assert!(now - times[0] >= 5 * DAY_MS - BRONZE_INTERVAL_MS);
     }
 
@@ -454,10 +380,7 @@ mod tests {
 
     #[test]
     fn retime_plan_rejects_mismatches_and_disorder() {
-        assert_eq!(
-            retime_plan(&[5, 9], &[10, 20]),
-            Some(vec![(5, 10), (9, 20)])
-        );
+        assert_eq!(retime_plan(&[5, 9], &[10, 20]), Some(vec![(5, 10), (9, 20)]));
         assert_eq!(retime_plan(&[5, 9], &[10]), None);
         assert_eq!(retime_plan(&[5, 9], &[20, 20]), None);
     }

@@ -19,15 +19,13 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{Catalog, CatalogBuilder, MetadataLocation, TableIdent};
 use iceberg_catalog_sql::{
-    SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle,
-    SqlCatalog, SqlCatalogBuilder,
+    SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle, SqlCatalog,
+    SqlCatalogBuilder,
 };
 use serde_json::Value;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -38,30 +36,17 @@ use super::DemoError;
 /// `sqlite:///abs/catalog.db?mode=rwc`, or a PostgreSQL `postgres://` database) with a
 /// local-filesystem warehouse at `warehouse`. Table locations are written as `file://` URLs so
 /// PyIceberg reads them as they are.
-pub async fn open_sql_catalog(
-    catalog_uri: &str,
-    warehouse: &Path,
-    name: &str,
-) -> Result<SqlCatalog, DemoError> {
+pub async fn open_sql_catalog(catalog_uri: &str, warehouse: &Path, name: &str) -> Result<SqlCatalog, DemoError> {
     let props = HashMap::from([
         (SQL_CATALOG_PROP_URI.to_string(), catalog_uri.to_string()),
-        (
-            SQL_CATALOG_PROP_WAREHOUSE.to_string(),
-            format!("file://{}", warehouse.display()),
-        ),
-        (
-            SQL_CATALOG_PROP_BIND_STYLE.to_string(),
-            sql_bind_style(catalog_uri).to_string(),
-        ),
+        (SQL_CATALOG_PROP_WAREHOUSE.to_string(), format!("file://{}", warehouse.display())),
+        (SQL_CATALOG_PROP_BIND_STYLE.to_string(), sql_bind_style(catalog_uri).to_string()),
     ]);
     SqlCatalogBuilder::default()
         .with_storage_factory(Arc::new(LocalFsStorageFactory))
         .load(name, props)
         .await
-        .map_err(|source| DemoError::Catalog {
-            uri: catalog_uri.to_string(),
-            source: Box::new(source),
-        })
+        .map_err(|source| DemoError::Catalog { uri: catalog_uri.to_string(), source: Box::new(source) })
 }
 
 /// PostgreSQL numbers its placeholders (`$1`); SQLite takes `?`.
@@ -80,69 +65,37 @@ fn sql_bind_style(catalog_uri: &str) -> SqlBindStyle {
 /// cast where Arrow can (an `Int64` column into an `int` field, a `UTC` timestamp into the
 /// table's `+00:00` one), and missing optional columns are filled with nulls. A column the table
 /// does not have is an error, so a typo cannot drop data silently.
-pub async fn append_batch(
-    catalog: &dyn Catalog,
-    ident: &TableIdent,
-    batch: RecordBatch,
-) -> Result<Table, DemoError> {
+pub async fn append_batch(catalog: &dyn Catalog, ident: &TableIdent, batch: RecordBatch) -> Result<Table, DemoError> {
     let table = super::load_table(catalog, ident).await?;
     append_batch_to(catalog, &table, batch).await
 }
 
 /// [`append_batch`] for a table already in hand (e.g. the one the previous append returned),
 /// which saves reading its metadata once more. The commit still refreshes it from the catalog.
-pub async fn append_batch_to(
-    catalog: &dyn Catalog,
-    table: &Table,
-    batch: RecordBatch,
-) -> Result<Table, DemoError> {
+pub async fn append_batch_to(catalog: &dyn Catalog, table: &Table, batch: RecordBatch) -> Result<Table, DemoError> {
     let table_name = table.identifier().to_string();
     let iceberg_error = |operation: &'static str| {
         let table = table_name.clone();
-        move |source| DemoError::Iceberg {
-            operation,
-            table,
-            source: Box::new(source),
-        }
+        move |source| DemoError::Iceberg { operation, table, source: Box::new(source) }
     };
     let schema = table.metadata().current_schema().clone();
-    let arrow_schema = Arc::new(
-        iceberg::arrow::schema_to_arrow_schema(&schema)
-            .map_err(iceberg_error("convert the schema of"))?,
-    );
+    let arrow_schema =
+        Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).map_err(iceberg_error("convert the schema of"))?);
     let batch = conform_batch(&batch, arrow_schema, &table_name)?;
 
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+    let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
     let parquet = ParquetWriterBuilder::new(properties, schema);
-    let locations = DefaultLocationGenerator::new(table.metadata())
-        .map_err(iceberg_error("locate the data of"))?;
+    let locations = DefaultLocationGenerator::new(table.metadata()).map_err(iceberg_error("locate the data of"))?;
     // A fresh prefix per write: the generator's counter restarts with every generator, and a
     // reused name would overwrite a committed data file.
-    let names = DefaultFileNameGenerator::new(
-        format!("icewatch-{}", uuid::Uuid::new_v4()),
-        None,
-        DataFileFormat::Parquet,
-    );
-    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-        parquet,
-        table.file_io().clone(),
-        locations,
-        names,
-    );
-    let mut writer = DataFileWriterBuilder::new(rolling)
-        .build(None)
-        .await
-        .map_err(iceberg_error("open a writer for"))?;
-    writer
-        .write(batch)
-        .await
-        .map_err(iceberg_error("write data to"))?;
-    let data_files = writer
-        .close()
-        .await
-        .map_err(iceberg_error("close the writer of"))?;
+    let names =
+        DefaultFileNameGenerator::new(format!("icewatch-{}", uuid::Uuid::new_v4()), None, DataFileFormat::Parquet);
+    let rolling =
+        RollingFileWriterBuilder::new_with_default_file_size(parquet, table.file_io().clone(), locations, names);
+    let mut writer =
+        DataFileWriterBuilder::new(rolling).build(None).await.map_err(iceberg_error("open a writer for"))?;
+    writer.write(batch).await.map_err(iceberg_error("write data to"))?;
+    let data_files = writer.close().await.map_err(iceberg_error("close the writer of"))?;
 
     let transaction = Transaction::new(table);
     // The duplicate check reads every manifest of the table (a cost that grows with each
@@ -153,24 +106,13 @@ pub async fn append_batch_to(
         .add_data_files(data_files)
         .apply(transaction)
         .map_err(iceberg_error("prepare an append to"))?;
-    transaction
-        .commit(catalog)
-        .await
-        .map_err(iceberg_error("commit an append to"))
+    transaction.commit(catalog).await.map_err(iceberg_error("commit an append to"))
 }
 
 /// Reorders, casts and null-fills the columns of `batch` into `target` (see [`append_batch`]).
-fn conform_batch(
-    batch: &RecordBatch,
-    target: SchemaRef,
-    table: &str,
-) -> Result<RecordBatch, DemoError> {
+fn conform_batch(batch: &RecordBatch, target: SchemaRef, table: &str) -> Result<RecordBatch, DemoError> {
     let input = batch.schema();
-    if let Some(extra) = input
-        .fields()
-        .iter()
-        .find(|field| target.field_with_name(field.name()).is_err())
-    {
+    if let Some(extra) = input.fields().iter().find(|field| target.field_with_name(field.name()).is_err()) {
         return Err(DemoError::Batch {
             table: table.to_string(),
             reason: format!("the table has no column `{}`", extra.name()),
@@ -184,10 +126,8 @@ fn conform_batch(
                 if column.data_type() == field.data_type() {
                     Arc::clone(column)
                 } else {
-                    cast(column, field.data_type()).map_err(|source| DemoError::Arrow {
-                        table: table.to_string(),
-                        source,
-                    })?
+                    cast(column, field.data_type())
+                        .map_err(|source| DemoError::Arrow { table: table.to_string(), source })?
                 }
             }
             Err(_) if field.is_nullable() => new_null_array(field.data_type(), batch.num_rows()),
@@ -200,10 +140,7 @@ fn conform_batch(
         };
         columns.push(column);
     }
-    RecordBatch::try_new(target, columns).map_err(|source| DemoError::Arrow {
-        table: table.to_string(),
-        source,
-    })
+    RecordBatch::try_new(target, columns).map_err(|source| DemoError::Arrow { table: table.to_string(), source })
 }
 
 /// Rewrites the current metadata of table `ident` in the SQL catalog `catalog_name` stored in
@@ -226,15 +163,8 @@ pub async fn rewrite_table_metadata(
 ) -> Result<String, DemoError> {
     let table = ident.to_string();
     let namespace = ident.namespace().join(".");
-    let database_error = |source| DemoError::CatalogDatabase {
-        uri: catalog_uri.to_string(),
-        source,
-    };
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(catalog_uri)
-        .await
-        .map_err(database_error)?;
+    let database_error = |source| DemoError::CatalogDatabase { uri: catalog_uri.to_string(), source };
+    let pool = SqlitePoolOptions::new().max_connections(1).connect(catalog_uri).await.map_err(database_error)?;
     let current: Option<(Option<String>,)> = sqlx::query_as(
         "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
     )
@@ -246,10 +176,7 @@ pub async fn rewrite_table_metadata(
     .map_err(database_error)?;
     let Some((Some(current),)) = current else {
         pool.close().await;
-        return Err(DemoError::Metadata {
-            table,
-            reason: "the catalog has no metadata location for it".to_string(),
-        });
+        return Err(DemoError::Metadata { table, reason: "the catalog has no metadata location for it".to_string() });
     };
 
     let result = async {
@@ -258,8 +185,10 @@ pub async fn rewrite_table_metadata(
             move |source| DemoError::Iceberg { operation, table, source: Box::new(source) }
         };
         let file_io = FileIO::new_with_fs();
-        let metadata = TableMetadata::read_from(&file_io, &current).await.map_err(iceberg_error("read the metadata of"))?;
-        let mut json = serde_json::to_value(&metadata).map_err(|source| DemoError::MetadataJson { table: table.clone(), source })?;
+        let metadata =
+            TableMetadata::read_from(&file_io, &current).await.map_err(iceberg_error("read the metadata of"))?;
+        let mut json = serde_json::to_value(&metadata)
+            .map_err(|source| DemoError::MetadataJson { table: table.clone(), source })?;
         edit(&mut json)?;
         let edited: TableMetadata =
             serde_json::from_value(json).map_err(|source| DemoError::MetadataJson { table: table.clone(), source })?;
@@ -297,22 +226,12 @@ pub async fn rewrite_table_metadata(
 /// (its entries point at files stamped with the real clock) and `last-updated-ms` becomes the
 /// last time. `times_ms` must be strictly increasing and as many as the snapshots.
 pub fn retime_snapshots(metadata: &mut Value, times_ms: &[i64]) -> Result<(), DemoError> {
-    let invalid = |reason: String| DemoError::Metadata {
-        table: table_location(metadata),
-        reason,
-    };
-    let snapshots = metadata
-        .get("snapshots")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let invalid = |reason: String| DemoError::Metadata { table: table_location(metadata), reason };
+    let snapshots = metadata.get("snapshots").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut order: Vec<(i64, i64)> = Vec::with_capacity(snapshots.len());
     for snapshot in &snapshots {
         let id = snapshot.get("snapshot-id").and_then(Value::as_i64);
-        let sequence = snapshot
-            .get("sequence-number")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let sequence = snapshot.get("sequence-number").and_then(Value::as_i64).unwrap_or(0);
         match id {
             Some(id) => order.push((sequence, id)),
             None => return Err(invalid("a snapshot has no `snapshot-id`".to_string())),
@@ -338,19 +257,13 @@ pub fn retime_snapshots(metadata: &mut Value, times_ms: &[i64]) -> Result<(), De
     let time_of: HashMap<i64, i64> = plan.iter().copied().collect();
     if let Some(snapshots) = metadata.get_mut("snapshots").and_then(Value::as_array_mut) {
         for snapshot in snapshots {
-            if let Some(time) = snapshot
-                .get("snapshot-id")
-                .and_then(Value::as_i64)
-                .and_then(|id| time_of.get(&id))
-            {
+            if let Some(time) = snapshot.get("snapshot-id").and_then(Value::as_i64).and_then(|id| time_of.get(&id)) {
                 snapshot["timestamp-ms"] = Value::from(*time);
             }
         }
     }
     metadata["snapshot-log"] = Value::Array(
-        plan.iter()
-            .map(|&(id, time)| serde_json::json!({ "snapshot-id": id, "timestamp-ms": time }))
-            .collect(),
+        plan.iter().map(|&(id, time)| serde_json::json!({ "snapshot-id": id, "timestamp-ms": time })).collect(),
     );
     metadata["metadata-log"] = Value::Array(Vec::new());
     if let Some(&(_, last)) = plan.last() {
@@ -364,48 +277,26 @@ pub fn retime_snapshots(metadata: &mut Value, times_ms: &[i64]) -> Result<(), De
 /// under the next schema id, and makes it current. Older data files keep their type; readers
 /// promote it. Only int → long and float → double are accepted.
 pub fn widen_column(metadata: &mut Value, column: &str, new_type: &str) -> Result<(), DemoError> {
-    let invalid = |reason: String| DemoError::Metadata {
-        table: table_location(metadata),
-        reason,
-    };
+    let invalid = |reason: String| DemoError::Metadata { table: table_location(metadata), reason };
     let current_id = metadata
         .get("current-schema-id")
         .and_then(Value::as_i64)
         .ok_or_else(|| invalid("no `current-schema-id`".to_string()))?;
-    let schemas = metadata
-        .get("schemas")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let schemas = metadata.get("schemas").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut schema = schemas
         .iter()
         .find(|schema| schema.get("schema-id").and_then(Value::as_i64) == Some(current_id))
         .cloned()
         .ok_or_else(|| invalid(format!("schema {current_id} is missing")))?;
-    let next_id = schemas
-        .iter()
-        .filter_map(|schema| schema.get("schema-id").and_then(Value::as_i64))
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let next_id =
+        schemas.iter().filter_map(|schema| schema.get("schema-id").and_then(Value::as_i64)).max().unwrap_or(0) + 1;
     let field = schema
         .get_mut("fields")
         .and_then(Value::as_array_mut)
-        .and_then(|fields| {
-            fields
-                .iter_mut()
-                .find(|field| field.get("name").and_then(Value::as_str) == Some(column))
-        })
+        .and_then(|fields| fields.iter_mut().find(|field| field.get("name").and_then(Value::as_str) == Some(column)))
         .ok_or_else(|| invalid(format!("the current schema has no column `{column}`")))?;
-    let old_type = field
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if !matches!(
-        (old_type.as_str(), new_type),
-        ("int", "long") | ("float", "double")
-    ) {
+    let old_type = field.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    if !matches!((old_type.as_str(), new_type), ("int", "long") | ("float", "double")) {
         return Err(DemoError::Metadata {
             table: table_location(metadata),
             reason: format!("`{column}` cannot be widened from `{old_type}` to `{new_type}`"),
@@ -421,9 +312,5 @@ pub fn widen_column(metadata: &mut Value, column: &str, new_type: &str) -> Resul
 }
 
 fn table_location(metadata: &Value) -> String {
-    metadata
-        .get("location")
-        .and_then(Value::as_str)
-        .unwrap_or("<unknown table>")
-        .to_string()
+    metadata.get("location").and_then(Value::as_str).unwrap_or("<unknown table>").to_string()
 }

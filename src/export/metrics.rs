@@ -97,7 +97,8 @@ impl<T: prometheus::core::MetricVecBuilder> TableFamily for prometheus::core::Me
         let mut removed = 0;
         for family in self.collect() {
             for metric in family.get_metric() {
-                let labels: HashMap<&str, &str> = metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+                let labels: HashMap<&str, &str> =
+                    metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
                 if labels.get("table").is_some_and(|table| !keep(table)) && self.remove(&labels).is_ok() {
                     removed += 1;
                 }
@@ -114,8 +115,11 @@ struct Declarations {
 }
 
 impl Declarations {
-    fn note<T: prometheus::core::MetricVecBuilder + 'static>(&self, family: &prometheus::core::MetricVec<T>, labels: &[&str])
-    where
+    fn note<T: prometheus::core::MetricVecBuilder + 'static>(
+        &self,
+        family: &prometheus::core::MetricVec<T>,
+        labels: &[&str],
+    ) where
         prometheus::core::MetricVec<T>: TableFamily,
     {
         if labels.contains(&"table") {
@@ -128,14 +132,16 @@ const TABLE_LAYER: &[&str] = &["table", "layer"];
 const DISTRIBUTION: &[&str] = &["table", "column", "statistic"];
 
 fn gauge(declarations: &Declarations, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let family = GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    let family =
+        GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
     declarations.registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
     declarations.note(&family, labels);
     family
 }
 
 fn counter(declarations: &Declarations, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let family = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
+    let family =
+        IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
     declarations.registry.register(Box::new(family.clone())).unwrap_or_else(|error| panic!("metric `{name}`: {error}"));
     declarations.note(&family, labels);
     family
@@ -149,15 +155,20 @@ impl Metrics {
         let r = &declarations;
         let registry = &declarations.registry;
         let icewatch_result_severity = IntGaugeVec::new(
-            Opts::new("icewatch_result_severity", "Verdict of the latest result: 0 ok or insufficient history, 1 warning, 2 critical."),
+            Opts::new(
+                "icewatch_result_severity",
+                "Verdict of the latest result: 0 ok or insufficient history, 1 warning, 2 critical.",
+            ),
             &["table", "layer", "sensor", "metric"],
         )
         .expect("valid metric");
         registry.register(Box::new(icewatch_result_severity.clone())).expect("register once");
         r.note(&icewatch_result_severity, &["table"]);
-        let icewatch_build_info =
-            IntGaugeVec::new(Opts::new("icewatch_build_info", "Always 1; the version label says which icewatch runs."), &["version"])
-                .expect("valid metric");
+        let icewatch_build_info = IntGaugeVec::new(
+            Opts::new("icewatch_build_info", "Always 1; the version label says which icewatch runs."),
+            &["version"],
+        )
+        .expect("valid metric");
         registry.register(Box::new(icewatch_build_info.clone())).expect("register once");
         icewatch_build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let icewatch_up = IntGauge::new("icewatch_up", "1 while the icewatch service runs.").expect("valid metric");
@@ -170,21 +181,27 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(icewatch_sensor_run_duration_seconds.clone())).expect("register once");
         r.note(&icewatch_sensor_run_duration_seconds, &["table"]);
-        let icewatch_sensor_up =
-            IntGaugeVec::new(Opts::new("icewatch_sensor_up", "1 when the last run of the sensor succeeded, else 0."), &["table", "sensor"])
-                .expect("valid metric");
+        let icewatch_sensor_up = IntGaugeVec::new(
+            Opts::new("icewatch_sensor_up", "1 when the last run of the sensor succeeded, else 0."),
+            &["table", "sensor"],
+        )
+        .expect("valid metric");
         registry.register(Box::new(icewatch_sensor_up.clone())).expect("register once");
         r.note(&icewatch_sensor_up, &["table"]);
-        let icewatch_scheduler_lag_seconds =
-            prometheus::Gauge::new("icewatch_scheduler_lag_seconds", "How late the last sensor run started against its cron time.")
-                .expect("valid metric");
+        let icewatch_scheduler_lag_seconds = prometheus::Gauge::new(
+            "icewatch_scheduler_lag_seconds",
+            "How late the last sensor run started against its cron time.",
+        )
+        .expect("valid metric");
         registry.register(Box::new(icewatch_scheduler_lag_seconds.clone())).expect("register once");
         let icewatch_history_points =
             IntGauge::new("icewatch_history_points", "Observations held in the history store.").expect("valid metric");
         registry.register(Box::new(icewatch_history_points.clone())).expect("register once");
-        let icewatch_push_failures_total =
-            prometheus::IntCounter::new("icewatch_push_failures_total", "Failed pushes to the Pushgateway, after retries.")
-                .expect("valid metric");
+        let icewatch_push_failures_total = prometheus::IntCounter::new(
+            "icewatch_push_failures_total",
+            "Failed pushes to the Pushgateway, after retries.",
+        )
+        .expect("valid metric");
         registry.register(Box::new(icewatch_push_failures_total.clone())).expect("register once");
         let icewatch_last_push_success_timestamp_seconds = prometheus::Gauge::new(
             "icewatch_last_push_success_timestamp_seconds",
@@ -198,55 +215,245 @@ impl Metrics {
         }
 
         Metrics {
-            data_freshness_seconds: gauge(r, "data_freshness_seconds", "Seconds since the table's last data-changing commit, at the last sensor run.", TABLE_LAYER),
-            data_row_count: gauge(r, "data_row_count", "Total records in the current snapshot; partition_date is the UTC date of the latest data commit.", &["table", "layer", "partition_date"]),
-            data_volume_deviation_percent: gauge(r, "data_volume_deviation_percent", "Rows added by the latest append, in percent above or below the rolling mean of the volume window.", TABLE_LAYER),
-            data_volume_anomaly_total: counter(r, "data_volume_anomaly_total", "Append commits judged anomalous by the volume sensor.", TABLE_LAYER),
-            schema_changes_total: counter(r, "schema_changes_total", "Schema changes seen in the table's schema history.", &["table", "change_type"]),
-            schema_column_count: gauge(r, "schema_column_count", "Top-level columns in the current schema.", TABLE_LAYER),
-            data_distribution_value: gauge(r, "data_distribution_value", "Column statistic of the newest profiled batch.", DISTRIBUTION),
-            data_distribution_zscore: gauge(r, "data_distribution_zscore", "Z-score of the statistic against its rolling window.", DISTRIBUTION),
-            data_distribution_anomaly_total: counter(r, "data_distribution_anomaly_total", "Batches whose statistic was anomalous.", DISTRIBUTION),
-            pipeline_stage_success: gauge(r, "pipeline_stage_success", "1 when the stage's table is healthy, else 0.", &["stage", "job"]),
-            pipeline_stage_duration_seconds: gauge(r, "pipeline_stage_duration_seconds", "Duration of the stage's last job run, else the lag behind its upstream's last data commit.", &["stage", "job"]),
-            pipeline_end_to_end_success: gauge(r, "pipeline_end_to_end_success", "1 when every stage of the pipeline succeeds.", &["pipeline_name"]),
-            pipeline_stage_failure_total: counter(r, "pipeline_stage_failure_total", "Transitions of a stage from success to failure.", &["stage", "job"]),
-            pipeline_downstream_impact_count: gauge(r, "pipeline_downstream_impact_count", "Stages downstream (transitively) of this stage while it fails, else 0.", &["stage"]),
-            data_last_commit_timestamp_seconds: gauge(r, "data_last_commit_timestamp_seconds", "Unix time of the last data-changing commit.", TABLE_LAYER),
-            data_freshness_warning_threshold_seconds: gauge(r, "data_freshness_warning_threshold_seconds", "The table's freshness.warn_after.", TABLE_LAYER),
-            data_freshness_critical_threshold_seconds: gauge(r, "data_freshness_critical_threshold_seconds", "The table's freshness.critical_after.", TABLE_LAYER),
-            data_event_time_lag_seconds: gauge(r, "data_event_time_lag_seconds", "Now minus the max of freshness.timestamp_column.", TABLE_LAYER),
-            data_max_event_timestamp_seconds: gauge(r, "data_max_event_timestamp_seconds", "Max of freshness.timestamp_column as Unix time.", TABLE_LAYER),
-            data_commit_gap_zscore: gauge(r, "data_commit_gap_zscore", "Z-score of the current gap since the last data commit against past gaps.", TABLE_LAYER),
+            data_freshness_seconds: gauge(
+                r,
+                "data_freshness_seconds",
+                "Seconds since the table's last data-changing commit, at the last sensor run.",
+                TABLE_LAYER,
+            ),
+            data_row_count: gauge(
+                r,
+                "data_row_count",
+                "Total records in the current snapshot; partition_date is the UTC date of the latest data commit.",
+                &["table", "layer", "partition_date"],
+            ),
+            data_volume_deviation_percent: gauge(
+                r,
+                "data_volume_deviation_percent",
+                "Rows added by the latest append, in percent above or below the rolling mean of the volume window.",
+                TABLE_LAYER,
+            ),
+            data_volume_anomaly_total: counter(
+                r,
+                "data_volume_anomaly_total",
+                "Append commits judged anomalous by the volume sensor.",
+                TABLE_LAYER,
+            ),
+            schema_changes_total: counter(
+                r,
+                "schema_changes_total",
+                "Schema changes seen in the table's schema history.",
+                &["table", "change_type"],
+            ),
+            schema_column_count: gauge(
+                r,
+                "schema_column_count",
+                "Top-level columns in the current schema.",
+                TABLE_LAYER,
+            ),
+            data_distribution_value: gauge(
+                r,
+                "data_distribution_value",
+                "Column statistic of the newest profiled batch.",
+                DISTRIBUTION,
+            ),
+            data_distribution_zscore: gauge(
+                r,
+                "data_distribution_zscore",
+                "Z-score of the statistic against its rolling window.",
+                DISTRIBUTION,
+            ),
+            data_distribution_anomaly_total: counter(
+                r,
+                "data_distribution_anomaly_total",
+                "Batches whose statistic was anomalous.",
+                DISTRIBUTION,
+            ),
+            pipeline_stage_success: gauge(
+                r,
+                "pipeline_stage_success",
+                "1 when the stage's table is healthy, else 0.",
+                &["stage", "job"],
+            ),
+            pipeline_stage_duration_seconds: gauge(
+                r,
+                "pipeline_stage_duration_seconds",
+                "Duration of the stage's last job run, else the lag behind its upstream's last data commit.",
+                &["stage", "job"],
+            ),
+            pipeline_end_to_end_success: gauge(
+                r,
+                "pipeline_end_to_end_success",
+                "1 when every stage of the pipeline succeeds.",
+                &["pipeline_name"],
+            ),
+            pipeline_stage_failure_total: counter(
+                r,
+                "pipeline_stage_failure_total",
+                "Transitions of a stage from success to failure.",
+                &["stage", "job"],
+            ),
+            pipeline_downstream_impact_count: gauge(
+                r,
+                "pipeline_downstream_impact_count",
+                "Stages downstream (transitively) of this stage while it fails, else 0.",
+                &["stage"],
+            ),
+            data_last_commit_timestamp_seconds: gauge(
+                r,
+                "data_last_commit_timestamp_seconds",
+                "Unix time of the last data-changing commit.",
+                TABLE_LAYER,
+            ),
+            data_freshness_warning_threshold_seconds: gauge(
+                r,
+                "data_freshness_warning_threshold_seconds",
+                "The table's freshness.warn_after.",
+                TABLE_LAYER,
+            ),
+            data_freshness_critical_threshold_seconds: gauge(
+                r,
+                "data_freshness_critical_threshold_seconds",
+                "The table's freshness.critical_after.",
+                TABLE_LAYER,
+            ),
+            data_event_time_lag_seconds: gauge(
+                r,
+                "data_event_time_lag_seconds",
+                "Now minus the max of freshness.timestamp_column.",
+                TABLE_LAYER,
+            ),
+            data_max_event_timestamp_seconds: gauge(
+                r,
+                "data_max_event_timestamp_seconds",
+                "Max of freshness.timestamp_column as Unix time.",
+                TABLE_LAYER,
+            ),
+            data_commit_gap_zscore: gauge(
+                r,
+                "data_commit_gap_zscore",
+                "Z-score of the current gap since the last data commit against past gaps.",
+                TABLE_LAYER,
+            ),
             data_rows_added: gauge(r, "data_rows_added", "Records added by the latest append.", TABLE_LAYER),
-            data_rows_added_zscore: gauge(r, "data_rows_added_zscore", "Z-score of data_rows_added against the rolling window of appends.", TABLE_LAYER),
-            data_rows_added_expected_lower: gauge(r, "data_rows_added_expected_lower", "Lower edge of the expected band of rows added.", TABLE_LAYER),
-            data_rows_added_expected_upper: gauge(r, "data_rows_added_expected_upper", "Upper edge of the expected band of rows added.", TABLE_LAYER),
+            data_rows_added_zscore: gauge(
+                r,
+                "data_rows_added_zscore",
+                "Z-score of data_rows_added against the rolling window of appends.",
+                TABLE_LAYER,
+            ),
+            data_rows_added_expected_lower: gauge(
+                r,
+                "data_rows_added_expected_lower",
+                "Lower edge of the expected band of rows added.",
+                TABLE_LAYER,
+            ),
+            data_rows_added_expected_upper: gauge(
+                r,
+                "data_rows_added_expected_upper",
+                "Upper edge of the expected band of rows added.",
+                TABLE_LAYER,
+            ),
             data_rows_deleted: gauge(r, "data_rows_deleted", "Records deleted by the latest data commit.", TABLE_LAYER),
             data_files_added: gauge(r, "data_files_added", "Data files added by the latest data commit.", TABLE_LAYER),
-            data_bytes_added: gauge(r, "data_bytes_added", "Bytes of data files added by the latest data commit.", TABLE_LAYER),
+            data_bytes_added: gauge(
+                r,
+                "data_bytes_added",
+                "Bytes of data files added by the latest data commit.",
+                TABLE_LAYER,
+            ),
             data_files: gauge(r, "data_files", "Data files in the current snapshot.", TABLE_LAYER),
             data_size_bytes: gauge(r, "data_size_bytes", "Bytes of data files in the current snapshot.", TABLE_LAYER),
-            schema_last_change_timestamp_seconds: gauge(r, "schema_last_change_timestamp_seconds", "Unix time of the newest schema change of that type.", &["table", "change_type"]),
-            schema_expectation_violations: gauge(r, "schema_expectation_violations", "Columns that break the declared schema.expect baseline.", TABLE_LAYER),
-            data_distribution_expected_lower: gauge(r, "data_distribution_expected_lower", "Lower edge of the statistic's expected band.", DISTRIBUTION),
-            data_distribution_expected_upper: gauge(r, "data_distribution_expected_upper", "Upper edge of the statistic's expected band.", DISTRIBUTION),
-            data_drift_psi: gauge(r, "data_drift_psi", "Population stability index of the newest batch against the reference.", &["table", "column"]),
-            data_drift_ks_statistic: gauge(r, "data_drift_ks_statistic", "Kolmogorov-Smirnov statistic of the newest batch against the reference.", &["table", "column"]),
+            schema_last_change_timestamp_seconds: gauge(
+                r,
+                "schema_last_change_timestamp_seconds",
+                "Unix time of the newest schema change of that type.",
+                &["table", "change_type"],
+            ),
+            schema_expectation_violations: gauge(
+                r,
+                "schema_expectation_violations",
+                "Columns that break the declared schema.expect baseline.",
+                TABLE_LAYER,
+            ),
+            data_distribution_expected_lower: gauge(
+                r,
+                "data_distribution_expected_lower",
+                "Lower edge of the statistic's expected band.",
+                DISTRIBUTION,
+            ),
+            data_distribution_expected_upper: gauge(
+                r,
+                "data_distribution_expected_upper",
+                "Upper edge of the statistic's expected band.",
+                DISTRIBUTION,
+            ),
+            data_drift_psi: gauge(
+                r,
+                "data_drift_psi",
+                "Population stability index of the newest batch against the reference.",
+                &["table", "column"],
+            ),
+            data_drift_ks_statistic: gauge(
+                r,
+                "data_drift_ks_statistic",
+                "Kolmogorov-Smirnov statistic of the newest batch against the reference.",
+                &["table", "column"],
+            ),
             data_drift_ks_pvalue: gauge(r, "data_drift_ks_pvalue", "Kolmogorov-Smirnov p-value.", &["table", "column"]),
-            data_drift_chi2_pvalue: gauge(r, "data_drift_chi2_pvalue", "Chi-square p-value of the newest batch's categories against the reference.", &["table", "column"]),
-            pipeline_stage_root_cause: gauge(r, "pipeline_stage_root_cause", "1 when the stage fails while all its upstream stages succeed.", &["pipeline_name", "stage", "job"]),
-            pipeline_stage_impacted: gauge(r, "pipeline_stage_impacted", "1 when the stage is downstream of a failing stage.", &["pipeline_name", "stage", "job"]),
-            pipeline_propagation_lag_seconds: gauge(r, "pipeline_propagation_lag_seconds", "How far the downstream table's last data commit lags behind its upstream's.", &["pipeline_name", "upstream", "downstream"]),
+            data_drift_chi2_pvalue: gauge(
+                r,
+                "data_drift_chi2_pvalue",
+                "Chi-square p-value of the newest batch's categories against the reference.",
+                &["table", "column"],
+            ),
+            pipeline_stage_root_cause: gauge(
+                r,
+                "pipeline_stage_root_cause",
+                "1 when the stage fails while all its upstream stages succeed.",
+                &["pipeline_name", "stage", "job"],
+            ),
+            pipeline_stage_impacted: gauge(
+                r,
+                "pipeline_stage_impacted",
+                "1 when the stage is downstream of a failing stage.",
+                &["pipeline_name", "stage", "job"],
+            ),
+            pipeline_propagation_lag_seconds: gauge(
+                r,
+                "pipeline_propagation_lag_seconds",
+                "How far the downstream table's last data commit lags behind its upstream's.",
+                &["pipeline_name", "upstream", "downstream"],
+            ),
             icewatch_result_severity,
             icewatch_build_info,
             icewatch_up,
-            icewatch_sensor_runs_total: counter(r, "icewatch_sensor_runs_total", "Sensor runs by outcome (ok, error, timeout).", &["table", "sensor", "outcome"]),
+            icewatch_sensor_runs_total: counter(
+                r,
+                "icewatch_sensor_runs_total",
+                "Sensor runs by outcome (ok, error, timeout).",
+                &["table", "sensor", "outcome"],
+            ),
             icewatch_sensor_run_duration_seconds,
-            icewatch_sensor_errors_total: counter(r, "icewatch_sensor_errors_total", "Failed sensor runs by bounded reason.", &["table", "sensor", "reason"]),
+            icewatch_sensor_errors_total: counter(
+                r,
+                "icewatch_sensor_errors_total",
+                "Failed sensor runs by bounded reason.",
+                &["table", "sensor", "reason"],
+            ),
             icewatch_sensor_up,
-            icewatch_sensor_last_success_timestamp_seconds: gauge(r, "icewatch_sensor_last_success_timestamp_seconds", "Unix time of the last successful run of the sensor.", &["table", "sensor"]),
-            icewatch_sensor_skipped_runs_total: counter(r, "icewatch_sensor_skipped_runs_total", "Ticks skipped because the previous run was still going.", &["table", "sensor"]),
+            icewatch_sensor_last_success_timestamp_seconds: gauge(
+                r,
+                "icewatch_sensor_last_success_timestamp_seconds",
+                "Unix time of the last successful run of the sensor.",
+                &["table", "sensor"],
+            ),
+            icewatch_sensor_skipped_runs_total: counter(
+                r,
+                "icewatch_sensor_skipped_runs_total",
+                "Ticks skipped because the previous run was still going.",
+                &["table", "sensor"],
+            ),
             icewatch_scheduler_lag_seconds,
             icewatch_history_points,
             icewatch_push_failures_total,
@@ -276,7 +483,15 @@ impl Metrics {
     }
 
     /// One finished sensor run: outcome, duration, and the verdicts per metric.
-    pub fn record_run(&self, table: &str, layer: &str, sensor: SensorKind, evaluations: &[Evaluation], seconds: f64, now_s: f64) {
+    pub fn record_run(
+        &self,
+        table: &str,
+        layer: &str,
+        sensor: SensorKind,
+        evaluations: &[Evaluation],
+        seconds: f64,
+        now_s: f64,
+    ) {
         let sensor_name = sensor.as_str();
         self.icewatch_sensor_run_duration_seconds.with_label_values(&[table, sensor_name]).observe(seconds);
         let failed = evaluations.iter().any(|evaluation| evaluation.status == Status::Error);
@@ -301,7 +516,14 @@ impl Metrics {
         self.icewatch_sensor_errors_total.with_label_values(&[table, sensor.as_str(), reason]).inc();
     }
 
-    pub fn record_freshness(&self, table: &str, layer: &str, config: &crate::config::FreshnessConfig, observation: &FreshnessObservation, evaluations: &[Evaluation]) {
+    pub fn record_freshness(
+        &self,
+        table: &str,
+        layer: &str,
+        config: &crate::config::FreshnessConfig,
+        observation: &FreshnessObservation,
+        evaluations: &[Evaluation],
+    ) {
         let labels = [table, layer];
         if let Some(warn) = config.warn_after {
             self.data_freshness_warning_threshold_seconds.with_label_values(&labels).set(warn.as_secs_f64());
@@ -317,16 +539,29 @@ impl Metrics {
             self.data_event_time_lag_seconds.with_label_values(&labels).set(lag);
             self.data_max_event_timestamp_seconds.with_label_values(&labels).set(event.max_ms as f64 / 1000.0);
         }
-        if let Some(z) = evaluations.iter().find(|evaluation| evaluation.metric == "commit_gap_seconds").and_then(|evaluation| evaluation.zscore) {
+        if let Some(z) = evaluations
+            .iter()
+            .find(|evaluation| evaluation.metric == "commit_gap_seconds")
+            .and_then(|evaluation| evaluation.zscore)
+        {
             self.data_commit_gap_zscore.with_label_values(&labels).set(z);
         }
     }
 
     /// Volume gauges; `new_anomalies` counts appends judged anomalous in this run that had not
     /// been recorded before (so each snapshot counts once, also across restarts).
-    pub fn record_volume(&self, table: &str, layer: &str, observation: &VolumeObservation, evaluations: &[Evaluation], new_anomalies: u64) {
+    pub fn record_volume(
+        &self,
+        table: &str,
+        layer: &str,
+        observation: &VolumeObservation,
+        evaluations: &[Evaluation],
+        new_anomalies: u64,
+    ) {
         let labels = [table, layer];
-        if let Some(rows) = evaluations.iter().find(|evaluation| evaluation.metric == crate::sensors::volume::ROWS_ADDED) {
+        if let Some(rows) =
+            evaluations.iter().find(|evaluation| evaluation.metric == crate::sensors::volume::ROWS_ADDED)
+        {
             if let Some(value) = rows.value {
                 self.data_rows_added.with_label_values(&labels).set(value);
             }
@@ -359,16 +594,16 @@ impl Metrics {
                 self.data_size_bytes.with_label_values(&labels).set(bytes as f64);
             }
             if let Some(total) = current.total_records {
-                let date_ms = observation.latest_data_commit.as_ref().map_or(current.timestamp_ms, |commit| commit.timestamp_ms);
+                let date_ms =
+                    observation.latest_data_commit.as_ref().map_or(current.timestamp_ms, |commit| commit.timestamp_ms);
                 let date = chrono::DateTime::from_timestamp_millis(date_ms)
                     .map(|time| time.format("%Y-%m-%d").to_string())
                     .unwrap_or_default();
-                if let Ok(mut dates) = self.row_count_dates.lock() {
-                    if let Some(previous) = dates.insert(table.to_string(), date.clone())
-                        && previous != date
-                    {
-                        let _ = self.data_row_count.remove_label_values(&[table, layer, &previous]);
-                    }
+                if let Ok(mut dates) = self.row_count_dates.lock()
+                    && let Some(previous) = dates.insert(table.to_string(), date.clone())
+                    && previous != date
+                {
+                    let _ = self.data_row_count.remove_label_values(&[table, layer, &previous]);
                 }
                 self.data_row_count.with_label_values(&[table, layer, &date]).set(total as f64);
             }
@@ -395,7 +630,9 @@ impl Metrics {
             }
         }
         for (change_type, at_ms) in newest {
-            self.schema_last_change_timestamp_seconds.with_label_values(&[table, change_type]).set(at_ms as f64 / 1000.0);
+            self.schema_last_change_timestamp_seconds
+                .with_label_values(&[table, change_type])
+                .set(at_ms as f64 / 1000.0);
         }
         let violations = evaluations.iter().filter(|evaluation| evaluation.metric == "schema_expectation").count();
         self.schema_expectation_violations.with_label_values(&[table, layer]).set(violations as f64);

@@ -76,13 +76,7 @@ impl fmt::Debug for PushgatewayOptions {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("initial_backoff", &self.initial_backoff)
-            .field(
-                "basic_auth",
-                &self
-                    .basic_auth
-                    .as_ref()
-                    .map(|(user, _)| (user, "<redacted>")),
-            )
+            .field("basic_auth", &self.basic_auth.as_ref().map(|(user, _)| (user, "<redacted>")))
             .field("ca_certificate", &self.ca_certificate)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .finish()
@@ -105,12 +99,7 @@ pub enum PushError {
     Client(#[source] reqwest::Error),
     /// The gateway answered, and not with 2xx or 5xx: retrying would not help.
     #[error("pushgateway rejected {method} `{url}` with {status}: {body}")]
-    Rejected {
-        method: Method,
-        url: String,
-        status: StatusCode,
-        body: String,
-    },
+    Rejected { method: Method, url: String, status: StatusCode, body: String },
     /// Every attempt failed to connect, timed out or got a 5xx answer.
     #[error("pushgateway {method} `{url}` failed after {attempts} attempts")]
     Unavailable {
@@ -146,10 +135,7 @@ impl fmt::Debug for PushgatewayClient {
         formatter
             .debug_struct("PushgatewayClient")
             .field("group_url", &self.group_url.as_str())
-            .field(
-                "basic_auth_user",
-                &self.basic_auth.as_ref().map(|(user, _)| user),
-            )
+            .field("basic_auth_user", &self.basic_auth.as_ref().map(|(user, _)| user))
             .field("retries", &self.retries)
             .field("initial_backoff", &self.initial_backoff)
             .finish_non_exhaustive()
@@ -170,14 +156,13 @@ impl PushgatewayClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("icewatch/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &options.ca_certificate {
-            let certificate_error =
-                |source: Box<dyn std::error::Error + Send + Sync>| PushError::CaCertificate {
-                    path: path.clone(),
-                    source,
-                };
+            let certificate_error = |source: Box<dyn std::error::Error + Send + Sync>| PushError::CaCertificate {
+                path: path.clone(),
+                source,
+            };
             let pem = std::fs::read(path).map_err(|error| certificate_error(error.into()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|error| certificate_error(error.into()))?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| certificate_error(error.into()))?;
             if certificates.is_empty() {
                 return Err(certificate_error("no PEM certificate in the file".into()));
             }
@@ -221,9 +206,7 @@ impl PushgatewayClient {
         loop {
             let mut request = self.http.request(method.clone(), self.group_url.clone());
             if let Some(body) = body {
-                request = request
-                    .header(CONTENT_TYPE, TEXT_FORMAT)
-                    .body(body.to_owned());
+                request = request.header(CONTENT_TYPE, TEXT_FORMAT).body(body.to_owned());
             }
             if let Some((user, password)) = &self.basic_auth {
                 request = request.basic_auth(user, Some(password));
@@ -234,20 +217,14 @@ impl PushgatewayClient {
                     let status = response.status();
                     let body = error_body(response).await;
                     if !status.is_server_error() {
-                        return Err(PushError::Rejected {
-                            method,
-                            url: self.group_url.to_string(),
-                            status,
-                            body,
-                        });
+                        return Err(PushError::Rejected { method, url: self.group_url.to_string(), status, body });
                     }
                     AttemptError::Server { status, body }
                 }
                 // The URL is in our own error already.
                 Err(error) => AttemptError::Transport(error.without_url()),
             };
-            let worth_retrying =
-                !matches!(&failure, AttemptError::Transport(error) if error.is_builder());
+            let worth_retrying = !matches!(&failure, AttemptError::Transport(error) if error.is_builder());
             if attempt >= attempts || !worth_retrying {
                 return Err(PushError::Unavailable {
                     method,
@@ -261,9 +238,7 @@ impl PushgatewayClient {
                 retry_in = ?backoff, "pushgateway request failed; retrying"
             );
             tokio::time::sleep(backoff).await;
-            backoff = backoff
-                .saturating_mul(2)
-                .min(MAX_BACKOFF.max(self.initial_backoff));
+            backoff = backoff.saturating_mul(2).min(MAX_BACKOFF.max(self.initial_backoff));
             attempt += 1;
         }
     }
@@ -273,27 +248,18 @@ impl PushgatewayClient {
 fn group_url(url: &str, job: &str, grouping: &[(String, String)]) -> Result<Url, PushError> {
     let invalid = |reason: String| PushError::InvalidUrl { reason };
     // The text is not echoed back: it might hold credentials.
-    let mut group_url =
-        Url::parse(url).map_err(|error| invalid(format!("cannot parse it as a url ({error})")))?;
+    let mut group_url = Url::parse(url).map_err(|error| invalid(format!("cannot parse it as a url ({error})")))?;
     if !matches!(group_url.scheme(), "http" | "https") {
-        return Err(invalid(format!(
-            "scheme `{}` is not `http` or `https`",
-            group_url.scheme()
-        )));
+        return Err(invalid(format!("scheme `{}` is not `http` or `https`", group_url.scheme())));
     }
     if !group_url.username().is_empty() || group_url.password().is_some() {
-        return Err(invalid(
-            "it holds credentials: set `basic_auth` instead".into(),
-        ));
+        return Err(invalid("it holds credentials: set `basic_auth` instead".into()));
     }
     if group_url.query().is_some() || group_url.fragment().is_some() {
         return Err(invalid(format!("`{group_url}` has a query or fragment")));
     }
     if job.is_empty() {
-        return Err(PushError::InvalidGrouping {
-            label: "job".into(),
-            reason: "the job must not be empty",
-        });
+        return Err(PushError::InvalidGrouping { label: "job".into(), reason: "the job must not be empty" });
     }
     let mut seen: Vec<&str> = Vec::new();
     for (name, _) in grouping {
@@ -309,30 +275,19 @@ fn group_url(url: &str, job: &str, grouping: &[(String, String)]) -> Result<Url,
             None
         };
         if let Some(reason) = reason {
-            return Err(PushError::InvalidGrouping {
-                label: name.clone(),
-                reason,
-            });
+            return Err(PushError::InvalidGrouping { label: name.clone(), reason });
         }
         seen.push(name);
     }
     {
-        let mut segments = group_url
-            .path_segments_mut()
-            .map_err(|()| invalid("it cannot be a base url".into()))?;
+        let mut segments = group_url.path_segments_mut().map_err(|()| invalid("it cannot be a base url".into()))?;
         segments.pop_if_empty().push("metrics");
-        for (name, value) in std::iter::once(("job", job)).chain(
-            grouping
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_str())),
-        ) {
+        for (name, value) in
+            std::iter::once(("job", job)).chain(grouping.iter().map(|(name, value)| (name.as_str(), value.as_str())))
+        {
             if needs_base64(value) {
                 // Pushgateway spells the empty value `=`.
-                let encoded = if value.is_empty() {
-                    "=".to_string()
-                } else {
-                    URL_SAFE.encode(value)
-                };
+                let encoded = if value.is_empty() { "=".to_string() } else { URL_SAFE.encode(value) };
                 segments.push(&format!("{name}@base64")).push(&encoded);
             } else {
                 segments.push(name).push(value);
@@ -344,9 +299,7 @@ fn group_url(url: &str, job: &str, grouping: &[(String, String)]) -> Result<Url,
 
 fn is_label_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+    chars.next().is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -355,9 +308,7 @@ fn needs_base64(value: &str) -> bool {
     value.is_empty()
         || value == "."
         || value == ".."
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':'))
+        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':'))
 }
 
 /// The start of an error response's body, trimmed, for the error message.
@@ -381,16 +332,12 @@ async fn error_body(mut response: reqwest::Response) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn grouping(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect()
+        pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
     }
 
     #[test]
@@ -398,12 +345,7 @@ mod tests {
         let url = group_url(
             "http://127.0.0.1:9091",
             "icewatch",
-            &grouping(&[
-                ("instance", "host-1:9100"),
-                ("path", "/var/tmp"),
-                ("empty", ""),
-                ("dots", ".."),
-            ]),
+            &grouping(&[("instance", "host-1:9100"), ("path", "/var/tmp"), ("empty", ""), ("dots", "..")]),
         )
         .unwrap();
         assert_eq!(
@@ -411,16 +353,8 @@ mod tests {
             "http://127.0.0.1:9091/metrics/job/icewatch/instance/host-1:9100\
              /path@base64/L3Zhci90bXA=/empty@base64/=/dots@base64/Li4="
         );
-        let url = group_url(
-            "https://gw.example/prefix/",
-            "a/b",
-            &grouping(&[("instance", "host_1.x")]),
-        )
-        .unwrap();
-        assert_eq!(
-            url.as_str(),
-            "https://gw.example/prefix/metrics/job@base64/YS9i/instance/host_1.x"
-        );
+        let url = group_url("https://gw.example/prefix/", "a/b", &grouping(&[("instance", "host_1.x")])).unwrap();
+        assert_eq!(url.as_str(), "https://gw.example/prefix/metrics/job@base64/YS9i/instance/host_1.x");
     }
 
     #[test]
@@ -428,18 +362,9 @@ mod tests {
         let error = group_url("http://user:hunter2@gw:9091", "j", &[]).unwrap_err();
         assert!(!error.to_string().contains("hunter2"), "{error}");
         assert!(matches!(error, PushError::InvalidUrl { .. }));
-        assert!(matches!(
-            group_url("ftp://gw", "j", &[]),
-            Err(PushError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            group_url("gw:9091", "j", &[]),
-            Err(PushError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            group_url("http://gw/?x=1", "j", &[]),
-            Err(PushError::InvalidUrl { .. })
-        ));
+        assert!(matches!(group_url("ftp://gw", "j", &[]), Err(PushError::InvalidUrl { .. })));
+        assert!(matches!(group_url("gw:9091", "j", &[]), Err(PushError::InvalidUrl { .. })));
+        assert!(matches!(group_url("http://gw/?x=1", "j", &[]), Err(PushError::InvalidUrl { .. })));
         for (label, bad) in [
             ("job", grouping(&[])),
             ("job", grouping(&[("job", "x")])),

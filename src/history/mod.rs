@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 /// Where the history lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,10 +49,9 @@ impl fmt::Debug for HistoryLocation {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HistoryLocation::Sqlite(path) => formatter.debug_tuple("Sqlite").field(path).finish(),
-            HistoryLocation::Postgres(uri) => formatter
-                .debug_tuple("Postgres")
-                .field(&crate::redact::redact_uri(uri))
-                .finish(),
+            HistoryLocation::Postgres(uri) => {
+                formatter.debug_tuple("Postgres").field(&crate::redact::redact_uri(uri)).finish()
+            }
         }
     }
 }
@@ -69,10 +66,7 @@ impl FromStr for HistoryLocation {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             return Ok(HistoryLocation::Postgres(text.to_string()));
         }
-        let path = text
-            .strip_prefix("sqlite://")
-            .or_else(|| text.strip_prefix("sqlite:"))
-            .unwrap_or(text);
+        let path = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")).unwrap_or(text);
         if path.is_empty() {
             return Err(HistoryError::EmptyLocation);
         }
@@ -99,12 +93,7 @@ impl SeriesKey {
             .map(|(key, value)| format!("{}={}", escape_label(key), escape_label(value)))
             .collect::<Vec<_>>()
             .join(",");
-        SeriesKey {
-            table: table.to_string(),
-            sensor: sensor.to_string(),
-            metric: metric.to_string(),
-            labels,
-        }
+        SeriesKey { table: table.to_string(), sensor: sensor.to_string(), metric: metric.to_string(), labels }
     }
 }
 
@@ -178,11 +167,7 @@ pub enum HistoryError {
     #[error(
         "history store `{location}` has schema version {found}, newer than version {supported} that this icewatch understands"
     )]
-    NewerSchema {
-        location: String,
-        found: i64,
-        supported: i64,
-    },
+    NewerSchema { location: String, found: i64, supported: i64 },
     #[error("failed to {operation} in history store `{location}`")]
     Query {
         location: String,
@@ -190,17 +175,9 @@ pub enum HistoryError {
         #[source]
         source: sqlx::Error,
     },
-    #[error(
-        "refusing to store non-finite value `{value}` of series `{series}` at {observed_at_ms} ms"
-    )]
-    NonFiniteValue {
-        series: SeriesKey,
-        observed_at_ms: i64,
-        value: f64,
-    },
-    #[error(
-        "event `{kind}` `{key}` of table `{table}` in history store `{location}` has a payload that is not JSON"
-    )]
+    #[error("refusing to store non-finite value `{value}` of series `{series}` at {observed_at_ms} ms")]
+    NonFiniteValue { series: SeriesKey, observed_at_ms: i64, value: f64 },
+    #[error("event `{kind}` `{key}` of table `{table}` in history store `{location}` has a payload that is not JSON")]
     EventPayload {
         location: String,
         table: String,
@@ -245,10 +222,7 @@ pub struct HistoryStore {
 impl fmt::Debug for HistoryStore {
     /// Only the redacted location: pool internals could carry connection options.
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("HistoryStore")
-            .field("location", &self.location)
-            .finish()
+        formatter.debug_struct("HistoryStore").field("location", &self.location).finish()
     }
 }
 
@@ -263,22 +237,12 @@ impl HistoryStore {
     /// writers wait instead of failing.
     pub async fn open(location: &HistoryLocation) -> Result<Self, HistoryError> {
         let redacted = location.redacted();
-        let open_error = |source| HistoryError::Open {
-            location: redacted.clone(),
-            source,
-        };
+        let open_error = |source| HistoryError::Open { location: redacted.clone(), source };
         let backend = match location {
             HistoryLocation::Sqlite(path) => {
-                if let Some(parent) = path
-                    .parent()
-                    .filter(|parent| !parent.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(parent).map_err(|source| {
-                        HistoryError::CreateDirectory {
-                            path: parent.to_path_buf(),
-                            source,
-                        }
-                    })?;
+                if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|source| HistoryError::CreateDirectory { path: parent.to_path_buf(), source })?;
                 }
                 let options = SqliteConnectOptions::new()
                     .filename(path)
@@ -306,10 +270,7 @@ impl HistoryStore {
                 Backend::Postgres(pool)
             }
         };
-        let store = HistoryStore {
-            backend,
-            location: Arc::from(redacted.as_str()),
-        };
+        let store = HistoryStore { backend, location: Arc::from(redacted.as_str()) };
         store.migrate().await?;
         Ok(store)
     }
@@ -317,13 +278,8 @@ impl HistoryStore {
     /// A private SQLite database in memory (one connection that never closes), for tests.
     pub async fn open_in_memory() -> Result<Self, HistoryError> {
         let location = ":memory:";
-        let open_error = |source| HistoryError::Open {
-            location: location.to_string(),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(open_error)?
-            .foreign_keys(true);
+        let open_error = |source| HistoryError::Open { location: location.to_string(), source };
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(open_error)?.foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -332,10 +288,7 @@ impl HistoryStore {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        let store = HistoryStore {
-            backend: Backend::Sqlite(pool),
-            location: Arc::from(location),
-        };
+        let store = HistoryStore { backend: Backend::Sqlite(pool), location: Arc::from(location) };
         store.migrate().await?;
         Ok(store)
     }
@@ -346,10 +299,7 @@ impl HistoryStore {
     }
 
     async fn migrate(&self) -> Result<(), HistoryError> {
-        let migrate_error = |source| HistoryError::Migrate {
-            location: self.location.to_string(),
-            source,
-        };
+        let migrate_error = |source| HistoryError::Migrate { location: self.location.to_string(), source };
         let found: Option<i64> = on_backend!(&self.backend, pool => {
             let mut transaction = pool.begin().await.map_err(migrate_error)?;
             let statements = if matches!(self.backend, Backend::Postgres(_)) {
@@ -389,11 +339,7 @@ impl HistoryStore {
     }
 
     fn query_error(&self, operation: &'static str) -> impl Fn(sqlx::Error) -> HistoryError + '_ {
-        move |source| HistoryError::Query {
-            location: self.location.to_string(),
-            operation,
-            source,
-        }
+        move |source| HistoryError::Query { location: self.location.to_string(), operation, source }
     }
 
     /// Appends `points` in one transaction and returns how many were new. A point whose
@@ -458,12 +404,7 @@ impl HistoryStore {
 
     /// The newest `limit` points of `series` observed strictly before `before_ms`, oldest first:
     /// the scoring window for a value observed at `before_ms`.
-    pub async fn window(
-        &self,
-        series: &SeriesKey,
-        before_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Point>, HistoryError> {
+    pub async fn window(&self, series: &SeriesKey, before_ms: i64, limit: usize) -> Result<Vec<Point>, HistoryError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let query_error = self.query_error("read a history window");
         let rows: Vec<PointRow> = on_backend!(&self.backend, pool => {
@@ -478,20 +419,11 @@ impl HistoryStore {
                 .await
                 .map_err(&query_error)?
         });
-        Ok(rows
-            .into_iter()
-            .rev()
-            .map(|row| to_point(series, row))
-            .collect())
+        Ok(rows.into_iter().rev().map(|row| to_point(series, row)).collect())
     }
 
     /// Points of `series` with `since_ms <= observed_at_ms < before_ms`, oldest first.
-    pub async fn range(
-        &self,
-        series: &SeriesKey,
-        since_ms: i64,
-        before_ms: i64,
-    ) -> Result<Vec<Point>, HistoryError> {
+    pub async fn range(&self, series: &SeriesKey, since_ms: i64, before_ms: i64) -> Result<Vec<Point>, HistoryError> {
         let query_error = self.query_error("read a history range");
         let rows: Vec<PointRow> = on_backend!(&self.backend, pool => {
             sqlx::query_as(sql::RANGE)
@@ -564,12 +496,7 @@ impl HistoryStore {
         });
         Ok(rows
             .into_iter()
-            .map(|(table, sensor, metric, labels)| SeriesKey {
-                table,
-                sensor,
-                metric,
-                labels,
-            })
+            .map(|(table, sensor, metric, labels)| SeriesKey { table, sensor, metric, labels })
             .collect())
     }
 
@@ -602,12 +529,7 @@ impl HistoryStore {
     }
 
     /// The newest `limit` events of `kind` (of one table, or of all), newest first.
-    pub async fn events(
-        &self,
-        table: Option<&str>,
-        kind: &str,
-        limit: usize,
-    ) -> Result<Vec<Event>, HistoryError> {
+    pub async fn events(&self, table: Option<&str>, kind: &str, limit: usize) -> Result<Vec<Event>, HistoryError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let query_error = self.query_error("read events");
         let rows: Vec<EventRow> = on_backend!(&self.backend, pool => {
@@ -618,22 +540,10 @@ impl HistoryStore {
             query.fetch_all(pool).await.map_err(&query_error)?
         });
         rows.into_iter()
-            .map(|(table, kind, key, occurred_at_ms, payload)| {
-                match serde_json::from_str(&payload) {
-                    Ok(payload) => Ok(Event {
-                        table,
-                        kind,
-                        key,
-                        occurred_at_ms,
-                        payload,
-                    }),
-                    Err(source) => Err(HistoryError::EventPayload {
-                        location: self.location.to_string(),
-                        table,
-                        kind,
-                        key,
-                        source,
-                    }),
+            .map(|(table, kind, key, occurred_at_ms, payload)| match serde_json::from_str(&payload) {
+                Ok(payload) => Ok(Event { table, kind, key, occurred_at_ms, payload }),
+                Err(source) => {
+                    Err(HistoryError::EventPayload { location: self.location.to_string(), table, kind, key, source })
                 }
             })
             .collect()
@@ -654,10 +564,8 @@ impl HistoryStore {
         let query_error = self.query_error("check integrity");
         match &self.backend {
             Backend::Sqlite(pool) => {
-                let rows: Vec<String> = sqlx::query_scalar(sql::SQLITE_INTEGRITY_CHECK)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(&query_error)?;
+                let rows: Vec<String> =
+                    sqlx::query_scalar(sql::SQLITE_INTEGRITY_CHECK).fetch_all(pool).await.map_err(&query_error)?;
                 Ok(rows.into_iter().filter(|row| row != "ok").collect())
             }
             Backend::Postgres(_) => Ok(Vec::new()),
@@ -671,12 +579,7 @@ impl HistoryStore {
 }
 
 fn to_point(series: &SeriesKey, (observed_at_ms, snapshot_id, value): PointRow) -> Point {
-    Point {
-        series: series.clone(),
-        observed_at_ms,
-        snapshot_id,
-        value,
-    }
+    Point { series: series.clone(), observed_at_ms, snapshot_id, value }
 }
 
 #[cfg(test)]
@@ -688,18 +591,8 @@ mod tests {
         SeriesKey::new("bronze.trades", "volume", metric, &[])
     }
 
-    fn point(
-        series: &SeriesKey,
-        observed_at_ms: i64,
-        snapshot_id: Option<i64>,
-        value: f64,
-    ) -> Point {
-        Point {
-            series: series.clone(),
-            observed_at_ms,
-            snapshot_id,
-            value,
-        }
+    fn point(series: &SeriesKey, observed_at_ms: i64, snapshot_id: Option<i64>, value: f64) -> Point {
+        Point { series: series.clone(), observed_at_ms, snapshot_id, value }
     }
 
     #[test]
@@ -718,8 +611,7 @@ mod tests {
     #[test]
     fn postgres_passwords_are_masked() {
         let location = HistoryLocation::Postgres(
-            "postgres://icewatch:s3cr%40t@db.internal:5432/history?sslmode=require&password=other"
-                .into(),
+            "postgres://icewatch:s3cr%40t@db.internal:5432/history?sslmode=require&password=other".into(),
         );
         let shown = format!("{location} {location:?}");
         assert!(!shown.contains("s3cr"), "{shown}");
@@ -739,38 +631,28 @@ mod tests {
             HistoryLocation::Postgres("postgres://u:p@h/db".into())
         );
         assert_eq!(
-            "sqlite:///var/lib/icewatch/history.db"
-                .parse::<HistoryLocation>()
-                .unwrap(),
+            "sqlite:///var/lib/icewatch/history.db".parse::<HistoryLocation>().unwrap(),
             HistoryLocation::Sqlite("/var/lib/icewatch/history.db".into())
         );
         assert_eq!(
             "state/history.db".parse::<HistoryLocation>().unwrap(),
             HistoryLocation::Sqlite("state/history.db".into())
         );
-        assert!(matches!(
-            "  ".parse::<HistoryLocation>(),
-            Err(HistoryError::EmptyLocation)
-        ));
+        assert!(matches!("  ".parse::<HistoryLocation>(), Err(HistoryError::EmptyLocation)));
     }
 
     #[tokio::test]
     async fn window_excludes_the_boundary_and_is_oldest_first() {
         let store = HistoryStore::open_in_memory().await.unwrap();
         let series = key("row_count");
-        let points: Vec<Point> = (0..10)
-            .map(|i| point(&series, i * 1000, Some(i), i as f64))
-            .collect();
+        let points: Vec<Point> = (0..10).map(|i| point(&series, i * 1000, Some(i), i as f64)).collect();
         assert_eq!(store.append(&points).await.unwrap(), 10);
         let window = store.window(&series, 7000, 3).await.unwrap();
         let times: Vec<i64> = window.iter().map(|p| p.observed_at_ms).collect();
         assert_eq!(times, vec![4000, 5000, 6000]);
         let range = store.range(&series, 2000, 4000).await.unwrap();
         assert_eq!(range, vec![points[2].clone(), points[3].clone()]);
-        assert_eq!(
-            store.latest(&series).await.unwrap(),
-            Some(points[9].clone())
-        );
+        assert_eq!(store.latest(&series).await.unwrap(), Some(points[9].clone()));
         assert_eq!(store.latest(&key("other")).await.unwrap(), None);
     }
 
@@ -795,31 +677,16 @@ mod tests {
         let window = store.window(&series, 2, 10).await.unwrap();
         let snapshots: Vec<Option<i64>> = window.iter().map(|p| p.snapshot_id).collect();
         assert_eq!(snapshots, vec![None, Some(0), Some(7)]);
-        assert_eq!(
-            store.latest(&series).await.unwrap().unwrap().snapshot_id,
-            Some(7)
-        );
+        assert_eq!(store.latest(&series).await.unwrap().unwrap().snapshot_id, Some(7));
     }
 
     #[tokio::test]
     async fn non_finite_values_are_refused_and_nothing_is_written() {
         let store = HistoryStore::open_in_memory().await.unwrap();
         let series = key("mean");
-        let batch = vec![
-            point(&series, 1, None, 1.0),
-            point(&series, 2, None, f64::NAN),
-        ];
+        let batch = vec![point(&series, 1, None, 1.0), point(&series, 2, None, f64::NAN)];
         let error = store.append(&batch).await.unwrap_err();
-        assert!(
-            matches!(
-                error,
-                HistoryError::NonFiniteValue {
-                    observed_at_ms: 2,
-                    ..
-                }
-            ),
-            "{error}"
-        );
+        assert!(matches!(error, HistoryError::NonFiniteValue { observed_at_ms: 2, .. }), "{error}");
         assert_eq!(store.point_count().await.unwrap(), 0);
     }
 
@@ -833,11 +700,7 @@ mod tests {
             occurred_at_ms: at,
             payload: json!({"change_type": "column_added", "column": key}),
         };
-        let events = vec![
-            event("a", "k1", 10),
-            event("a", "k2", 30),
-            event("b", "k1", 20),
-        ];
+        let events = vec![event("a", "k1", 10), event("a", "k2", 30), event("b", "k1", 20)];
         assert_eq!(store.record_events(&events).await.unwrap(), 3);
         assert_eq!(store.record_events(&events).await.unwrap(), 0);
         let all = store.events(None, "schema_change", 10).await.unwrap();

@@ -84,8 +84,7 @@ pub const INSERT_SERIES: &str = "INSERT INTO icewatch_series (table_name, sensor
     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 pub const SELECT_SERIES_ID: &str = "SELECT id FROM icewatch_series
     WHERE table_name = $1 AND sensor = $2 AND metric = $3 AND labels = $4";
-pub const INSERT_POINT: &str =
-    "INSERT INTO icewatch_points (series_id, observed_at_ms, snapshot_id, value)
+pub const INSERT_POINT: &str = "INSERT INTO icewatch_points (series_id, observed_at_ms, snapshot_id, value)
     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 
 /// The join and filter of every per-series query; binds $1..=$4 = table, sensor, metric, labels.
@@ -105,12 +104,7 @@ macro_rules! newest_first {
 }
 
 /// $5 = before_ms, $6 = limit.
-pub const WINDOW: &str = concat!(
-    series_points!(),
-    " AND p.observed_at_ms < $5",
-    newest_first!(),
-    " LIMIT $6"
-);
+pub const WINDOW: &str = concat!(series_points!(), " AND p.observed_at_ms < $5", newest_first!(), " LIMIT $6");
 
 /// $5 = since_ms, $6 = before_ms; oldest first.
 pub const RANGE: &str = concat!(
@@ -122,22 +116,17 @@ pub const RANGE: &str = concat!(
 pub const LATEST: &str = concat!(series_points!(), newest_first!(), " LIMIT 1");
 
 /// $5 = observed_at_ms, $6 = snapshot_id.
-pub const CONTAINS_WITH_SNAPSHOT: &str = concat!(
-    series_points!(),
-    " AND p.observed_at_ms = $5 AND p.snapshot_id = $6 LIMIT 1"
-);
+pub const CONTAINS_WITH_SNAPSHOT: &str =
+    concat!(series_points!(), " AND p.observed_at_ms = $5 AND p.snapshot_id = $6 LIMIT 1");
 
 /// $5 = observed_at_ms.
-pub const CONTAINS_WITHOUT_SNAPSHOT: &str = concat!(
-    series_points!(),
-    " AND p.observed_at_ms = $5 AND p.snapshot_id IS NULL LIMIT 1"
-);
+pub const CONTAINS_WITHOUT_SNAPSHOT: &str =
+    concat!(series_points!(), " AND p.observed_at_ms = $5 AND p.snapshot_id IS NULL LIMIT 1");
 
 pub const SERIES_FOR_TABLE: &str = "SELECT table_name, sensor, metric, labels FROM icewatch_series
     WHERE table_name = $1 ORDER BY sensor, metric, labels";
 
-pub const INSERT_EVENT: &str =
-    "INSERT INTO icewatch_events (table_name, kind, dedupe_key, occurred_at_ms, payload)
+pub const INSERT_EVENT: &str = "INSERT INTO icewatch_events (table_name, kind, dedupe_key, occurred_at_ms, payload)
     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
 
 /// $1 = kind, $2 = limit.
@@ -145,8 +134,7 @@ pub const EVENTS_OF_KIND: &str = "SELECT table_name, kind, dedupe_key, occurred_
     FROM icewatch_events WHERE kind = $1 ORDER BY occurred_at_ms DESC, id DESC LIMIT $2";
 
 /// $1 = kind, $2 = limit, $3 = table.
-pub const EVENTS_OF_KIND_FOR_TABLE: &str =
-    "SELECT table_name, kind, dedupe_key, occurred_at_ms, payload
+pub const EVENTS_OF_KIND_FOR_TABLE: &str = "SELECT table_name, kind, dedupe_key, occurred_at_ms, payload
     FROM icewatch_events WHERE kind = $1 AND table_name = $3
     ORDER BY occurred_at_ms DESC, id DESC LIMIT $2";
 

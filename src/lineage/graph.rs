@@ -19,7 +19,8 @@ pub fn render_graph(view: &LineageView, format: GraphFormat) -> String {
         GraphFormat::Text => text(view),
         GraphFormat::Dot => dot(view),
         GraphFormat::Json => {
-            let mut out = serde_json::to_string_pretty(view).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+            let mut out =
+                serde_json::to_string_pretty(view).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
             out.push('\n');
             out
         }
@@ -45,14 +46,16 @@ fn text(view: &LineageView) -> String {
         let _ = writeln!(out, "pipeline {}", pipeline.name);
         let width = pipeline.stages.iter().map(|stage| stage.stage.chars().count()).max().unwrap_or(0);
         for stage in &pipeline.stages {
-            let upstream = if stage.upstream.is_empty() { String::new() } else { format!("  <- {}", stage.upstream.join(", ")) };
+            let upstream =
+                if stage.upstream.is_empty() { String::new() } else { format!("  <- {}", stage.upstream.join(", ")) };
             let job = if stage.job == stage.table { String::new() } else { format!("  (job {})", stage.job) };
             let health = health_word(stage.health, stage.root_cause, stage.impacted);
             let health = if health.is_empty() { String::new() } else { format!("  [{health}]") };
             let _ = writeln!(out, "  {:<width$}  {}{upstream}{job}{health}", stage.stage, stage.table);
         }
     }
-    let _ = writeln!(out, "\nlearned from OpenLineage: {} edge(s), {} run(s)", view.learned_edges.len(), view.runs.len());
+    let _ =
+        writeln!(out, "\nlearned from OpenLineage: {} edge(s), {} run(s)", view.learned_edges.len(), view.runs.len());
     for edge in &view.learned_edges {
         let jobs: Vec<&str> = edge.jobs.iter().map(String::as_str).collect();
         let _ = writeln!(out, "  {} -> {}  (job {})", edge.from, edge.to, jobs.join(", "));
@@ -71,14 +74,25 @@ fn quote(text: &str) -> String {
 fn dot(view: &LineageView) -> String {
     let mut out = String::from("digraph lineage {\n  rankdir=LR;\n  node [shape=box];\n");
     for pipeline in &view.pipelines {
-        let _ = writeln!(out, "  subgraph {} {{\n    label={};", quote(&format!("cluster_{}", pipeline.name)), quote(&pipeline.name));
+        let _ = writeln!(
+            out,
+            "  subgraph {} {{\n    label={};",
+            quote(&format!("cluster_{}", pipeline.name)),
+            quote(&pipeline.name)
+        );
         for stage in &pipeline.stages {
             let color = match stage.health {
                 Health::Failing => ", color=red",
                 Health::Healthy => ", color=darkgreen",
                 Health::Unknown => "",
             };
-            let _ = writeln!(out, "    {} [label=\"{}\\n{}\"{color}];", quote(&stage.table), escape(&stage.stage), escape(&stage.table));
+            let _ = writeln!(
+                out,
+                "    {} [label=\"{}\\n{}\"{color}];",
+                quote(&stage.table),
+                escape(&stage.stage),
+                escape(&stage.table)
+            );
         }
         let _ = writeln!(out, "  }}");
         for stage in &pipeline.stages {
@@ -91,7 +105,13 @@ fn dot(view: &LineageView) -> String {
     }
     for edge in &view.learned_edges {
         let jobs: Vec<&str> = edge.jobs.iter().map(String::as_str).collect();
-        let _ = writeln!(out, "  {} -> {} [style=dashed, label={}];", quote(&edge.from), quote(&edge.to), quote(&jobs.join(", ")));
+        let _ = writeln!(
+            out,
+            "  {} -> {} [style=dashed, label={}];",
+            quote(&edge.from),
+            quote(&edge.to),
+            quote(&jobs.join(", "))
+        );
     }
     out.push_str("}\n");
     out

@@ -91,7 +91,8 @@ impl PipelineStatus {
 
 /// The health of one table from its latest results: `None` when it has none.
 pub fn table_reasons(table: &str, results: &[SensorResult]) -> Option<(Vec<Reason>, Option<i64>)> {
-    let own: Vec<&SensorResult> = results.iter().filter(|result| result.table == table && result.sensor != SensorKind::Lineage).collect();
+    let own: Vec<&SensorResult> =
+        results.iter().filter(|result| result.table == table && result.sensor != SensorKind::Lineage).collect();
     if own.is_empty() {
         return None;
     }
@@ -140,7 +141,11 @@ fn parse_time_ms(text: &str) -> Option<i64> {
 }
 
 /// Health of every stage of `pipeline`. `runs` is the latest OpenLineage run that wrote each table.
-pub fn evaluate(pipeline: &PipelineConfig, results: &[SensorResult], runs: &HashMap<String, RunRecord>) -> PipelineStatus {
+pub fn evaluate(
+    pipeline: &PipelineConfig,
+    results: &[SensorResult],
+    runs: &HashMap<String, RunRecord>,
+) -> PipelineStatus {
     let mut stages: Vec<StageStatus> = pipeline
         .stages
         .iter()
@@ -151,7 +156,13 @@ pub fn evaluate(pipeline: &PipelineConfig, results: &[SensorResult], runs: &Hash
             if let Some(run) = run.filter(|run| run.state.is_failure()) {
                 reasons.push(Reason {
                     word: "not written (its job failed)".to_string(),
-                    detail: format!("job `{}` run `{}` ended {} at {}", run.job, run.run_id, run.state.as_str(), crate::sensors::format_ms(run.event_time_ms).unwrap_or_default()),
+                    detail: format!(
+                        "job `{}` run `{}` ended {} at {}",
+                        run.job,
+                        run.run_id,
+                        run.state.as_str(),
+                        crate::sensors::format_ms(run.event_time_ms).unwrap_or_default()
+                    ),
                     status: Status::Critical,
                     snapshot_id: None,
                 });
@@ -180,7 +191,8 @@ pub fn evaluate(pipeline: &PipelineConfig, results: &[SensorResult], runs: &Hash
         })
         .collect();
 
-    let index: HashMap<String, usize> = stages.iter().enumerate().map(|(position, stage)| (stage.stage.clone(), position)).collect();
+    let index: HashMap<String, usize> =
+        stages.iter().enumerate().map(|(position, stage)| (stage.stage.clone(), position)).collect();
     let mut downstream: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (position, stage) in stages.iter().enumerate() {
         for parent in &stage.upstream {
@@ -208,7 +220,8 @@ pub fn evaluate(pipeline: &PipelineConfig, results: &[SensorResult], runs: &Hash
         if !failing[position] {
             continue;
         }
-        let upstream_fails = stages[position].upstream.iter().any(|parent| index.get(parent).is_some_and(|&parent| failing[parent]));
+        let upstream_fails =
+            stages[position].upstream.iter().any(|parent| index.get(parent).is_some_and(|&parent| failing[parent]));
         if !upstream_fails {
             roots.push(position);
         }
@@ -269,9 +282,12 @@ pub fn evaluate(pipeline: &PipelineConfig, results: &[SensorResult], runs: &Hash
 pub fn stage_evaluations(status: &PipelineStatus) -> Vec<Evaluation> {
     let mut out = Vec::new();
     for stage in &status.stages {
-        let word = |stage: &StageStatus| stage.reasons.first().map_or_else(|| "failing".to_string(), |reason| reason.word.clone());
+        let word = |stage: &StageStatus| {
+            stage.reasons.first().map_or_else(|| "failing".to_string(), |reason| reason.word.clone())
+        };
         let roots: Vec<&StageStatus> = stage.caused_by.iter().filter_map(|name| status.stage(name)).collect();
-        let because = roots.iter().map(|root| format!("`{}` is {}", root.table, word(root))).collect::<Vec<_>>().join(" and ");
+        let because =
+            roots.iter().map(|root| format!("`{}` is {}", root.table, word(root))).collect::<Vec<_>>().join(" and ");
         let (evaluation_status, message) = match stage.health {
             Health::Unknown => continue,
             Health::Failing => {
@@ -281,14 +297,24 @@ pub fn stage_evaluations(status: &PipelineStatus) -> Vec<Evaluation> {
                         0 => String::new(),
                         count => format!("; {count} downstream stage(s) impacted"),
                     };
-                    format!("root cause in pipeline `{}`: `{}` is {} ({}){impact}", status.name, stage.table, word(stage), stage.reasons[0].detail)
+                    format!(
+                        "root cause in pipeline `{}`: `{}` is {} ({}){impact}",
+                        status.name,
+                        stage.table,
+                        word(stage),
+                        stage.reasons[0].detail
+                    )
                 } else {
                     format!("`{}` is {} because {because}", stage.table, word(stage))
                 };
                 (worst, message)
             }
-            Health::Healthy if stage.impacted => (Status::Ok, format!("`{}` is healthy but downstream of a failure: {because}", stage.table)),
-            Health::Healthy => (Status::Ok, format!("stage `{}` of pipeline `{}` is healthy", stage.stage, status.name)),
+            Health::Healthy if stage.impacted => {
+                (Status::Ok, format!("`{}` is healthy but downstream of a failure: {because}", stage.table))
+            }
+            Health::Healthy => {
+                (Status::Ok, format!("stage `{}` of pipeline `{}` is healthy", stage.stage, status.name))
+            }
         };
         let mut evaluation = Evaluation::new(&stage.table, SensorKind::Lineage, "stage", evaluation_status, message)
             .with_value(if stage.health == Health::Healthy { 1.0 } else { 0.0 });
@@ -313,12 +339,23 @@ mod tests {
         };
         PipelineConfig {
             name: "trades".to_string(),
-            stages: vec![stage("bronze", "b.t", &[]), stage("silver", "s.t", &["bronze"]), stage("gold", "g.t", &["silver"])],
+            stages: vec![
+                stage("bronze", "b.t", &[]),
+                stage("silver", "s.t", &["bronze"]),
+                stage("gold", "g.t", &["silver"]),
+            ],
         }
     }
 
     fn freshness(table: &str, status: Status, commit_ms: i64) -> SensorResult {
-        let evaluation = Evaluation::new(table, SensorKind::Freshness, "freshness_seconds", status, "last data commit 3h ago".to_string()).at(commit_ms, Some(1));
+        let evaluation = Evaluation::new(
+            table,
+            SensorKind::Freshness,
+            "freshness_seconds",
+            status,
+            "last data commit 3h ago".to_string(),
+        )
+        .at(commit_ms, Some(1));
         SensorResult {
             table: table.to_string(),
             layer: String::new(),
@@ -331,7 +368,11 @@ mod tests {
 
     #[test]
     fn stale_bronze_is_the_root_and_everything_below_is_impacted() {
-        let results = [freshness("b.t", Status::Warning, 1_000_000), freshness("s.t", Status::Warning, 1_060_000), freshness("g.t", Status::Ok, 1_030_000)];
+        let results = [
+            freshness("b.t", Status::Warning, 1_000_000),
+            freshness("s.t", Status::Warning, 1_060_000),
+            freshness("g.t", Status::Ok, 1_030_000),
+        ];
         let status = evaluate(&pipeline(), &results, &HashMap::new());
         let bronze = status.stage("bronze").unwrap();
         assert!(bronze.root_cause && !bronze.impacted);
@@ -344,7 +385,8 @@ mod tests {
         // silver committed after bronze: no lag; gold is 30 s behind silver.
         assert_eq!(status.edges[0].lag_seconds, Some(0.0));
         assert_eq!(status.edges[1].lag_seconds, Some(30.0));
-        let messages: Vec<String> = stage_evaluations(&status).into_iter().map(|evaluation| evaluation.message).collect();
+        let messages: Vec<String> =
+            stage_evaluations(&status).into_iter().map(|evaluation| evaluation.message).collect();
         assert!(messages[1].contains("`s.t` is stale because `b.t` is stale"), "{messages:?}");
         assert!(messages[0].starts_with("root cause"), "{messages:?}");
     }
@@ -352,7 +394,13 @@ mod tests {
     #[test]
     fn warnings_other_than_staleness_do_not_fail_and_missing_results_are_unknown() {
         let mut volume = freshness("b.t", Status::Ok, 0);
-        volume.evaluations.push(Evaluation::new("b.t", SensorKind::Volume, "rows_added", Status::Warning, "x".to_string()));
+        volume.evaluations.push(Evaluation::new(
+            "b.t",
+            SensorKind::Volume,
+            "rows_added",
+            Status::Warning,
+            "x".to_string(),
+        ));
         let status = evaluate(&pipeline(), &[volume, freshness("s.t", Status::Ok, 0)], &HashMap::new());
         assert_eq!(status.stage("bronze").unwrap().health, Health::Healthy);
         assert_eq!(status.stage("gold").unwrap().health, Health::Unknown);
@@ -369,7 +417,12 @@ mod tests {
             finished_at_ms: 0,
             duration: Duration::ZERO,
         };
-        let results = [error("b.t", SensorKind::Freshness), error("b.t", SensorKind::Volume), freshness("s.t", Status::Ok, 0), error("s.t", SensorKind::Distribution)];
+        let results = [
+            error("b.t", SensorKind::Freshness),
+            error("b.t", SensorKind::Volume),
+            freshness("s.t", Status::Ok, 0),
+            error("s.t", SensorKind::Distribution),
+        ];
         let status = evaluate(&pipeline(), &results, &HashMap::new());
         let bronze = status.stage("bronze").unwrap();
         assert_eq!(bronze.health, Health::Failing);
@@ -379,7 +432,11 @@ mod tests {
 
     #[test]
     fn a_failing_middle_stage_is_the_root_when_its_upstream_is_healthy() {
-        let results = [freshness("b.t", Status::Ok, 0), freshness("s.t", Status::Critical, 0), freshness("g.t", Status::Warning, 0)];
+        let results = [
+            freshness("b.t", Status::Ok, 0),
+            freshness("s.t", Status::Critical, 0),
+            freshness("g.t", Status::Warning, 0),
+        ];
         let status = evaluate(&pipeline(), &results, &HashMap::new());
         assert!(!status.stage("bronze").unwrap().impacted);
         assert!(status.stage("silver").unwrap().root_cause);

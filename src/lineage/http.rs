@@ -37,9 +37,12 @@ async fn receive(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             let links: Vec<_> = event
                 .outputs
                 .iter()
-                .filter_map(|output| Some(json!({ "table": output.table.as_ref()?, "snapshot_id": output.snapshot_id? })))
+                .filter_map(|output| {
+                    Some(json!({ "table": output.table.as_ref()?, "snapshot_id": output.snapshot_id? }))
+                })
                 .collect();
-            let tables: Vec<String> = event.inputs.iter().chain(&event.outputs).filter_map(|dataset| dataset.table.clone()).collect();
+            let tables: Vec<String> =
+                event.inputs.iter().chain(&event.outputs).filter_map(|dataset| dataset.table.clone()).collect();
             let body = json!({ "accepted": true, "run_id": event.run_id, "event_type": event.event_type, "tables": tables, "snapshots": links });
             (StatusCode::CREATED, axum::Json(body)).into_response()
         }

@@ -124,7 +124,10 @@ impl State {
         record.event_time_ms = record.event_time_ms.max(event.event_time_ms);
         record.first_seen_ms = record.first_seen_ms.min(event.event_time_ms);
         match event.event_type {
-            RunState::Start => record.started_ms = Some(record.started_ms.map_or(event.event_time_ms, |start| start.min(event.event_time_ms))),
+            RunState::Start => {
+                record.started_ms =
+                    Some(record.started_ms.map_or(event.event_time_ms, |start| start.min(event.event_time_ms)))
+            }
             state if state.is_terminal() => record.ended_ms = Some(event.event_time_ms),
             _ => {}
         }
@@ -213,7 +216,9 @@ impl Lineage {
         events.reverse();
         let mut parsed: Vec<RunEvent> = events
             .iter()
-            .filter_map(|event| serde_json::to_vec(&event.payload).ok().and_then(|body| parse_event(&body, &self.config).ok()))
+            .filter_map(|event| {
+                serde_json::to_vec(&event.payload).ok().and_then(|body| parse_event(&body, &self.config).ok())
+            })
             .collect();
         parsed.sort_by_key(|event| event.event_time_ms);
         let mut state = self.state();
@@ -226,9 +231,17 @@ impl Lineage {
     /// Validates `body`, stores it, then applies it: a refused or unstored event changes nothing.
     pub async fn ingest(&self, body: &[u8]) -> Result<RunEvent, LineageError> {
         let event = parse_event(body, &self.config)?;
-        let payload: serde_json::Value = serde_json::from_slice(body).map_err(|error| EventError::NotJson(error.to_string()))?;
-        let table = event.outputs.iter().chain(&event.inputs).find_map(|dataset| dataset.table.clone()).unwrap_or_default();
-        let stored = Event { table, kind: EVENT_KIND.to_string(), key: event.key(), occurred_at_ms: event.event_time_ms, payload };
+        let payload: serde_json::Value =
+            serde_json::from_slice(body).map_err(|error| EventError::NotJson(error.to_string()))?;
+        let table =
+            event.outputs.iter().chain(&event.inputs).find_map(|dataset| dataset.table.clone()).unwrap_or_default();
+        let stored = Event {
+            table,
+            kind: EVENT_KIND.to_string(),
+            key: event.key(),
+            occurred_at_ms: event.event_time_ms,
+            payload,
+        };
         self.history.record_events(&[stored]).await.map_err(LineageError::History)?;
         self.state().apply(&event);
         tracing::info!(run_id = %event.run_id, job = %event.job, event_type = event.event_type.as_str(), "OpenLineage event received");
@@ -239,13 +252,17 @@ impl Lineage {
     pub fn refresh(&self, results: &[SensorResult]) -> Vec<PipelineStatus> {
         let mut state = self.state();
         let runs = state.latest_runs();
-        let statuses: Vec<PipelineStatus> = self.config.pipelines.iter().map(|pipeline| health::evaluate(pipeline, results, &runs)).collect();
+        let statuses: Vec<PipelineStatus> =
+            self.config.pipelines.iter().map(|pipeline| health::evaluate(pipeline, results, &runs)).collect();
         let metrics = &self.metrics;
         let mut success: BTreeMap<(String, String), bool> = BTreeMap::new();
         let mut impact: BTreeMap<String, usize> = BTreeMap::new();
         for status in &statuses {
             if let Some(ok) = status.end_to_end_success {
-                metrics.pipeline_end_to_end_success.with_label_values(&[status.name.as_str()]).set(f64::from(u8::from(ok)));
+                metrics
+                    .pipeline_end_to_end_success
+                    .with_label_values(&[status.name.as_str()])
+                    .set(f64::from(u8::from(ok)));
             }
             for stage in &status.stages {
                 let labels = [status.name.as_str(), stage.stage.as_str(), stage.job.as_str()];
@@ -258,7 +275,10 @@ impl Lineage {
                     *entry = *entry && healthy;
                 }
                 if let Some(seconds) = stage.duration_seconds {
-                    metrics.pipeline_stage_duration_seconds.with_label_values(&[stage.stage.as_str(), stage.job.as_str()]).set(seconds);
+                    metrics
+                        .pipeline_stage_duration_seconds
+                        .with_label_values(&[stage.stage.as_str(), stage.job.as_str()])
+                        .set(seconds);
                 }
             }
             for edge in &status.edges {
@@ -318,7 +338,9 @@ impl Lineage {
                 if !matches!(evaluation.status, Status::Warning | Status::Critical) {
                     continue;
                 }
-                if let Some(run) = evaluation.snapshot_id.and_then(|snapshot| self.run_for_snapshot(&result.table, snapshot)) {
+                if let Some(run) =
+                    evaluation.snapshot_id.and_then(|snapshot| self.run_for_snapshot(&result.table, snapshot))
+                {
                     evaluation.message.push_str(&format!(
                         " (snapshot {} written by job `{}` run `{}`, {})",
                         evaluation.snapshot_id.unwrap_or_default(),

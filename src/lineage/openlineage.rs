@@ -141,13 +141,15 @@ pub fn parse_event(body: &[u8], config: &Config) -> Result<RunEvent, EventError>
 
     let event_type = match raw.event_type.as_deref() {
         None => RunState::Other,
-        Some(text) => serde_json::from_value(Value::String(text.to_string()))
-            .map_err(|_| invalid("eventType", format!("`{text}` is not one of START, RUNNING, COMPLETE, ABORT, FAIL, OTHER")))?,
+        Some(text) => serde_json::from_value(Value::String(text.to_string())).map_err(|_| {
+            invalid("eventType", format!("`{text}` is not one of START, RUNNING, COMPLETE, ABORT, FAIL, OTHER"))
+        })?,
     };
     let event_time_ms = chrono::DateTime::parse_from_rfc3339(&raw.event_time)
         .map_err(|error| invalid("eventTime", format!("`{}` is not an ISO 8601 date-time: {error}", raw.event_time)))?
         .timestamp_millis();
-    uuid::Uuid::parse_str(&raw.run.run_id).map_err(|error| invalid("run.runId", format!("`{}` is not a UUID: {error}", raw.run.run_id)))?;
+    uuid::Uuid::parse_str(&raw.run.run_id)
+        .map_err(|error| invalid("run.runId", format!("`{}` is not a UUID: {error}", raw.run.run_id)))?;
     if raw.job.namespace.trim().is_empty() {
         return Err(invalid("job.namespace", "must not be empty".to_string()));
     }
@@ -167,12 +169,20 @@ pub fn parse_event(body: &[u8], config: &Config) -> Result<RunEvent, EventError>
     })
 }
 
-fn datasets(raw: Vec<RawDataset>, field: &str, rules: &LineageConfig, config: &Config) -> Result<Vec<DatasetRef>, EventError> {
+fn datasets(
+    raw: Vec<RawDataset>,
+    field: &str,
+    rules: &LineageConfig,
+    config: &Config,
+) -> Result<Vec<DatasetRef>, EventError> {
     let mut out = Vec::with_capacity(raw.len());
     for (index, dataset) in raw.into_iter().enumerate() {
         let path = format!("{field}[{index}]");
         if dataset.namespace.is_empty() || dataset.name.is_empty() {
-            return Err(EventError::Invalid { field: path, reason: "`namespace` and `name` must not be empty".to_string() });
+            return Err(EventError::Invalid {
+                field: path,
+                reason: "`namespace` and `name` must not be empty".to_string(),
+            });
         }
         let facets = dataset.facets.unwrap_or_default();
         let mut candidates = vec![(dataset.namespace.clone(), dataset.name.clone())];
@@ -189,7 +199,10 @@ fn symlinks(facets: &Map<String, Value>, path: &str) -> Result<Vec<(String, Stri
     let Some(symlinks) = facets.get("symlinks") else { return Ok(Vec::new()) };
     let identifiers = symlinks.get("identifiers").and_then(Value::as_array);
     let Some(identifiers) = identifiers else {
-        return Err(EventError::Invalid { field: format!("{path}.facets.symlinks"), reason: "expected an `identifiers` array".to_string() });
+        return Err(EventError::Invalid {
+            field: format!("{path}.facets.symlinks"),
+            reason: "expected an `identifiers` array".to_string(),
+        });
     };
     let mut out = Vec::new();
     for (index, identifier) in identifiers.iter().enumerate() {
@@ -207,11 +220,17 @@ fn symlinks(facets: &Map<String, Value>, path: &str) -> Result<Vec<(String, Stri
 }
 
 /// The snapshot an output's Iceberg commit produced.
-fn snapshot_id(output_facets: Option<&Map<String, Value>>, facets: &Map<String, Value>, path: &str) -> Result<Option<i64>, EventError> {
+fn snapshot_id(
+    output_facets: Option<&Map<String, Value>>,
+    facets: &Map<String, Value>,
+    path: &str,
+) -> Result<Option<i64>, EventError> {
     if let Some(report) = output_facets.and_then(|facets| facets.get("icebergCommitReport")) {
         let field = format!("{path}.outputFacets.icebergCommitReport.snapshotId");
         return match report.get("snapshotId") {
-            Some(value) => whole_number(value).map(Some).ok_or(EventError::Invalid { field, reason: format!("expected a whole number, found `{value}`") }),
+            Some(value) => whole_number(value)
+                .map(Some)
+                .ok_or(EventError::Invalid { field, reason: format!("expected a whole number, found `{value}`") }),
             None => Err(EventError::Invalid { field, reason: "missing".to_string() }),
         };
     }
@@ -319,10 +338,9 @@ warn_after = "1h"
     #[test]
     fn dataset_version_is_the_snapshot_when_no_commit_report() {
         let config = config_without_rules();
-        let body = EVENT.replace("\"outputFacets\"", "\"ignored\"").replace(
-            "\"symlinks\"",
-            "\"version\": { \"datasetVersion\": \"777\" }, \"symlinks\"",
-        );
+        let body = EVENT
+            .replace("\"outputFacets\"", "\"ignored\"")
+            .replace("\"symlinks\"", "\"version\": { \"datasetVersion\": \"777\" }, \"symlinks\"");
         let event = parse_event(body.as_bytes(), &config).unwrap();
         assert_eq!(event.outputs[0].snapshot_id, Some(777));
     }

@@ -29,15 +29,15 @@ use datafusion::arrow::array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{
-    DataContentType, DataFile, Datum, ManifestContentType, ManifestStatus, PrimitiveLiteral,
-    PrimitiveType, Schema, SnapshotRef, Type,
+    DataContentType, DataFile, Datum, ManifestContentType, ManifestStatus, PrimitiveLiteral, PrimitiveType, Schema,
+    SnapshotRef, Type,
 };
 use iceberg::table::Table;
 use serde::Serialize;
 
 use self::accumulate::{ColumnAccumulator, ValueKind, Wanted, quantile_sorted};
 use super::snapshots::{Commit, CommitOperation, commits};
-use super::{Evaluation, SensorError, Status, Windows, WindowRequest, human_number};
+use super::{Evaluation, SensorError, Status, WindowRequest, Windows, human_number};
 use crate::config::{DistributionConfig, Scope, SensorKind, Statistic};
 use crate::history::{Point, SeriesKey};
 use crate::judging::{self, Measure};
@@ -174,9 +174,8 @@ pub fn snapshots_to_profile(
     config: &DistributionConfig,
     already_profiled: &dyn Fn(i64) -> bool,
 ) -> Vec<i64> {
-    let batches: Vec<i64> = profileable(&commits(table.metadata()), config.scope)
-        .map(|commit| commit.snapshot_id)
-        .collect();
+    let batches: Vec<i64> =
+        profileable(&commits(table.metadata()), config.scope).map(|commit| commit.snapshot_id).collect();
     let start = batches.len().saturating_sub(config.settings.window);
     batches[start..].iter().copied().filter(|&id| !already_profiled(id)).collect()
 }
@@ -408,7 +407,11 @@ fn drift_verdict(fired: &[Option<bool>], reference_size: usize, newest_size: usi
 }
 
 /// Drift tests of every sampled column of `newest` against the pooled samples of `reference`.
-pub fn drift(config: &DistributionConfig, newest: &BatchProfile, reference: &[BatchProfile]) -> Vec<(String, DriftResult)> {
+pub fn drift(
+    config: &DistributionConfig,
+    newest: &BatchProfile,
+    reference: &[BatchProfile],
+) -> Vec<(String, DriftResult)> {
     let thresholds = &config.drift;
     let mut results = Vec::new();
     for (column, _) in &config.columns {
@@ -427,10 +430,8 @@ pub fn drift(config: &DistributionConfig, newest: &BatchProfile, reference: &[Ba
                     .collect();
                 let ks = stats::ks_two_sample(&reference, values);
                 let psi = stats::psi(&reference, values, PSI_BINS);
-                let fired = [
-                    ks.map(|ks| ks.p_value < thresholds.ks_p_value),
-                    psi.map(|psi| psi >= thresholds.psi_threshold),
-                ];
+                let fired =
+                    [ks.map(|ks| ks.p_value < thresholds.ks_p_value), psi.map(|psi| psi >= thresholds.psi_threshold)];
                 DriftResult {
                     ks_statistic: ks.map(|ks| ks.statistic),
                     ks_p_value: ks.map(|ks| ks.p_value),
@@ -540,10 +541,9 @@ async fn profile_many(
     let current_schema = metadata.current_schema();
     let mut columns = Vec::new();
     for (name, statistics) in &config.columns {
-        let field = current_schema.field_by_name(name).ok_or_else(|| SensorError::ColumnNotFound {
-            table: table_name.to_string(),
-            column: name.clone(),
-        })?;
+        let field = current_schema
+            .field_by_name(name)
+            .ok_or_else(|| SensorError::ColumnNotFound { table: table_name.to_string(), column: name.clone() })?;
         columns.push(ConfiguredColumn { name: name.clone(), field_id: field.id, statistics: statistics.clone() });
     }
     let history = commits(metadata);
@@ -552,10 +552,9 @@ async fn profile_many(
     let total = wanted.len();
     let mut profiles = Vec::with_capacity(total);
     for (index, commit) in wanted.into_iter().enumerate() {
-        let snapshot = metadata.snapshot_by_id(commit.snapshot_id).ok_or_else(|| metadata_error(
-            table_name,
-            format!("snapshot {} is not in the table metadata", commit.snapshot_id),
-        ))?;
+        let snapshot = metadata.snapshot_by_id(commit.snapshot_id).ok_or_else(|| {
+            metadata_error(table_name, format!("snapshot {} is not in the table metadata", commit.snapshot_id))
+        })?;
         let started = std::time::Instant::now();
         let profile = profile_snapshot(table, table_name, config, &columns, snapshot, plan).await?;
         tracing::info!(
@@ -605,7 +604,12 @@ struct Batch {
     has_deletes: bool,
 }
 
-async fn batch_files(table: &Table, table_name: &str, snapshot: &SnapshotRef, scope: Scope) -> Result<Batch, SensorError> {
+async fn batch_files(
+    table: &Table,
+    table_name: &str,
+    snapshot: &SnapshotRef,
+    scope: Scope,
+) -> Result<Batch, SensorError> {
     let snapshot_id = snapshot.snapshot_id();
     let read_error = |source: iceberg::Error| SensorError::Metadata { table: table_name.to_string(), source };
     let list = table.manifest_list_reader(snapshot).load().await.map_err(read_error)?;
@@ -648,9 +652,8 @@ async fn profile_snapshot(
     plan: Plan,
 ) -> Result<BatchProfile, SensorError> {
     let metadata = table.metadata();
-    let schema = snapshot
-        .schema(metadata)
-        .map_err(|source| SensorError::Metadata { table: table_name.to_string(), source })?;
+    let schema =
+        snapshot.schema(metadata).map_err(|source| SensorError::Metadata { table: table_name.to_string(), source })?;
     let batch = batch_files(table, table_name, snapshot, config.scope).await?;
     let metadata_row_count: u64 = batch.files.iter().map(DataFile::record_count).sum();
     let metadata_exact = !batch.has_deletes;
@@ -761,7 +764,8 @@ async fn profile_snapshot(
         };
         let field_ids: Vec<i32> = to_scan.iter().map(|(column, _, _)| column.configured.field_id).collect();
         let tasks = scan_tasks(table, table_name, snapshot, &schema, &batch, &field_ids, config.scope).await?;
-        let kinds: Vec<(ValueKind, Wanted)> = to_scan.iter().map(|(column, _, wanted)| (column.kind, *wanted)).collect();
+        let kinds: Vec<(ValueKind, Wanted)> =
+            to_scan.iter().map(|(column, _, wanted)| (column.kind, *wanted)).collect();
         let scanned = scan(table, table_name, tasks, &field_ids, &kinds, cap, snapshot.snapshot_id()).await?;
         profile.scanned_files = scanned.files;
         profile.scanned_rows = scanned.rows;
@@ -771,11 +775,7 @@ async fn profile_snapshot(
         if !metadata_exact {
             profile.row_count = scanned.rows;
         }
-        let scale = if profile.sampled && scanned.rows > 0 {
-            complete_rows as f64 / scanned.rows as f64
-        } else {
-            1.0
-        };
+        let scale = if profile.sampled && scanned.rows > 0 { complete_rows as f64 / scanned.rows as f64 } else { 1.0 };
         for ((column, statistics, _), accumulator) in to_scan.into_iter().zip(scanned.columns) {
             let sorted = if statistics.iter().any(|statistic| statistic.quantile().is_some()) {
                 sorted_sample(&accumulator)
@@ -943,10 +943,8 @@ async fn scan_tasks(
     scope: Scope,
 ) -> Result<Vec<FileScanTask>, SensorError> {
     if scope == Scope::Table {
-        let names: Vec<String> = field_ids
-            .iter()
-            .filter_map(|id| schema.name_by_field_id(*id).map(str::to_string))
-            .collect();
+        let names: Vec<String> =
+            field_ids.iter().filter_map(|id| schema.name_by_field_id(*id).map(str::to_string)).collect();
         let scan = table
             .scan()
             .snapshot_id(snapshot.snapshot_id())
@@ -1031,15 +1029,14 @@ async fn scan(
             for task in &mut job_tasks {
                 task.project_field_ids = ids.clone();
             }
-            let reader = table
-                .reader_builder()
-                .with_data_file_concurrency_limit(1)
-                .with_batch_size(READ_BATCH_ROWS)
-                .build();
+            let reader =
+                table.reader_builder().with_data_file_concurrency_limit(1).with_batch_size(READ_BATCH_ROWS).build();
             let worker_seed = accumulate::mix64(seed ^ group_index as u64);
             handles.push((
                 columns,
-                tokio::spawn(async move { read_group(reader, job_tasks, &ids, &job_kinds, per_group_cap, worker_seed).await }),
+                tokio::spawn(async move {
+                    read_group(reader, job_tasks, &ids, &job_kinds, per_group_cap, worker_seed).await
+                }),
             ));
         }
     }
@@ -1090,8 +1087,11 @@ async fn read_group(
     seed: u64,
 ) -> Result<Scanned, ReadError> {
     let files = tasks.len();
-    let mut columns: Vec<ColumnAccumulator> =
-        kinds.iter().enumerate().map(|(index, (kind, wanted))| ColumnAccumulator::new(*kind, *wanted, accumulate::mix64(seed ^ index as u64))).collect();
+    let mut columns: Vec<ColumnAccumulator> = kinds
+        .iter()
+        .enumerate()
+        .map(|(index, (kind, wanted))| ColumnAccumulator::new(*kind, *wanted, accumulate::mix64(seed ^ index as u64)))
+        .collect();
     let stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
     let result = reader.read(stream)?;
     let metrics = result.metrics().clone();
@@ -1117,7 +1117,11 @@ async fn read_group(
 
 /// The column of `batch` carrying Iceberg field `field_id` (by its Parquet field-id metadata,
 /// else by position in the projection).
-fn column_by_field_id(batch: &RecordBatch, field_id: i32, position: usize) -> Option<&datafusion::arrow::array::ArrayRef> {
+fn column_by_field_id(
+    batch: &RecordBatch,
+    field_id: i32,
+    position: usize,
+) -> Option<&datafusion::arrow::array::ArrayRef> {
     let wanted = field_id.to_string();
     let schema = batch.schema_ref();
     let by_id = schema.fields().iter().position(|field| {
@@ -1308,11 +1312,16 @@ mod tests {
     #[test]
     fn short_history_is_insufficient() {
         let mut normal = Normal(1);
-        let history: Vec<BatchProfile> = (0..3).map(|index| profile(index, &batch(&mut normal, 100, 50.0, 0.0))).collect();
+        let history: Vec<BatchProfile> =
+            (0..3).map(|index| profile(index, &batch(&mut normal, 100, 50.0, 0.0))).collect();
         let newest = profile(3, &batch(&mut normal, 100, 500.0, 0.0));
         let results = judge("db.t", &config(), &newest, &windows(&history), None);
         assert!(results.iter().all(|evaluation| evaluation.status == Status::InsufficientHistory));
-        assert!(results.iter().all(|evaluation| evaluation.column.as_deref() == Some("amount") && evaluation.metric == "value"));
+        assert!(
+            results
+                .iter()
+                .all(|evaluation| evaluation.column.as_deref() == Some("amount") && evaluation.metric == "value")
+        );
     }
 
     #[test]

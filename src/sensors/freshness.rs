@@ -47,9 +47,7 @@ pub struct EventTime {
 
 impl FreshnessObservation {
     pub fn age_seconds(&self) -> Option<f64> {
-        self.last_data_commit
-            .as_ref()
-            .map(|commit| ((self.now_ms - commit.timestamp_ms) as f64 / 1000.0).max(0.0))
+        self.last_data_commit.as_ref().map(|commit| ((self.now_ms - commit.timestamp_ms) as f64 / 1000.0).max(0.0))
     }
 
     pub fn event_time_lag_seconds(&self) -> Option<f64> {
@@ -125,7 +123,11 @@ pub fn gap_series(table_name: &str) -> SeriesKey {
 }
 
 /// The gaps the cadence score needs: the `window` newest before now.
-pub fn window_requests(table_name: &str, config: &FreshnessConfig, observation: &FreshnessObservation) -> Vec<WindowRequest> {
+pub fn window_requests(
+    table_name: &str,
+    config: &FreshnessConfig,
+    observation: &FreshnessObservation,
+) -> Vec<WindowRequest> {
     vec![WindowRequest {
         series: gap_series(table_name),
         before_ms: observation.now_ms + 1,
@@ -134,7 +136,12 @@ pub fn window_requests(table_name: &str, config: &FreshnessConfig, observation: 
     }]
 }
 
-pub fn judge(table_name: &str, config: &FreshnessConfig, observation: &FreshnessObservation, windows: &Windows) -> Vec<Evaluation> {
+pub fn judge(
+    table_name: &str,
+    config: &FreshnessConfig,
+    observation: &FreshnessObservation,
+    windows: &Windows,
+) -> Vec<Evaluation> {
     let kind = SensorKind::Freshness;
     let Some(last) = &observation.last_data_commit else {
         let message = match &observation.last_commit {
@@ -152,18 +159,11 @@ pub fn judge(table_name: &str, config: &FreshnessConfig, observation: &Freshness
     let (status, verdict) = threshold_status(age, config);
     // The append half of an overwrite written as `delete` + `append` in one commit.
     let operation = if last.replaces_rows { "overwrite: delete + append" } else { last.operation.as_str() };
-    let mut message = format!(
-        "last data commit ({operation}) {} ago{}",
-        human_seconds(age),
-        verdict
-    );
+    let mut message = format!("last data commit ({operation}) {} ago{}", human_seconds(age), verdict);
     if let Some(latest) = &observation.last_commit
         && latest.snapshot_id != last.snapshot_id
     {
-        message.push_str(&format!(
-            "; newer `{}` commit(s) since then changed no data",
-            latest.operation.as_str()
-        ));
+        message.push_str(&format!("; newer `{}` commit(s) since then changed no data", latest.operation.as_str()));
     }
     let mut freshness = Evaluation::new(table_name, kind, "freshness_seconds", status, message)
         .with_value(age)
@@ -270,7 +270,11 @@ fn judge_cadence(
         ),
         Some(score) => (
             Status::Ok,
-            format!("commit cadence as usual: {} since the last, typically {}", human_seconds(age), human_seconds(score.mean)),
+            format!(
+                "commit cadence as usual: {} since the last, typically {}",
+                human_seconds(age),
+                human_seconds(score.mean)
+            ),
         ),
     };
     Evaluation::new(table_name, SensorKind::Freshness, "commit_gap_seconds", status, message)
@@ -288,10 +292,9 @@ async fn max_event_time(
     cache: &ManifestBoundsCache,
 ) -> Result<Option<EventTime>, SensorError> {
     let schema = table.metadata().current_schema();
-    let field = schema.field_by_name(column).ok_or_else(|| SensorError::ColumnNotFound {
-        table: table_name.to_string(),
-        column: column.to_string(),
-    })?;
+    let field = schema
+        .field_by_name(column)
+        .ok_or_else(|| SensorError::ColumnNotFound { table: table_name.to_string(), column: column.to_string() })?;
     let Type::Primitive(primitive) = field.field_type.as_ref() else {
         return Err(SensorError::ColumnNotFound {
             table: table_name.to_string(),
@@ -327,9 +330,7 @@ async fn max_event_time(
                 let manifest = manifest_file.load_manifest(table.file_io()).await.map_err(metadata_error)?;
                 let mut bounds = ManifestBounds::default();
                 for entry in manifest.entries() {
-                    if entry.status() == ManifestStatus::Deleted
-                        || entry.content_type() != DataContentType::Data
-                    {
+                    if entry.status() == ManifestStatus::Deleted || entry.content_type() != DataContentType::Data {
                         continue;
                     }
                     let file = entry.data_file();
@@ -338,7 +339,9 @@ async fn max_event_time(
                             bounds.files_with_bound += 1;
                             bounds.max_ms = Some(bounds.max_ms.map_or(upper, |max| max.max(upper)));
                         }
-                        None if file.record_count() > 0 => bounds.files_without_bound.push(file.file_path().to_string()),
+                        None if file.record_count() > 0 => {
+                            bounds.files_without_bound.push(file.file_path().to_string())
+                        }
                         None => {}
                     }
                 }
@@ -356,14 +359,16 @@ async fn max_event_time(
     }
     // Forget manifests of this table and column that are no longer part of the table.
     if let Ok(mut entries) = cache.entries.lock() {
-        entries.retain(|key, _| key.1 != field.id || live_keys.contains(key) || !key.0.starts_with(table.metadata().location()));
+        entries.retain(|key, _| {
+            key.1 != field.id || live_keys.contains(key) || !key.0.starts_with(table.metadata().location())
+        });
     }
 
     let files_scanned = unbounded_files.len();
-    if !unbounded_files.is_empty() {
-        if let Some(scanned) = scan_max(table, table_name, column, &unbounded_files).await? {
-            max_ms = Some(max_ms.map_or(scanned, |max| max.max(scanned)));
-        }
+    if !unbounded_files.is_empty()
+        && let Some(scanned) = scan_max(table, table_name, column, &unbounded_files).await?
+    {
+        max_ms = Some(max_ms.map_or(scanned, |max| max.max(scanned)));
     }
     Ok(max_ms.map(|max_ms| EventTime { column: column.to_string(), max_ms, files_from_metadata, files_scanned }))
 }
@@ -371,8 +376,12 @@ async fn max_event_time(
 /// Milliseconds since the epoch of a date/timestamp literal of `primitive`.
 fn to_millis(primitive: &PrimitiveType, literal: &PrimitiveLiteral) -> Option<i64> {
     match (primitive, literal) {
-        (PrimitiveType::Timestamp | PrimitiveType::Timestamptz, PrimitiveLiteral::Long(micros)) => Some(micros.div_euclid(1000)),
-        (PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs, PrimitiveLiteral::Long(nanos)) => Some(nanos.div_euclid(1_000_000)),
+        (PrimitiveType::Timestamp | PrimitiveType::Timestamptz, PrimitiveLiteral::Long(micros)) => {
+            Some(micros.div_euclid(1000))
+        }
+        (PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs, PrimitiveLiteral::Long(nanos)) => {
+            Some(nanos.div_euclid(1_000_000))
+        }
         (PrimitiveType::Date, PrimitiveLiteral::Int(days)) => Some(*days as i64 * 86_400_000),
         (PrimitiveType::Date, PrimitiveLiteral::Long(days)) => Some(days * 86_400_000),
         _ => None,
@@ -380,8 +389,14 @@ fn to_millis(primitive: &PrimitiveType, literal: &PrimitiveLiteral) -> Option<i6
 }
 
 /// Reads `column` from just `files` of the current snapshot and returns its max in ms.
-async fn scan_max(table: &Table, table_name: &str, column: &str, files: &HashSet<String>) -> Result<Option<i64>, SensorError> {
-    let scan_error = |source: iceberg::Error| SensorError::Scan { table: table_name.to_string(), source: Box::new(source) };
+async fn scan_max(
+    table: &Table,
+    table_name: &str,
+    column: &str,
+    files: &HashSet<String>,
+) -> Result<Option<i64>, SensorError> {
+    let scan_error =
+        |source: iceberg::Error| SensorError::Scan { table: table_name.to_string(), source: Box::new(source) };
     let scan = table.scan().select([column]).build().map_err(scan_error)?;
     let tasks: Vec<_> = scan
         .plan_files()
@@ -418,13 +433,17 @@ fn array_max_ms(values: &ArrayRef) -> Option<i64> {
     };
     let max = |iter: &mut dyn Iterator<Item = Option<i64>>| iter.flatten().max();
     match values.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            max(&mut values.as_primitive::<TimestampMicrosecondType>().iter().map(|value| value.map(|v| v.div_euclid(1000))))
+        DataType::Timestamp(TimeUnit::Microsecond, _) => max(&mut values
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|value| value.map(|v| v.div_euclid(1000)))),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => max(&mut values
+            .as_primitive::<TimestampNanosecondType>()
+            .iter()
+            .map(|value| value.map(|v| v.div_euclid(1_000_000)))),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            max(&mut values.as_primitive::<TimestampMillisecondType>().iter())
         }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            max(&mut values.as_primitive::<TimestampNanosecondType>().iter().map(|value| value.map(|v| v.div_euclid(1_000_000))))
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => max(&mut values.as_primitive::<TimestampMillisecondType>().iter()),
         DataType::Timestamp(TimeUnit::Second, _) => {
             max(&mut values.as_primitive::<TimestampSecondType>().iter().map(|value| value.map(|v| v * 1000)))
         }

@@ -239,8 +239,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Milliseconds since the epoch as RFC 3339 (UTC, seconds precision).
 pub fn format_ms(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    chrono::DateTime::from_timestamp_millis(ms).map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// A human duration for messages: `45s`, `12m`, `3h05m`, `2d4h`.

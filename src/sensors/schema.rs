@@ -138,7 +138,8 @@ pub fn diff_schemas(old: &Schema, new: &Schema, changed_at_ms: i64, changes: &mu
                     push("type_changed", &new_field.path, *id, detail, true);
                 }
                 if old_field.required != new_field.required {
-                    let (from, to) = if new_field.required { ("optional", "required") } else { ("required", "optional") };
+                    let (from, to) =
+                        if new_field.required { ("optional", "required") } else { ("required", "optional") };
                     let detail = format!("`{}` {from} → {to}", new_field.path);
                     push("nullability_changed", &new_field.path, *id, detail, new_field.required);
                 }
@@ -165,7 +166,12 @@ struct FlatField {
 /// Every field of the schema by id, with its dotted path (list elements and map values are
 /// reached through `element` / `key` / `value` like Iceberg's own names).
 fn flatten(schema: &Schema) -> BTreeMap<i32, FlatField> {
-    fn walk(fields: &[iceberg::spec::NestedFieldRef], prefix: &str, parent: Option<i32>, out: &mut BTreeMap<i32, FlatField>) {
+    fn walk(
+        fields: &[iceberg::spec::NestedFieldRef],
+        prefix: &str,
+        parent: Option<i32>,
+        out: &mut BTreeMap<i32, FlatField>,
+    ) {
         for field in fields {
             let path = if prefix.is_empty() { field.name.clone() } else { format!("{prefix}.{}", field.name) };
             let primitive = match field.field_type.as_ref() {
@@ -229,7 +235,10 @@ pub fn events(table_name: &str, observation: &SchemaObservation) -> Vec<Event> {
         .map(|change| Event {
             table: table_name.to_string(),
             kind: "schema_change".to_string(),
-            key: format!("{}>{}:{}:{}", change.from_schema_id, change.to_schema_id, change.change_type, change.field_id),
+            key: format!(
+                "{}>{}:{}:{}",
+                change.from_schema_id, change.to_schema_id, change.change_type, change.field_id
+            ),
             occurred_at_ms: change.changed_at_ms,
             payload: serde_json::to_value(change).unwrap_or_default(),
         })
@@ -266,7 +275,8 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
             }
             Some(_) => continue,
         };
-        let mut evaluation = Evaluation::new(table_name, kind, "schema_expectation", status, message).at(observation.now_ms, None);
+        let mut evaluation =
+            Evaluation::new(table_name, kind, "schema_expectation", status, message).at(observation.now_ms, None);
         evaluation.column = Some(column.clone());
         results.push(evaluation);
     }
@@ -367,10 +377,16 @@ mod tests {
 
     #[test]
     fn nested_fields_are_diffed_with_dotted_paths() {
-        let address = |fields: Vec<NestedField>| {
-            Type::Struct(StructType::new(fields.into_iter().map(Arc::new).collect()))
-        };
-        let old = schema(0, vec![NestedField::optional(1, "address", address(vec![NestedField::optional(2, "zip", Type::Primitive(PrimitiveType::Int))]))]);
+        let address =
+            |fields: Vec<NestedField>| Type::Struct(StructType::new(fields.into_iter().map(Arc::new).collect()));
+        let old = schema(
+            0,
+            vec![NestedField::optional(
+                1,
+                "address",
+                address(vec![NestedField::optional(2, "zip", Type::Primitive(PrimitiveType::Int))]),
+            )],
+        );
         let new = schema(
             1,
             vec![NestedField::optional(

@@ -51,10 +51,8 @@ pub fn observe(table: &iceberg::table::Table, now_ms: i64) -> VolumeObservation 
 /// The newest data-changing commit, merged with the other data changes of its table commit.
 fn latest_data_change(history: &[Commit]) -> Option<Commit> {
     let latest = history.iter().rev().find(|commit| commit.is_data_change())?;
-    let together: Vec<&Commit> = history
-        .iter()
-        .filter(|commit| commit.table_commit == latest.table_commit && commit.is_data_change())
-        .collect();
+    let together: Vec<&Commit> =
+        history.iter().filter(|commit| commit.table_commit == latest.table_commit && commit.is_data_change()).collect();
     let first = together.first().copied().unwrap_or(latest);
     if together.len() < 2 {
         return Some(latest.clone());
@@ -120,19 +118,28 @@ pub fn window_requests(table_name: &str, config: &VolumeConfig, observation: &Vo
     }]
 }
 
-pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObservation, windows: &Windows) -> Vec<Evaluation> {
+pub fn judge(
+    table_name: &str,
+    config: &VolumeConfig,
+    observation: &VolumeObservation,
+    windows: &Windows,
+) -> Vec<Evaluation> {
     let kind = SensorKind::Volume;
     let mut results = Vec::new();
     let Some(newest) = observation.appends.last() else {
         let status = if observation.current.is_some() { Status::Ok } else { Status::InsufficientHistory };
-        results.push(Evaluation::new(table_name, kind, ROWS_ADDED, status, "the table has no append commit yet".to_string()));
+        results.push(Evaluation::new(
+            table_name,
+            kind,
+            ROWS_ADDED,
+            status,
+            "the table has no append commit yet".to_string(),
+        ));
         return results;
     };
     let rows = newest.added_records.unwrap_or(0) as f64;
-    let past: Vec<&Point> = windows
-        .get(&rows_added_series(table_name))
-        .map(|points| points.iter().collect())
-        .unwrap_or_default();
+    let past: Vec<&Point> =
+        windows.get(&rows_added_series(table_name)).map(|points| points.iter().collect()).unwrap_or_default();
     let (reference, like_note) = seasonal_reference(&past, newest.timestamp_ms, config);
     let values: Vec<f64> = reference.iter().map(|point| point.value).collect();
     let recent = &values[values.len().saturating_sub(config.settings.window)..];
@@ -171,7 +178,10 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
                 };
                 let side = if deviation >= 0.0 { "above" } else { "below" };
                 let verdict = match status {
-                    Status::Ok if score.is_anomaly => format!(" — unusual (z={:.1}) but under the {}% threshold", score.zscore, config.deviation_percent),
+                    Status::Ok if score.is_anomaly => format!(
+                        " — unusual (z={:.1}) but under the {}% threshold",
+                        score.zscore, config.deviation_percent
+                    ),
                     Status::Ok => String::new(),
                     _ => format!(" (threshold {}%)", config.deviation_percent),
                 };
@@ -188,7 +198,11 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
             }
             (Some(score), None) => (
                 Status::Ok,
-                format!("added {} rows; the window mean is 0, no deviation (z={:.1})", human_number(rows), score.zscore),
+                format!(
+                    "added {} rows; the window mean is 0, no deviation (z={:.1})",
+                    human_number(rows),
+                    score.zscore
+                ),
             ),
         }
     };
@@ -229,11 +243,20 @@ pub fn judge(table_name: &str, config: &VolumeConfig, observation: &VolumeObserv
     if let Some(current) = &observation.current
         && let Some(total) = current.total_records
     {
-        let files = current.total_files.map(|files| format!(" in {} data file(s)", human_number(files as f64))).unwrap_or_default();
+        let files = current
+            .total_files
+            .map(|files| format!(" in {} data file(s)", human_number(files as f64)))
+            .unwrap_or_default();
         results.push(
-            Evaluation::new(table_name, kind, TOTAL_ROWS, Status::Ok, format!("{} rows{files}", human_number(total as f64)))
-                .with_value(total as f64)
-                .at(current.timestamp_ms, Some(current.snapshot_id)),
+            Evaluation::new(
+                table_name,
+                kind,
+                TOTAL_ROWS,
+                Status::Ok,
+                format!("{} rows{files}", human_number(total as f64)),
+            )
+            .with_value(total as f64)
+            .at(current.timestamp_ms, Some(current.snapshot_id)),
         );
     }
     results

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use super::html::{escape, number, short_time};
 use crate::config::{SensorSettings, VolumeConfig};
 use crate::history::Point;
+use crate::judging::{self, Measure};
 use crate::sensors::snapshots::{Commit, CommitOperation};
 use crate::sensors::{Status, Windows, volume};
-use crate::judging::{self, Measure};
 use crate::stats::{Direction, score};
 
 /// One point of a chart.
@@ -70,12 +70,7 @@ pub struct Chart {
 
 /// Rows added per append, each with the band `volume::judge` gives it against the appends
 /// before it. `preceding` are stored points older than `shown` (the judge's history only).
-pub fn volume_points(
-    table: &str,
-    config: &VolumeConfig,
-    preceding: &[Point],
-    shown: &[Point],
-) -> Vec<ChartPoint> {
+pub fn volume_points(table: &str, config: &VolumeConfig, preceding: &[Point], shown: &[Point]) -> Vec<ChartPoint> {
     let all: Vec<&Point> = preceding.iter().chain(shown.iter()).collect();
     let series = volume::rows_added_series(table);
     let mut charted = Vec::with_capacity(shown.len());
@@ -114,18 +109,10 @@ pub fn volume_points(
         let evaluation = volume::judge(table, config, &observation, &windows)
             .into_iter()
             .find(|evaluation| evaluation.metric == volume::ROWS_ADDED);
-        let band = evaluation
-            .as_ref()
-            .and_then(|evaluation| evaluation.expected_lower.zip(evaluation.expected_upper));
-        let anomaly = evaluation.is_some_and(|evaluation| {
-            matches!(evaluation.status, Status::Warning | Status::Critical)
-        });
-        charted.push(ChartPoint {
-            band,
-            anomaly,
-            watched: config.settings.direction,
-            ..ChartPoint::plain(point)
-        });
+        let band = evaluation.as_ref().and_then(|evaluation| evaluation.expected_lower.zip(evaluation.expected_upper));
+        let anomaly =
+            evaluation.is_some_and(|evaluation| matches!(evaluation.status, Status::Warning | Status::Critical));
+        charted.push(ChartPoint { band, anomaly, watched: config.settings.direction, ..ChartPoint::plain(point) });
         debug_assert!(point.series == series);
     }
     charted
@@ -142,11 +129,7 @@ pub fn scored_points(
     shown: &[Point],
 ) -> Vec<ChartPoint> {
     let params = judging::scoring_params(settings, direction, measure);
-    let values: Vec<f64> = preceding
-        .iter()
-        .chain(shown.iter())
-        .map(|point| point.value)
-        .collect();
+    let values: Vec<f64> = preceding.iter().chain(shown.iter()).map(|point| point.value).collect();
     shown
         .iter()
         .enumerate()
@@ -176,11 +159,7 @@ const BOTTOM: f64 = 28.0;
 pub fn render(chart: &Chart) -> String {
     let mut out = String::new();
     let series = escape(&chart.series);
-    let outside = chart
-        .points
-        .iter()
-        .filter(|point| point.outside_band())
-        .count();
+    let outside = chart.points.iter().filter(|point| point.outside_band()).count();
     let _ = write!(
         out,
         r#"<figure class="chart" data-series="{series}" data-points="{}" data-outside-count="{outside}"><figcaption><span class="chart-title">{}</span> <span class="chart-note">{}</span>{}</figcaption>"#,
@@ -198,11 +177,7 @@ pub fn render(chart: &Chart) -> String {
         return out;
     }
     let format = |value: f64| {
-        if chart.seconds {
-            crate::sensors::human_seconds(value)
-        } else {
-            number(value)
-        }
+        if chart.seconds { crate::sensors::human_seconds(value) } else { number(value) }
     };
 
     let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -220,14 +195,7 @@ pub fn render(chart: &Chart) -> String {
     }
     let pad = (high - low) * 0.06;
     // Counts and durations never go below 0: keep the axis there too.
-    let (low, high) = (
-        if low >= 0.0 {
-            (low - pad).max(0.0)
-        } else {
-            low - pad
-        },
-        high + pad,
-    );
+    let (low, high) = (if low >= 0.0 { (low - pad).max(0.0) } else { low - pad }, high + pad);
     let first_ms = chart.points.first().map_or(0, |point| point.at_ms);
     let last_ms = chart.points.last().map_or(0, |point| point.at_ms);
     let count = chart.points.len();
@@ -274,13 +242,7 @@ pub fn render(chart: &Chart) -> String {
         if run.len() >= 2 {
             let mut path = String::new();
             for (index, (point, _, upper)) in run.iter().enumerate() {
-                let _ = write!(
-                    path,
-                    "{}{:.1},{:.1} ",
-                    if index == 0 { "M" } else { "L" },
-                    x(*point),
-                    y(*upper)
-                );
+                let _ = write!(path, "{}{:.1},{:.1} ", if index == 0 { "M" } else { "L" }, x(*point), y(*upper));
             }
             for (point, lower, _) in run.iter().rev() {
                 let _ = write!(path, "L{:.1},{:.1} ", x(*point), y(*lower));
@@ -311,11 +273,7 @@ pub fn render(chart: &Chart) -> String {
         .enumerate()
         .map(|(index, point)| format!("{:.1},{:.1}", x(index), y(point.value)))
         .collect();
-    let _ = write!(
-        out,
-        r#"<polyline class="line" points="{}"/>"#,
-        line.join(" ")
-    );
+    let _ = write!(out, r#"<polyline class="line" points="{}"/>"#, line.join(" "));
     for (index, point) in chart.points.iter().enumerate() {
         let outside = point.outside_band();
         let class = match (outside || point.anomaly, point.live) {
@@ -338,10 +296,7 @@ pub fn render(chart: &Chart) -> String {
             .band
             .map(|(lower, upper)| format!(", expected {} – {}", format(lower), format(upper)))
             .unwrap_or_else(|| ", no band (too little history before it)".to_string());
-        let snapshot = point
-            .snapshot_id
-            .map(|id| format!(r#" data-snapshot-id="{id}""#))
-            .unwrap_or_default();
+        let snapshot = point.snapshot_id.map(|id| format!(r#" data-snapshot-id="{id}""#)).unwrap_or_default();
         let _ = write!(
             out,
             r#"<circle class="{class}" cx="{:.1}" cy="{:.1}" r="{radius}" data-at="{}" data-value="{}"{band_attributes} data-outside-band="{outside}" data-anomaly="{}" data-live="{}"{snapshot}><title>{}: {}{}{}</title></circle>"#,
@@ -354,11 +309,7 @@ pub fn render(chart: &Chart) -> String {
             escape(&super::html::time(point.at_ms)),
             escape(&format(point.value)),
             escape(&band_text),
-            if point.live {
-                " (latest run, not yet a stored point)"
-            } else {
-                ""
-            },
+            if point.live { " (latest run, not yet a stored point)" } else { "" },
         );
     }
     out.push_str("</svg></figure>");
@@ -384,10 +335,8 @@ mod tests {
     }
 
     fn settings() -> SensorSettings {
-        let schedule = crate::config::Schedule {
-            expression: "0 * * * * *".to_string(),
-            cron: "0 * * * * *".parse().unwrap(),
-        };
+        let schedule =
+            crate::config::Schedule { expression: "0 * * * * *".to_string(), cron: "0 * * * * *".parse().unwrap() };
         SensorSettings {
             schedule,
             zscore_threshold: 3.0,
@@ -416,12 +365,8 @@ mod tests {
         assert!(charted[0].band.is_none() && charted[2].band.is_none());
         let last = charted.last().unwrap();
         let (lower, upper) = last.band.unwrap();
-        let expected = score(
-            3.0,
-            &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0],
-            &crate::stats::ScoringParams::default(),
-        )
-        .unwrap();
+        let expected =
+            score(3.0, &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0], &crate::stats::ScoringParams::default()).unwrap();
         assert!((lower - expected.expected_lower.max(0.0)).abs() < 1e-9);
         assert!((upper - expected.expected_upper).abs() < 1e-9);
         assert!(last.outside_band() && last.anomaly);
@@ -509,18 +454,9 @@ mod tests {
         assert!(charted[4].band.is_none());
         assert!(charted[5].outside_band() && charted[5].anomaly);
         // A gap shorter than usual is below the band but not late: not outside for a spike judge.
-        let early = scored_points(
-            &settings(),
-            Direction::Spike,
-            Measure::CommitGap,
-            &all[..5],
-            &points(&series, &[1.0]),
-        );
-        assert!(
-            early[0].value < early[0].band.unwrap().0
-                && !early[0].outside_band()
-                && !early[0].anomaly
-        );
+        let early =
+            scored_points(&settings(), Direction::Spike, Measure::CommitGap, &all[..5], &points(&series, &[1.0]));
+        assert!(early[0].value < early[0].band.unwrap().0 && !early[0].outside_band() && !early[0].anomaly);
         let rendered = render(&Chart {
             series: "freshness/commit_gap_seconds".into(),
             title: "gap <b>".into(),

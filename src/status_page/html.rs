@@ -52,11 +52,7 @@ pub fn number(value: f64) -> String {
             }
             grouped.push(digit);
         }
-        return if value < 0.0 {
-            format!("-{grouped}")
-        } else {
-            grouped
-        };
+        return if value < 0.0 { format!("-{grouped}") } else { grouped };
     }
     let magnitude = value.abs();
     if magnitude >= 100.0 {

@@ -39,16 +39,9 @@ impl LineageMarks {
 /// Depth of each stage: 0 for stages without upstream, else 1 + the deepest upstream (cycles
 /// and unknown upstream names are cut, so this always ends).
 fn depths(pipeline: &PipelineConfig) -> HashMap<&str, usize> {
-    let by_name: HashMap<&str, &crate::config::StageConfig> = pipeline
-        .stages
-        .iter()
-        .map(|stage| (stage.stage.as_str(), stage))
-        .collect();
-    let mut depth: HashMap<&str, usize> = pipeline
-        .stages
-        .iter()
-        .map(|stage| (stage.stage.as_str(), 0))
-        .collect();
+    let by_name: HashMap<&str, &crate::config::StageConfig> =
+        pipeline.stages.iter().map(|stage| (stage.stage.as_str(), stage)).collect();
+    let mut depth: HashMap<&str, usize> = pipeline.stages.iter().map(|stage| (stage.stage.as_str(), 0)).collect();
     for _ in 0..pipeline.stages.len() {
         let mut changed = false;
         for stage in &pipeline.stages {
@@ -87,10 +80,7 @@ pub fn render(
     let depth = depths(pipeline);
     let mut columns: BTreeMap<usize, Vec<&crate::config::StageConfig>> = BTreeMap::new();
     for stage in &pipeline.stages {
-        columns
-            .entry(depth.get(stage.stage.as_str()).copied().unwrap_or(0))
-            .or_default()
-            .push(stage);
+        columns.entry(depth.get(stage.stage.as_str()).copied().unwrap_or(0)).or_default().push(stage);
     }
     let rows = columns.values().map(Vec::len).max().unwrap_or(1).max(1);
     let width = columns.len().max(1) as f64 * (NODE_WIDTH + COLUMN_GAP) - COLUMN_GAP + 8.0;
@@ -123,14 +113,8 @@ pub fn render(
             let Some(&(from_x, from_y)) = position.get(upstream.as_str()) else {
                 continue;
             };
-            let impacted =
-                marks.impacted.contains(&stage.stage) || marks.root_causes.contains(&stage.stage);
-            let (x1, y1, x2, y2) = (
-                from_x + NODE_WIDTH,
-                from_y + NODE_HEIGHT / 2.0,
-                to_x,
-                to_y + NODE_HEIGHT / 2.0,
-            );
+            let impacted = marks.impacted.contains(&stage.stage) || marks.root_causes.contains(&stage.stage);
+            let (x1, y1, x2, y2) = (from_x + NODE_WIDTH, from_y + NODE_HEIGHT / 2.0, to_x, to_y + NODE_HEIGHT / 2.0);
             let middle = (x1 + x2) / 2.0;
             let _ = write!(
                 out,
@@ -207,23 +191,14 @@ mod tests {
         };
         PipelineConfig {
             name: "p".to_string(),
-            stages: vec![
-                stage("bronze", &[]),
-                stage("silver", &["bronze"]),
-                stage("gold", &["silver"]),
-            ],
+            stages: vec![stage("bronze", &[]), stage("silver", &["bronze"]), stage("gold", &["silver"])],
         }
     }
 
     #[test]
     fn root_cause_and_impacted_stages_are_marked() {
-        let status_of = |table: &str| {
-            Some(if table == "silver.t" || table == "gold.t" {
-                Status::Critical
-            } else {
-                Status::Ok
-            })
-        };
+        let status_of =
+            |table: &str| Some(if table == "silver.t" || table == "gold.t" { Status::Critical } else { Status::Ok });
         let marks = LineageMarks {
             root_causes: BTreeSet::from(["silver".to_string()]),
             impacted: BTreeSet::from(["gold".to_string()]),

@@ -26,9 +26,9 @@ pub use render::REFRESH_SECONDS;
 use crate::config::{SensorKind, Statistic, TableConfig};
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
 use crate::judging::Measure;
+use crate::lineage::PipelineStatus;
 use crate::pipeline::Pipeline;
 use crate::sensors::{freshness, volume};
-use crate::lineage::PipelineStatus;
 use crate::server::AppState;
 use crate::stats::Direction;
 
@@ -41,9 +41,7 @@ const MAX_SCHEMA_EVENTS: usize = 50;
 
 /// The status-page routes, merged into the server's router.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/", get(overview))
-        .route("/tables/{name}", get(table))
+    Router::new().route("/", get(overview)).route("/tables/{name}", get(table))
 }
 
 fn wants_fragment(query: &HashMap<String, String>) -> bool {
@@ -51,30 +49,17 @@ fn wants_fragment(query: &HashMap<String, String>) -> bool {
 }
 
 fn html_response(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body)
         .into_response()
 }
 
-async fn overview(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
+async fn overview(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Response {
     let pipeline = state.pipeline();
     let body = render_overview(&pipeline, &pipeline.lineage().view().pipelines);
     if wants_fragment(&query) {
         return html_response(StatusCode::OK, body);
     }
-    html_response(
-        StatusCode::OK,
-        render::page("icewatch · status", "/?fragment=1", &body),
-    )
+    html_response(StatusCode::OK, render::page("icewatch · status", "/?fragment=1", &body))
 }
 
 async fn table(
@@ -91,10 +76,7 @@ async fn table(
         return html_response(status, body);
     }
     let fragment_url = format!("{}?fragment=1", html::table_href(&name));
-    html_response(
-        status,
-        render::page(&format!("{name} · icewatch"), &fragment_url, &body),
-    )
+    html_response(status, render::page(&format!("{name} · icewatch"), &fragment_url, &body))
 }
 
 /// The overview fragment for the pipeline's current results.
@@ -112,14 +94,7 @@ pub async fn render_table(pipeline: &Pipeline, lineage: &[PipelineStatus], name:
     let tables = render::table_views(config, &results);
     let view = tables.iter().find(|view| view.name == name)?;
     let history = table_history(pipeline.history(), table_config, view).await;
-    Some(render::table_page(
-        config,
-        &tables,
-        view,
-        &history,
-        lineage,
-        chrono::Utc::now().timestamp_millis(),
-    ))
+    Some(render::table_page(config, &tables, view, &history, lineage, chrono::Utc::now().timestamp_millis()))
 }
 
 /// The newest points of `series` to draw and the stored points before them (oldest first).
@@ -130,39 +105,22 @@ async fn points_with_history(
 ) -> Result<(Vec<Point>, Vec<Point>), HistoryError> {
     let shown = store.window(series, i64::MAX, MAX_CHART_POINTS).await?;
     let preceding = match shown.first() {
-        Some(first) if preceding_limit > 0 => {
-            store
-                .window(series, first.observed_at_ms, preceding_limit)
-                .await?
-        }
+        Some(first) if preceding_limit > 0 => store.window(series, first.observed_at_ms, preceding_limit).await?,
         _ => Vec::new(),
     };
     Ok((preceding, shown))
 }
 
-async fn table_history(
-    store: &HistoryStore,
-    table: &TableConfig,
-    view: &render::TableView,
-) -> render::TableHistory {
+async fn table_history(store: &HistoryStore, table: &TableConfig, view: &render::TableView) -> render::TableHistory {
     let name = table.name.as_str();
     let mut charts = Vec::new();
     let mut problems = Vec::new();
     let mut failed = |what: &str, error: HistoryError| {
-        problems.push(format!(
-            "could not read {what}: {}",
-            crate::sensors::error_chain(&error)
-        ))
+        problems.push(format!("could not read {what}: {}", crate::sensors::error_chain(&error)))
     };
 
     if let Some(config) = &table.volume {
-        match points_with_history(
-            store,
-            &volume::rows_added_series(name),
-            MAX_PRECEDING_POINTS,
-        )
-        .await
-        {
+        match points_with_history(store, &volume::rows_added_series(name), MAX_PRECEDING_POINTS).await {
             Ok((preceding, shown)) => charts.push(Chart {
                 series: "volume/rows_added".to_string(),
                 title: "Rows added per commit".to_string(),
@@ -188,26 +146,17 @@ async fn table_history(
         }
     }
     if let Some(config) = &table.freshness {
-        match points_with_history(store, &freshness::gap_series(name), config.settings.window).await
-        {
+        match points_with_history(store, &freshness::gap_series(name), config.settings.window).await {
             Ok((preceding, shown)) => {
-                let mut points = charts::scored_points(
-                    &config.settings,
-                    Direction::Spike,
-                    Measure::CommitGap,
-                    &preceding,
-                    &shown,
-                );
+                let mut points =
+                    charts::scored_points(&config.settings, Direction::Spike, Measure::CommitGap, &preceding, &shown);
                 // The open gap of the latest run (time since the last data commit), with its band.
                 let live = view
                     .results
                     .iter()
                     .filter(|result| result.sensor == SensorKind::Freshness)
                     .flat_map(|result| {
-                        result
-                            .evaluations
-                            .iter()
-                            .map(move |evaluation| (result.finished_at_ms, evaluation))
+                        result.evaluations.iter().map(move |evaluation| (result.finished_at_ms, evaluation))
                     })
                     .find(|(_, evaluation)| evaluation.metric == freshness::COMMIT_GAP);
                 if let Some((at_ms, evaluation)) = live
@@ -257,25 +206,17 @@ async fn table_history(
     if let Some(config) = &table.distribution {
         match store.series_for_table(name).await {
             Ok(all_series) => {
-                for series in all_series
-                    .into_iter()
-                    .filter(|series| series.sensor == SensorKind::Distribution.as_str())
+                for series in all_series.into_iter().filter(|series| series.sensor == SensorKind::Distribution.as_str())
                 {
                     match points_with_history(store, &series, config.settings.window).await {
                         Ok((preceding, shown)) => {
                             let labels = parse_labels(&series.labels);
-                            let label = |key: &str| {
-                                labels
-                                    .iter()
-                                    .find(|(name, _)| name == key)
-                                    .map(|(_, value)| value.clone())
-                            };
+                            let label =
+                                |key: &str| labels.iter().find(|(name, _)| name == key).map(|(_, value)| value.clone());
                             // Every distribution series names its statistic; one that
                             // does not (or names a statistic this version has not) cannot
                             // be judged, so it is not drawn with a band either.
-                            let Some(statistic) =
-                                label("statistic").as_deref().and_then(Statistic::parse)
-                            else {
+                            let Some(statistic) = label("statistic").as_deref().and_then(Statistic::parse) else {
                                 continue;
                             };
                             let title = match (label("column"), label("statistic")) {
@@ -284,11 +225,8 @@ async fn table_history(
                                 }
                                 _ => format!("{} {}", series.metric, series.labels),
                             };
-                            let suffix = if series.labels.is_empty() {
-                                String::new()
-                            } else {
-                                format!("{{{}}}", series.labels)
-                            };
+                            let suffix =
+                                if series.labels.is_empty() { String::new() } else { format!("{{{}}}", series.labels) };
                             charts.push(Chart {
                                 series: format!("distribution/{}{suffix}", series.metric),
                                 title,
@@ -313,28 +251,20 @@ async fn table_history(
             Err(error) => failed("the table's series", error),
         }
     }
-    let schema_changes = match store
-        .events(Some(name), "schema_change", MAX_SCHEMA_EVENTS)
-        .await
-    {
+    let schema_changes = match store.events(Some(name), "schema_change", MAX_SCHEMA_EVENTS).await {
         Ok(events) => events,
         Err(error) => {
             failed("schema changes", error);
             Vec::new()
         }
     };
-    render::TableHistory {
-        charts,
-        schema_changes,
-        problems,
-    }
+    render::TableHistory { charts, schema_changes, problems }
 }
 
 /// Splits a canonical `k=v,k2=v2` label string (`,` `=` `\` escaped by `\`).
 fn parse_labels(labels: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
-    let (mut key, mut value, mut in_value, mut escaped) =
-        (String::new(), String::new(), false, false);
+    let (mut key, mut value, mut in_value, mut escaped) = (String::new(), String::new(), false, false);
     for character in labels.chars() {
         let target = if in_value { &mut value } else { &mut key };
         match character {
@@ -363,18 +293,10 @@ mod tests {
 
     #[test]
     fn labels_round_trip_through_series_keys() {
-        let key = SeriesKey::new(
-            "a.b",
-            "distribution",
-            "value",
-            &[("statistic", "mean"), ("column", "we,ird=col\\")],
-        );
+        let key = SeriesKey::new("a.b", "distribution", "value", &[("statistic", "mean"), ("column", "we,ird=col\\")]);
         assert_eq!(
             parse_labels(&key.labels),
-            vec![
-                ("column".to_string(), "we,ird=col\\".to_string()),
-                ("statistic".to_string(), "mean".to_string())
-            ]
+            vec![("column".to_string(), "we,ird=col\\".to_string()), ("statistic".to_string(), "mean".to_string())]
         );
         assert!(parse_labels("").is_empty());
     }

@@ -37,10 +37,7 @@ impl TableView {
     }
 
     pub fn last_checked_ms(&self) -> Option<i64> {
-        self.results
-            .iter()
-            .map(|result| result.finished_at_ms)
-            .max()
+        self.results.iter().map(|result| result.finished_at_ms).max()
     }
 }
 
@@ -52,11 +49,7 @@ pub fn table_views(config: &Config, results: &[SensorResult]) -> Vec<TableView> 
         .map(|table| TableView {
             name: table.name.to_string(),
             layer: table.layer.clone(),
-            results: results
-                .iter()
-                .filter(|result| result.table == table.name.as_str())
-                .cloned()
-                .collect(),
+            results: results.iter().filter(|result| result.table == table.name.as_str()).cloned().collect(),
             stages: config
                 .pipelines
                 .iter()
@@ -88,11 +81,7 @@ fn status_label(status: Option<Status>) -> &'static str {
 }
 
 fn pill(status: Option<Status>) -> String {
-    format!(
-        r#"<span class="pill pill-{}">{}</span>"#,
-        status_name(status),
-        status_label(status)
-    )
+    format!(r#"<span class="pill pill-{}">{}</span>"#, status_name(status), status_label(status))
 }
 
 /// The page shell: inline CSS and script (no external asset), the fragment inside `<main>`.
@@ -116,21 +105,13 @@ pub fn page(title: &str, fragment_url: &str, body: &str) -> String {
 }
 
 fn ago(now_ms: i64, then_ms: i64) -> String {
-    format!(
-        "{} ago",
-        crate::sensors::human_seconds(((now_ms - then_ms) as f64 / 1000.0).max(0.0))
-    )
+    format!("{} ago", crate::sensors::human_seconds(((now_ms - then_ms) as f64 / 1000.0).max(0.0)))
 }
 
 /// The overview fragment: summary, pipelines, then tables grouped by layer.
 pub fn overview(config: &Config, tables: &[TableView], lineage: &[PipelineStatus], now_ms: i64) -> String {
     let mut out = String::new();
-    let count = |status: Option<Status>| {
-        tables
-            .iter()
-            .filter(|table| table.status() == status)
-            .count()
-    };
+    let count = |status: Option<Status>| tables.iter().filter(|table| table.status() == status).count();
     let worst = tables.iter().filter_map(TableView::status).max();
     let problems: Vec<String> = [Status::Error, Status::Critical, Status::Warning]
         .into_iter()
@@ -146,10 +127,7 @@ pub fn overview(config: &Config, tables: &[TableView], lineage: &[PipelineStatus
     } else {
         format!(
             "{} of {} tables need attention: {}",
-            tables
-                .iter()
-                .filter(|table| table.status() >= Some(Status::Warning))
-                .count(),
+            tables.iter().filter(|table| table.status() >= Some(Status::Warning)).count(),
             tables.len(),
             problems.join(", ")
         )
@@ -162,11 +140,7 @@ pub fn overview(config: &Config, tables: &[TableView], lineage: &[PipelineStatus
         tables.len(),
         tables
             .iter()
-            .map(|table| table
-                .results
-                .iter()
-                .map(|result| result.evaluations.len())
-                .sum::<usize>())
+            .map(|table| table.results.iter().map(|result| result.evaluations.len()).sum::<usize>())
             .sum::<usize>(),
         last_run.map_or_else(|| "never".to_string(), |ms| escape(&ago(now_ms, ms))),
         escape(&time(now_ms)),
@@ -181,12 +155,7 @@ pub fn overview(config: &Config, tables: &[TableView], lineage: &[PipelineStatus
         None,
     ] {
         let number = count(status);
-        if number == 0
-            && matches!(
-                status,
-                None | Some(Status::InsufficientHistory) | Some(Status::Error)
-            )
-        {
+        if number == 0 && matches!(status, None | Some(Status::InsufficientHistory) | Some(Status::Error)) {
             continue;
         }
         let _ = write!(
@@ -214,18 +183,13 @@ pub fn overview(config: &Config, tables: &[TableView], lineage: &[PipelineStatus
         }
     }
     for layer in layers {
-        let in_layer: Vec<&TableView> =
-            tables.iter().filter(|table| table.layer == layer).collect();
+        let in_layer: Vec<&TableView> = tables.iter().filter(|table| table.layer == layer).collect();
         let layer_worst = in_layer.iter().filter_map(|table| table.status()).max();
         let _ = write!(
             out,
             r#"<section class="layer" data-layer="{}"><h2>{} <span class="layer-count">{} table{}</span> {}</h2>"#,
             escape(layer),
-            if layer.is_empty() {
-                "(no layer)".to_string()
-            } else {
-                format!("Layer {}", escape(layer))
-            },
+            if layer.is_empty() { "(no layer)".to_string() } else { format!("Layer {}", escape(layer)) },
             in_layer.len(),
             if in_layer.len() == 1 { "" } else { "s" },
             pill(layer_worst),
@@ -244,12 +208,7 @@ fn pipeline_block(
     lineage: &[PipelineStatus],
     highlight: Option<&str>,
 ) -> String {
-    let status_of = |name: &str| {
-        tables
-            .iter()
-            .find(|table| table.name == name)
-            .and_then(TableView::status)
-    };
+    let status_of = |name: &str| tables.iter().find(|table| table.name == name).and_then(TableView::status);
     let marks = lineage
         .iter()
         .find(|status| status.name == pipeline.name)
@@ -257,11 +216,7 @@ fn pipeline_block(
         .unwrap_or_default();
     let mut note = String::new();
     if !marks.root_causes.is_empty() {
-        let names: Vec<String> = marks
-            .root_causes
-            .iter()
-            .map(|stage| format!("<b>{}</b>", escape(stage)))
-            .collect();
+        let names: Vec<String> = marks.root_causes.iter().map(|stage| format!("<b>{}</b>", escape(stage))).collect();
         let _ = write!(note, "Likely root cause: {}", names.join(", "));
         if !marks.impacted.is_empty() {
             let impacted: Vec<String> = marks.impacted.iter().map(|stage| escape(stage)).collect();
@@ -279,11 +234,8 @@ fn pipeline_block(
 
 fn table_card(table: &TableView, now_ms: i64) -> String {
     let status = table.status();
-    let stages: Vec<String> = table
-        .stages
-        .iter()
-        .map(|(pipeline, stage)| format!("{} › {}", escape(pipeline), escape(stage)))
-        .collect();
+    let stages: Vec<String> =
+        table.stages.iter().map(|(pipeline, stage)| format!("{} › {}", escape(pipeline), escape(stage))).collect();
     let mut out = format!(
         r#"<article class="table-card status-{name}" data-table="{table}" data-status="{name}"><header><a class="table-name" href="{href}">{table}</a>{pill}{stages}<span class="checked">{checked}</span></header>"#,
         name = status_name(status),
@@ -295,10 +247,9 @@ fn table_card(table: &TableView, now_ms: i64) -> String {
         } else {
             format!(r#"<span class="stages">{}</span>"#, stages.join(" · "))
         },
-        checked = table.last_checked_ms().map_or_else(
-            || "not checked yet".to_string(),
-            |ms| format!("checked {}", escape(&ago(now_ms, ms)))
-        ),
+        checked = table
+            .last_checked_ms()
+            .map_or_else(|| "not checked yet".to_string(), |ms| format!("checked {}", escape(&ago(now_ms, ms)))),
     );
     out.push_str(&evaluations_table(&table.results));
     out.push_str("</article>");
@@ -307,10 +258,7 @@ fn table_card(table: &TableView, now_ms: i64) -> String {
 
 /// The results of a table, worst first.
 pub fn evaluations_table(results: &[SensorResult]) -> String {
-    let mut evaluations: Vec<&Evaluation> = results
-        .iter()
-        .flat_map(|result| result.evaluations.iter())
-        .collect();
+    let mut evaluations: Vec<&Evaluation> = results.iter().flat_map(|result| result.evaluations.iter()).collect();
     if evaluations.is_empty() {
         return r#"<p class="empty">No sensor has run on this table yet.</p>"#.to_string();
     }
@@ -321,42 +269,22 @@ pub fn evaluations_table(results: &[SensorResult]) -> String {
     for evaluation in evaluations {
         let mut check = escape(&evaluation.metric.replace('_', " "));
         if let Some(column) = &evaluation.column {
-            let _ = write!(
-                check,
-                r#"<span class="column">column <code>{}</code></span>"#,
-                escape(column)
-            );
+            let _ = write!(check, r#"<span class="column">column <code>{}</code></span>"#, escape(column));
         }
         if let Some(statistic) = &evaluation.statistic {
-            let _ = write!(
-                check,
-                r#"<span class="column">{}</span>"#,
-                escape(statistic)
-            );
+            let _ = write!(check, r#"<span class="column">{}</span>"#, escape(statistic));
         }
         if let Some(change_type) = &evaluation.change_type {
-            let _ = write!(
-                check,
-                r#"<span class="column">{}</span>"#,
-                escape(&change_type.replace('_', " "))
-            );
+            let _ = write!(check, r#"<span class="column">{}</span>"#, escape(&change_type.replace('_', " ")));
         }
-        let value = evaluation
-            .value
-            .map(|value| value_in_unit(&evaluation.metric, value))
-            .unwrap_or_default();
+        let value = evaluation.value.map(|value| value_in_unit(&evaluation.metric, value)).unwrap_or_default();
         let expected = match (evaluation.expected_lower, evaluation.expected_upper) {
-            (Some(lower), Some(upper)) => format!(
-                "{} – {}",
-                value_in_unit(&evaluation.metric, lower),
-                value_in_unit(&evaluation.metric, upper)
-            ),
+            (Some(lower), Some(upper)) => {
+                format!("{} – {}", value_in_unit(&evaluation.metric, lower), value_in_unit(&evaluation.metric, upper))
+            }
             _ => String::new(),
         };
-        let zscore = evaluation
-            .zscore
-            .map(|z| format!(r#"<span class="z">z = {z:.1}</span>"#))
-            .unwrap_or_default();
+        let zscore = evaluation.zscore.map(|z| format!(r#"<span class="z">z = {z:.1}</span>"#)).unwrap_or_default();
         let _ = write!(
             out,
             r#"<tr class="status-{status}" data-sensor="{sensor}" data-metric="{metric}" data-status="{status}"><td>{pill}</td><td>{sensor}</td><td>{check}</td><td class="num">{value}{zscore}</td><td class="num">{expected}</td><td class="why">{message}</td></tr>"#,
@@ -397,15 +325,10 @@ pub fn table_page(
         name = status_name(status),
         table_name = escape(&table.name),
         pill = pill(status),
-        layer = if table.layer.is_empty() {
-            "(none)".to_string()
-        } else {
-            escape(&table.layer)
-        },
-        checked = table.last_checked_ms().map_or_else(
-            || "not checked yet".to_string(),
-            |ms| format!("checked {}", escape(&ago(now_ms, ms)))
-        ),
+        layer = if table.layer.is_empty() { "(none)".to_string() } else { escape(&table.layer) },
+        checked = table
+            .last_checked_ms()
+            .map_or_else(|| "not checked yet".to_string(), |ms| format!("checked {}", escape(&ago(now_ms, ms)))),
     );
     for problem in &history.problems {
         let _ = write!(out, r#"<p class="problem">{}</p>"#, escape(problem));
@@ -429,19 +352,9 @@ pub fn table_page(
     } else {
         out.push_str(r#"<ol class="timeline">"#);
         for event in &history.schema_changes {
-            let field = |key: &str| {
-                event
-                    .payload
-                    .get(key)
-                    .and_then(|value| value.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let breaking = event
-                .payload
-                .get("breaking")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false);
+            let field =
+                |key: &str| event.payload.get(key).and_then(|value| value.as_str()).unwrap_or_default().to_string();
+            let breaking = event.payload.get("breaking").and_then(serde_json::Value::as_bool).unwrap_or(false);
             let _ = write!(
                 out,
                 r#"<li class="{class}" data-change-type="{change_type}"><time>{when}</time><span class="pill pill-{pill_class}">{kind}</span> <code>{column}</code> <span class="detail">{detail}</span>{schema}</li>"#,
@@ -456,10 +369,7 @@ pub fn table_page(
                 )),
                 column = escape(&field("column")),
                 detail = escape(&field("detail")),
-                schema = match (
-                    event.payload.get("from_schema_id"),
-                    event.payload.get("to_schema_id")
-                ) {
+                schema = match (event.payload.get("from_schema_id"), event.payload.get("to_schema_id")) {
                     (Some(from), Some(to)) => format!(
                         r#" <span class="schema-ids">schema {} → {}</span>"#,
                         escape(&from.to_string()),
@@ -476,12 +386,7 @@ pub fn table_page(
     let pipelines: Vec<&PipelineConfig> = config
         .pipelines
         .iter()
-        .filter(|pipeline| {
-            pipeline
-                .stages
-                .iter()
-                .any(|stage| stage.table == table.name)
-        })
+        .filter(|pipeline| pipeline.stages.iter().any(|stage| stage.table == table.name))
         .collect();
     out.push_str(r#"<section><h2>Lineage</h2>"#);
     if pipelines.is_empty() {
@@ -559,11 +464,7 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
         assert!(html.contains(r#"data-table="bronze.events" data-status="critical""#));
         assert!(html.contains("1 of 1 tables need attention: 1 critical"));
         let page = page("t", "/?fragment=1", &html);
-        assert_eq!(
-            page.matches("<script>").count(),
-            1,
-            "only the refresh script"
-        );
+        assert_eq!(page.matches("<script>").count(), 1, "only the refresh script");
     }
 
     #[test]

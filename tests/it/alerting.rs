@@ -102,9 +102,16 @@ struct TestAlertmanager {
 impl TestAlertmanager {
     fn start(dir: &Path, webhook: &Webhook) -> TestAlertmanager {
         let shipped = common::read(&common::repo_root().join("deploy/alertmanager.yml"));
-        assert!(shipped.contains("http://127.0.0.1:5001") && shipped.contains("group_wait: 30s"), "deploy/alertmanager.yml changed shape");
+        assert!(
+            shipped.contains("http://127.0.0.1:5001") && shipped.contains("group_wait: 30s"),
+            "deploy/alertmanager.yml changed shape"
+        );
         let config = dir.join("alertmanager.yml");
-        std::fs::write(&config, shipped.replace("http://127.0.0.1:5001", &webhook.url).replace("group_wait: 30s", "group_wait: 1s")).expect("write config");
+        std::fs::write(
+            &config,
+            shipped.replace("http://127.0.0.1:5001", &webhook.url).replace("group_wait: 30s", "group_wait: 1s"),
+        )
+        .expect("write config");
         let port = common::free_port();
         let mut command = Command::new("prometheus-alertmanager");
         command
@@ -149,8 +156,13 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
 
     // What Prometheus sees: bronze older than its 2 minute warning threshold.
     let (age, threshold) = wait_for("the bronze freshness series", Duration::from_secs(60), || {
-        let age = vector(&prometheus, "icewatch:data_freshness_age_seconds{table=\"bronze.raw_trades\"}").first().map(|(_, value)| *value)?;
-        let threshold = vector(&prometheus, "icewatch:data_freshness_warning_threshold_seconds{table=\"bronze.raw_trades\"}").first().map(|(_, value)| *value)?;
+        let age = vector(&prometheus, "icewatch:data_freshness_age_seconds{table=\"bronze.raw_trades\"}")
+            .first()
+            .map(|(_, value)| *value)?;
+        let threshold =
+            vector(&prometheus, "icewatch:data_freshness_warning_threshold_seconds{table=\"bronze.raw_trades\"}")
+                .first()
+                .map(|(_, value)| *value)?;
         Some((age, threshold))
     });
     eprintln!("bronze age {age:.0}s against a warning threshold of {threshold:.0}s");
@@ -159,7 +171,8 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
 
     let received = wait_for("BronzeFreshnessViolation in Alertmanager", Duration::from_secs(90), || {
         alertmanager.alerts().into_iter().find(|alert| {
-            alert["labels"]["alertname"] == "BronzeFreshnessViolation" && alert["labels"]["table"] == "bronze.raw_trades"
+            alert["labels"]["alertname"] == "BronzeFreshnessViolation"
+                && alert["labels"]["table"] == "bronze.raw_trades"
         })
     });
     let in_alertmanager = scraping.elapsed();
@@ -167,16 +180,35 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
     assert_eq!(received["labels"]["service"], "icewatch");
     assert_eq!(received["labels"]["layer"], "bronze");
     assert_eq!(received["status"]["state"], "active");
-    assert!(received["annotations"]["runbook_url"].as_str().is_some_and(|url| url.ends_with("freshness.md#bronzefreshnessviolation")));
-    let receivers: Vec<&str> = received["receivers"].as_array().into_iter().flatten().filter_map(|receiver| receiver["name"].as_str()).collect();
+    assert!(
+        received["annotations"]["runbook_url"]
+            .as_str()
+            .is_some_and(|url| url.ends_with("freshness.md#bronzefreshnessviolation"))
+    );
+    let receivers: Vec<&str> = received["receivers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|receiver| receiver["name"].as_str())
+        .collect();
     assert_eq!(receivers, vec!["data-team"], "warnings route to data-team");
 
     // And the webhook behind the shipped routing gets the notification.
     let notified = wait_for("the data-team webhook notification", Duration::from_secs(60), || {
-        webhook.bodies.lock().expect("lock").iter().find(|body| {
-            body["status"] == "firing"
-                && body["alerts"].as_array().into_iter().flatten().any(|alert| alert["labels"]["alertname"] == "BronzeFreshnessViolation")
-        }).cloned()
+        webhook
+            .bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|body| {
+                body["status"] == "firing"
+                    && body["alerts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|alert| alert["labels"]["alertname"] == "BronzeFreshnessViolation")
+            })
+            .cloned()
     });
     assert_eq!(notified["receiver"], "data-team");
     eprintln!(
@@ -243,7 +275,12 @@ fn every_dashboard_expression_parses_and_returns_data_from_a_scraped_icewatch() 
     // (the demo's `venue`), so the counter goes from 1 to 2 and increase() sees it.
     add_column(&warehouse, "bronze.raw_trades", "dashboard_test_note");
     wait_for("the schema change through Prometheus", Duration::from_secs(60), || {
-        (!vector(&prometheus, "increase(schema_changes_total{table=\"bronze.raw_trades\", change_type=\"column_added\"}[30s]) > 0").is_empty()).then_some(())
+        (!vector(
+            &prometheus,
+            "increase(schema_changes_total{table=\"bronze.raw_trades\", change_type=\"column_added\"}[30s]) > 0",
+        )
+        .is_empty())
+        .then_some(())
     });
     eprintln!("queried after {:.1}s of scraping", scraping.elapsed().as_secs_f64());
     icewatch.assert_running();

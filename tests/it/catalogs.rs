@@ -27,21 +27,9 @@ const BATCHES: [i64; 3] = [100, 250, 175];
 fn table_schema() -> Schema {
     Schema::builder()
         .with_fields(vec![
-            Arc::new(NestedField::required(
-                1,
-                "id",
-                Type::Primitive(PrimitiveType::Long),
-            )),
-            Arc::new(NestedField::optional(
-                2,
-                "qty",
-                Type::Primitive(PrimitiveType::Int),
-            )),
-            Arc::new(NestedField::optional(
-                3,
-                "venue",
-                Type::Primitive(PrimitiveType::String),
-            )),
+            Arc::new(NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long))),
+            Arc::new(NestedField::optional(2, "qty", Type::Primitive(PrimitiveType::Int))),
+            Arc::new(NestedField::optional(3, "venue", Type::Primitive(PrimitiveType::String))),
         ])
         .build()
         .unwrap()
@@ -50,14 +38,8 @@ fn table_schema() -> Schema {
 /// Creates `ns.orders` in `catalog` and appends `BATCHES` to it, one snapshot each.
 async fn write_orders(catalog: &dyn Catalog, namespace: &str) {
     let namespace = NamespaceIdent::new(namespace.to_string());
-    catalog
-        .create_namespace(&namespace, HashMap::new())
-        .await
-        .unwrap();
-    let creation = TableCreation::builder()
-        .name("orders".to_string())
-        .schema(table_schema())
-        .build();
+    catalog.create_namespace(&namespace, HashMap::new()).await.unwrap();
+    let creation = TableCreation::builder().name("orders".to_string()).schema(table_schema()).build();
     catalog.create_table(&namespace, creation).await.unwrap();
     let ident = TableIdent::new(namespace, "orders".to_string());
     let arrow = Arc::new(ArrowSchema::new(vec![
@@ -71,18 +53,12 @@ async fn write_orders(catalog: &dyn Catalog, namespace: &str) {
             arrow.clone(),
             vec![
                 Arc::new(Int64Array::from_iter_values(next_id..next_id + count)),
-                Arc::new(Int32Array::from_iter_values(
-                    (0..count).map(|i| (i % 7) as i32),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    (0..count).map(|i| if i % 2 == 0 { "XNYS" } else { "XLON" }),
-                )),
+                Arc::new(Int32Array::from_iter_values((0..count).map(|i| (i % 7) as i32))),
+                Arc::new(StringArray::from_iter_values((0..count).map(|i| if i % 2 == 0 { "XNYS" } else { "XLON" }))),
             ],
         )
         .unwrap();
-        icewatch::demo::append_batch(catalog, &ident, batch)
-            .await
-            .unwrap();
+        icewatch::demo::append_batch(catalog, &ident, batch).await.unwrap();
         next_id += count;
     }
 }
@@ -105,11 +81,7 @@ fn write_config(dir: &Path, catalog: &str, table: &str) -> PathBuf {
 /// Runs the binary with `args` and `env`: (exit code, stdout, stderr).
 fn icewatch(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(common::icewatch_bin());
-    command
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .envs(env.iter().copied());
+    command.args(args).arg("--config").arg(config).envs(env.iter().copied());
     common::run(&mut command)
 }
 
@@ -117,28 +89,19 @@ fn icewatch(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (i32, String,
 /// distribution sensor must count every row written.
 fn assert_check_reads_the_table(config: &Path, table: &str, env: &[(&str, &str)], secret: &str) {
     let (code, stdout, stderr) = icewatch(&["check", "--format", "json"], config, env);
-    assert!(
-        !stdout.contains(secret) && !stderr.contains(secret),
-        "the secret was printed\n{stdout}\n{stderr}"
-    );
+    assert!(!stdout.contains(secret) && !stderr.contains(secret), "the secret was printed\n{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|error| {
         panic!("check printed no JSON ({error}), exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}")
     });
     let results = report["results"].as_array().expect("`results` is an array");
-    let sensors: Vec<&str> = results
-        .iter()
-        .filter_map(|result| result["sensor"].as_str())
-        .collect();
+    let sensors: Vec<&str> = results.iter().filter_map(|result| result["sensor"].as_str()).collect();
     for sensor in ["freshness", "volume", "schema", "distribution"] {
         assert!(sensors.contains(&sensor), "no {sensor} result: {report:#}");
     }
     for result in results {
         assert_eq!(result["table"], table, "{result:#}");
         let status = result["status"].as_str().unwrap();
-        assert!(
-            ["ok", "insufficient_history"].contains(&status),
-            "unexpected status in {result:#}\nstderr:\n{stderr}"
-        );
+        assert!(["ok", "insufficient_history"].contains(&status), "unexpected status in {result:#}\nstderr:\n{stderr}");
     }
     // Row counts from the manifests (volume, distribution `row_count`) and from a scan of the
     // data files (distribution `mean` reads the Parquet files themselves).
@@ -151,41 +114,16 @@ fn assert_check_reads_the_table(config: &Path, table: &str, env: &[(&str, &str)]
             .filter_map(|result| result["value"].as_f64())
             .collect()
     };
-    assert_eq!(
-        value_of("volume", "total_rows", None),
-        vec![total],
-        "{report:#}"
-    );
-    assert_eq!(
-        value_of("volume", "rows_added", None),
-        vec![BATCHES[2] as f64],
-        "{report:#}"
-    );
-    assert_eq!(
-        value_of("distribution", "value", Some("row_count")),
-        vec![total],
-        "{report:#}"
-    );
+    assert_eq!(value_of("volume", "total_rows", None), vec![total], "{report:#}");
+    assert_eq!(value_of("volume", "rows_added", None), vec![BATCHES[2] as f64], "{report:#}");
+    assert_eq!(value_of("distribution", "value", Some("row_count")), vec![total], "{report:#}");
     let mean = results
         .iter()
         .find(|result| result["sensor"] == "distribution" && result["statistic"] == "mean")
         .unwrap_or_else(|| panic!("no `mean` result: {report:#}"));
-    let expected_mean = BATCHES
-        .iter()
-        .flat_map(|count| (0..*count).map(|i| (i % 7) as f64))
-        .sum::<f64>()
-        / total;
-    assert!(
-        (mean["value"].as_f64().unwrap() - expected_mean).abs() < 1e-9,
-        "{mean:#}, expected {expected_mean}"
-    );
-    assert!(
-        mean["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("a scan of {total} rows")),
-        "{mean:#}"
-    );
+    let expected_mean = BATCHES.iter().flat_map(|count| (0..*count).map(|i| (i % 7) as f64)).sum::<f64>() / total;
+    assert!((mean["value"].as_f64().unwrap() - expected_mean).abs() < 1e-9, "{mean:#}, expected {expected_mean}");
+    assert!(mean["message"].as_str().unwrap().contains(&format!("a scan of {total} rows")), "{mean:#}");
     assert_eq!(code, 0, "stderr:\n{stderr}");
 }
 
@@ -202,38 +140,25 @@ async fn sql_catalog_on_postgres_is_checked_and_its_password_never_shown() {
     let uri = server.create_database("icecat").await;
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let catalog = icewatch::demo::open_sql_catalog(&uri, &warehouse, "pgcat")
-        .await
-        .unwrap();
+    let catalog = icewatch::demo::open_sql_catalog(&uri, &warehouse, "pgcat").await.unwrap();
     write_orders(&catalog, "pg").await;
 
-    let catalog_section =
-        format!("type = \"sql\"\nuri = \"{uri}\"\nwarehouse = \"warehouse\"\nname = \"pgcat\"");
+    let catalog_section = format!("type = \"sql\"\nuri = \"{uri}\"\nwarehouse = \"warehouse\"\nname = \"pgcat\"");
     let config = write_config(dir.path(), &catalog_section, "pg.orders");
     let password = server.password.clone();
     let shown_uri = format!("postgres://postgres:***@127.0.0.1:{}/icecat", server.port);
     let checked = config.clone();
     let secret = password.clone();
-    tokio::task::spawn_blocking(move || {
-        assert_check_reads_the_table(&checked, "pg.orders", &[], &secret)
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || assert_check_reads_the_table(&checked, "pg.orders", &[], &secret))
+        .await
+        .unwrap();
 
     let online = config.clone();
     let (code, stdout, stderr) =
-        tokio::task::spawn_blocking(move || icewatch(&["validate", "--online"], &online, &[]))
-            .await
-            .unwrap();
-    assert_eq!(
-        code, 0,
-        "validate --online\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+        tokio::task::spawn_blocking(move || icewatch(&["validate", "--online"], &online, &[])).await.unwrap();
+    assert_eq!(code, 0, "validate --online\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains(&shown_uri), "{stdout}");
-    assert!(
-        !stdout.contains(&password) && !stderr.contains(&password),
-        "{stdout}\n{stderr}"
-    );
+    assert!(!stdout.contains(&password) && !stderr.contains(&password), "{stdout}\n{stderr}");
 
     // A wrong password: a clear error naming the catalog with the password hidden.
     let wrong = "definitely-not-the-password";
@@ -241,18 +166,10 @@ async fn sql_catalog_on_postgres_is_checked_and_its_password_never_shown() {
     let bad_dir = tempfile::tempdir().unwrap();
     let bad_config = write_config(bad_dir.path(), &bad_section, "pg.orders");
     let (code, stdout, stderr) =
-        tokio::task::spawn_blocking(move || icewatch(&["validate", "--online"], &bad_config, &[]))
-            .await
-            .unwrap();
-    assert_ne!(
-        code, 0,
-        "validate --online with a wrong password\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+        tokio::task::spawn_blocking(move || icewatch(&["validate", "--online"], &bad_config, &[])).await.unwrap();
+    assert_ne!(code, 0, "validate --online with a wrong password\nstdout:\n{stdout}\nstderr:\n{stderr}");
     let all = format!("{stdout}{stderr}");
-    assert!(
-        all.contains(&format!("cannot reach catalog `{shown_uri}`")),
-        "{all}"
-    );
+    assert!(all.contains(&format!("cannot reach catalog `{shown_uri}`")), "{all}");
     assert!(all.contains("password authentication failed"), "{all}");
     assert!(!all.contains(wrong) && !all.contains(&password), "{all}");
     drop(catalog);
@@ -262,32 +179,19 @@ async fn sql_catalog_on_postgres_is_checked_and_its_password_never_shown() {
 /// A local S3-compatible server (`moto`), or `None` with the reason when it is not installed.
 fn start_moto() -> Result<(ChildGuard, String), String> {
     let python = common::python();
-    let probe =
-        common::run(Command::new(&python).args(["-c", "import moto.server, flask, flask_cors"]));
+    let probe = common::run(Command::new(&python).args(["-c", "import moto.server, flask, flask_cors"]));
     if probe.0 != 0 {
-        return Err(format!(
-            "`moto[server]` is not installed in the venv ({}); run scripts/setup",
-            probe.2.trim()
-        ));
+        return Err(format!("`moto[server]` is not installed in the venv ({}); run scripts/setup", probe.2.trim()));
     }
     let port = common::free_port();
     let mut command = Command::new(&python);
     command
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let server = ChildGuard::spawn("moto", &mut command);
     let endpoint = format!("http://127.0.0.1:{port}");
-    common::wait_for("moto to answer", Duration::from_secs(30), || {
-        common::http_get(&endpoint)
-    });
+    common::wait_for("moto to answer", Duration::from_secs(30), || common::http_get(&endpoint));
     Ok((server, endpoint))
 }
 
@@ -296,19 +200,13 @@ async fn warehouse_on_s3_compatible_storage_is_checked_with_secret_from_env() {
     let (moto, endpoint) = match start_moto() {
         Ok(started) => started,
         Err(reason) => {
-            eprintln!(
-                "skipping warehouse_on_s3_compatible_storage_is_checked_with_secret_from_env: {reason}"
-            );
+            eprintln!("skipping warehouse_on_s3_compatible_storage_is_checked_with_secret_from_env: {reason}");
             return;
         }
     };
     let bucket = "icewatch-it";
-    let (code, _, stderr) = common::run(Command::new("curl").args([
-        "-fsS",
-        "-X",
-        "PUT",
-        &format!("{endpoint}/{bucket}"),
-    ]));
+    let (code, _, stderr) =
+        common::run(Command::new("curl").args(["-fsS", "-X", "PUT", &format!("{endpoint}/{bucket}")]));
     assert_eq!(code, 0, "create bucket: {stderr}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -321,18 +219,9 @@ async fn warehouse_on_s3_compatible_storage_is_checked_with_secret_from_env() {
         ("sql_bind_style".to_string(), "QMark".to_string()),
         (iceberg::io::S3_ENDPOINT.to_string(), endpoint.clone()),
         (iceberg::io::S3_REGION.to_string(), region.to_string()),
-        (
-            iceberg::io::S3_ACCESS_KEY_ID.to_string(),
-            access_key.to_string(),
-        ),
-        (
-            iceberg::io::S3_SECRET_ACCESS_KEY.to_string(),
-            secret_key.to_string(),
-        ),
-        (
-            iceberg::io::S3_PATH_STYLE_ACCESS.to_string(),
-            "true".to_string(),
-        ),
+        (iceberg::io::S3_ACCESS_KEY_ID.to_string(), access_key.to_string()),
+        (iceberg::io::S3_SECRET_ACCESS_KEY.to_string(), secret_key.to_string()),
+        (iceberg::io::S3_PATH_STYLE_ACCESS.to_string(), "true".to_string()),
     ]);
     let catalog = SqlCatalogBuilder::default()
         .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
@@ -343,14 +232,8 @@ async fn warehouse_on_s3_compatible_storage_is_checked_with_secret_from_env() {
     drop(catalog);
 
     // The data really is in the bucket, not on local disk.
-    let listing = common::http_get(&format!(
-        "{endpoint}/{bucket}?list-type=2&prefix=warehouse/"
-    ))
-    .unwrap_or_default();
-    assert!(
-        listing.contains(".parquet") && listing.contains(".metadata.json"),
-        "bucket listing:\n{listing}"
-    );
+    let listing = common::http_get(&format!("{endpoint}/{bucket}?list-type=2&prefix=warehouse/")).unwrap_or_default();
+    assert!(listing.contains(".parquet") && listing.contains(".metadata.json"), "bucket listing:\n{listing}");
 
     let catalog_section = format!(
         "type = \"sql\"\nuri = \"sqlite://catalog.db\"\nwarehouse = \"{warehouse}\"\nname = \"s3cat\"\n\
@@ -359,38 +242,20 @@ async fn warehouse_on_s3_compatible_storage_is_checked_with_secret_from_env() {
     );
     let config = write_config(dir.path(), &catalog_section, "s3.orders");
     let text = common::read(&config);
-    assert!(
-        !text.contains(secret_key),
-        "the secret must come from the environment"
-    );
+    assert!(!text.contains(secret_key), "the secret must come from the environment");
     let checked = config.clone();
     tokio::task::spawn_blocking(move || {
-        assert_check_reads_the_table(
-            &checked,
-            "s3.orders",
-            &[("ICEWATCH_IT_S3_SECRET", secret_key)],
-            secret_key,
-        )
+        assert_check_reads_the_table(&checked, "s3.orders", &[("ICEWATCH_IT_S3_SECRET", secret_key)], secret_key)
     })
     .await
     .unwrap();
     let online = config.clone();
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        icewatch(
-            &["validate", "--online"],
-            &online,
-            &[("ICEWATCH_IT_S3_SECRET", secret_key)],
-        )
+        icewatch(&["validate", "--online"], &online, &[("ICEWATCH_IT_S3_SECRET", secret_key)])
     })
     .await
     .unwrap();
-    assert_eq!(
-        code, 0,
-        "validate --online\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        !stdout.contains(secret_key) && !stderr.contains(secret_key),
-        "{stdout}\n{stderr}"
-    );
+    assert_eq!(code, 0, "validate --online\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(!stdout.contains(secret_key) && !stderr.contains(secret_key), "{stdout}\n{stderr}");
     drop(moto);
 }

@@ -81,7 +81,9 @@ fn config_defaults_to_sensors_toml_in_the_current_folder_and_follows_icewatch_co
     let (code, stdout, stderr) = run(icewatch_in(dir.path(), &["validate"]).env("ICEWATCH_CONFIG", "etc/other.toml"));
     assert_eq!((code, stdout.as_str()), (0, "`etc/other.toml` is valid: 0 table(s), 0 pipeline(s)\n"), "{stderr}");
     // `--config` wins over the environment.
-    let (code, stdout, _) = run(icewatch_in(dir.path(), &["validate", "--config", "sensors.toml"]).env("ICEWATCH_CONFIG", "etc/missing.toml"));
+    let (code, stdout, _) =
+        run(icewatch_in(dir.path(), &["validate", "--config", "sensors.toml"])
+            .env("ICEWATCH_CONFIG", "etc/missing.toml"));
     assert_eq!((code, stdout.as_str()), (0, "`sensors.toml` is valid: 0 table(s), 0 pipeline(s)\n"));
 }
 
@@ -126,8 +128,14 @@ fn an_unreachable_postgres_catalog_names_the_uri_without_its_password() {
     for handle in runs {
         let (args, (code, stdout, stderr)) = handle.join().expect("thread");
         assert_ne!(code, 0, "{args:?}");
-        assert!(!stdout.contains("secret") && !stderr.contains("secret"), "{args:?} leaked the password:\n{stdout}{stderr}");
-        assert!(format!("{stdout}{stderr}").contains(&format!("cannot reach catalog `{redacted}`")), "{args:?}:\n{stdout}{stderr}");
+        assert!(
+            !stdout.contains("secret") && !stderr.contains("secret"),
+            "{args:?} leaked the password:\n{stdout}{stderr}"
+        );
+        assert!(
+            format!("{stdout}{stderr}").contains(&format!("cannot reach catalog `{redacted}`")),
+            "{args:?}:\n{stdout}{stderr}"
+        );
         if args[0] == "validate" {
             let lines: Vec<&str> = stderr.lines().collect();
             assert!(lines.len() <= 2, "one error and its cause, not driver noise:\n{stderr}");
@@ -157,7 +165,13 @@ fn log_format_json_makes_every_log_line_a_json_object() {
     assert!(lines.iter().any(|line| line.contains("\"table\":\"bronze.raw_trades\"")), "{stderr}");
     // The environment variable does the same.
     let (_, _, stderr) = run(icewatch_in(dir.path(), &["check"]).env("ICEWATCH_LOG_FORMAT", "json"));
-    assert!(stderr.lines().filter(|line| !line.trim().is_empty()).all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()),
+        "{stderr}"
+    );
 }
 
 /// The demo warehouse end to end: its config and the repository's sensors.toml validate
@@ -173,7 +187,8 @@ fn validate_online_on_the_demo_warehouse() {
     let demo_config = dir.path().join("demo/sensors.toml");
     assert!(demo_config.exists());
 
-    let (code, stdout, stderr) = run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/sensors.toml"]));
+    let (code, stdout, stderr) =
+        run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/sensors.toml"]));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("all 3 table(s) load"), "{stdout}");
 
@@ -188,20 +203,36 @@ fn validate_online_on_the_demo_warehouse() {
         .replacen("notional = [\"mean\", \"max\"]", "notionl = [\"mean\", \"max\"]", 1)
         + "\n[tables.\"bronze.no_such_table\".volume]\ndeviation_percent = 20\n";
     std::fs::write(dir.path().join("demo/broken.toml"), broken).expect("write broken config");
-    let (code, stdout, stderr) = run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/broken.toml"]));
+    let (code, stdout, stderr) =
+        run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/broken.toml"]));
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stderr.contains("3 problem(s)"), "{stderr}");
     assert!(
         stderr.contains("`tables.\"bronze.raw_trades\".freshness.timestamp_column`: column `event_ts` not found in table `bronze.raw_trades`"),
         "{stderr}"
     );
-    assert!(stderr.contains("column `notionl` not found in table `silver.cleaned_trades` (did you mean `notional`?)"), "{stderr}");
+    assert!(
+        stderr.contains("column `notionl` not found in table `silver.cleaned_trades` (did you mean `notional`?)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("table `bronze.no_such_table` not found"), "{stderr}");
 
     // `check` on one table: a JSON report whose exit code is the process's.
     let (code, stdout, stderr) = run(&mut icewatch_in(
         dir.path(),
-        &["--log-format", "json", "check", "--config", "demo/sensors.toml", "--format", "json", "--table", "bronze.raw_trades", "--fail-on", "critical"],
+        &[
+            "--log-format",
+            "json",
+            "check",
+            "--config",
+            "demo/sensors.toml",
+            "--format",
+            "json",
+            "--table",
+            "bronze.raw_trades",
+            "--fail-on",
+            "critical",
+        ],
     ));
     assert!(code == 0 || code == 1, "{stdout}{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{error}: {stdout}"));
@@ -214,7 +245,8 @@ fn validate_online_on_the_demo_warehouse() {
     }
 
     // An undeclared `--table` is a usage error.
-    let (code, _, stderr) = run(&mut icewatch_in(dir.path(), &["check", "--config", "demo/sensors.toml", "--table", "bronze.raw_trade"]));
+    let (code, _, stderr) =
+        run(&mut icewatch_in(dir.path(), &["check", "--config", "demo/sensors.toml", "--table", "bronze.raw_trade"]));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("(did you mean `bronze.raw_trades`?)"), "{stderr}");
 }

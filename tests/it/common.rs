@@ -22,16 +22,9 @@ pub fn repo_root() -> PathBuf {
 pub fn python() -> PathBuf {
     let venv = std::env::var_os("ICEWATCH_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/icewatch/venv")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/icewatch/venv"));
     let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup first (scripts/test does)",
-        python.display()
-    );
+    assert!(python.exists(), "{} is missing: run scripts/setup first (scripts/test does)", python.display());
     python
 }
 
@@ -51,10 +44,8 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(name: &str, command: &mut Command) -> ChildGuard {
-        let child = command
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("failed to start {name}: {error}"));
+        let child =
+            command.stdin(Stdio::null()).spawn().unwrap_or_else(|error| panic!("failed to start {name}: {error}"));
         ChildGuard { child, name: name.to_string() }
     }
 

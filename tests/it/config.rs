@@ -39,7 +39,10 @@ fn check_fixture(name: &str) {
     assert!(stdout.is_empty(), "validate {file} printed to stdout: {stdout}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains(SECRET), "the secret leaked:\n{stderr}");
-    assert!(stderr.lines().all(|line| !line.chars().any(|c| c.is_control() && c != '\t')), "raw control character in {stderr:?}");
+    assert!(
+        stderr.lines().all(|line| !line.chars().any(|c| c.is_control() && c != '\t')),
+        "raw control character in {stderr:?}"
+    );
     insta::assert_snapshot!(name, stderr);
 
     let (check_code, check_stdout, check_stderr) =
@@ -115,7 +118,8 @@ fn every_fixture_in_the_corpus_has_a_test() {
 fn a_file_with_many_problems_reports_every_one_with_its_position() {
     let (code, _, stderr) = run(&mut icewatch_in(&corpus_dir(), &["validate", "--config", "many_problems.toml"]));
     assert_eq!(code, 2);
-    let located: Vec<&str> = stderr.lines().filter(|line| line.trim_start().starts_with("many_problems.toml:")).collect();
+    let located: Vec<&str> =
+        stderr.lines().filter(|line| line.trim_start().starts_with("many_problems.toml:")).collect();
     assert!(located.len() >= 3, "{stderr}");
     assert!(stderr.starts_with(&format!("error: {} problems in `many_problems.toml`", located.len())), "{stderr}");
     for line in located {
@@ -164,13 +168,19 @@ fn every_config_key_is_documented() {
         if !name.trim().ends_with("_KEYS") {
             continue;
         }
-        let Some(list) = rest.split_once('=').and_then(|(_, value)| value.split_once("&[")).and_then(|(_, list)| list.split_once("];")).map(|(list, _)| list) else {
+        let Some(list) = rest
+            .split_once('=')
+            .and_then(|(_, value)| value.split_once("&["))
+            .and_then(|(_, list)| list.split_once("];"))
+            .map(|(list, _)| list)
+        else {
             continue;
         };
         keys.extend(list.split('"').skip(1).step_by(2).map(str::to_string));
     }
     assert!(keys.len() > 50, "parsed only {} keys from parse.rs", keys.len());
-    let missing: Vec<&String> = keys.iter().filter(|key| !docs.contains(&format!("`{key}`")) && !docs.contains(&format!("`[{key}"))).collect();
+    let missing: Vec<&String> =
+        keys.iter().filter(|key| !docs.contains(&format!("`{key}`")) && !docs.contains(&format!("`[{key}"))).collect();
     assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
     for section in ["catalog", "history", "server", "pushgateway", "defaults", "tables", "pipelines"] {
         assert!(docs.contains(&format!("## `[{section}")), "no `## [{section}...]` section in docs/configuration.md");

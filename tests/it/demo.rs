@@ -8,9 +8,7 @@ use futures::TryStreamExt;
 use iceberg::Catalog;
 use iceberg::spec::{PrimitiveType, Type};
 use iceberg::table::Table;
-use icewatch::demo::{
-    self, BRONZE_TABLE, DemoOptions, DemoWarehouse, GOLD_TABLE, SILVER_TABLE, table_ident,
-};
+use icewatch::demo::{self, BRONZE_TABLE, DemoOptions, DemoWarehouse, GOLD_TABLE, SILVER_TABLE, table_ident};
 
 use crate::common;
 
@@ -18,16 +16,13 @@ const DAYS: u32 = 5;
 
 fn check_with_pyiceberg(warehouse: &DemoWarehouse) -> String {
     let script = common::repo_root().join("tests/python/check_demo.py");
-    let (code, stdout, stderr) = common::run(
-        Command::new(common::python())
-            .arg(script)
-            .arg(&warehouse.dir)
-            .args(["--days", &DAYS.to_string(), "--min-bronze-snapshots", "100"]),
-    );
-    assert_eq!(
-        code, 0,
-        "check_demo.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (code, stdout, stderr) = common::run(Command::new(common::python()).arg(script).arg(&warehouse.dir).args([
+        "--days",
+        &DAYS.to_string(),
+        "--min-bronze-snapshots",
+        "100",
+    ]));
+    assert_eq!(code, 0, "check_demo.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     stdout
 }
 
@@ -38,66 +33,33 @@ fn snapshot_records(table: &Table) -> (Vec<(i64, u64)>, u64) {
     let added = snapshots
         .iter()
         .map(|snapshot| {
-            let added = snapshot.summary().additional_properties["added-records"]
-                .parse()
-                .unwrap();
+            let added = snapshot.summary().additional_properties["added-records"].parse().unwrap();
             (snapshot.timestamp_ms(), added)
         })
         .collect();
-    let total = table
-        .metadata()
-        .current_snapshot()
-        .unwrap()
-        .summary()
-        .additional_properties["total-records"]
-        .parse()
-        .unwrap();
+    let total =
+        table.metadata().current_snapshot().unwrap().summary().additional_properties["total-records"].parse().unwrap();
     (added, total)
 }
 
 async fn scanned_rows(table: &Table) -> usize {
-    let batches: Vec<_> = table
-        .scan()
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches: Vec<_> = table.scan().build().unwrap().to_arrow().await.unwrap().try_collect().await.unwrap();
     batches.iter().map(|batch| batch.num_rows()).sum()
 }
 
 async fn snapshot_count(catalog: &dyn Catalog, name: &str) -> usize {
-    catalog
-        .load_table(&table_ident(name))
-        .await
-        .unwrap()
-        .metadata()
-        .snapshots()
-        .count()
+    catalog.load_table(&table_ident(name)).await.unwrap().metadata().snapshots().count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_history_reads_back_everywhere_and_the_live_writer_extends_it() {
     let dir = tempfile::tempdir().unwrap();
-    let options = DemoOptions {
-        dir: dir.path().to_path_buf(),
-        days: DAYS,
-        seed: 7,
-    };
+    let options = DemoOptions { dir: dir.path().to_path_buf(), days: DAYS, seed: 7 };
     let started = Instant::now();
     let warehouse = demo::prepare(&options).await.unwrap();
     let elapsed = started.elapsed();
-    println!(
-        "demo::prepare ({DAYS} days) took {:.1} s",
-        elapsed.as_secs_f64()
-    );
-    assert!(
-        elapsed < Duration::from_secs(60),
-        "prepare took {elapsed:?}"
-    );
+    println!("demo::prepare ({DAYS} days) took {:.1} s", elapsed.as_secs_f64());
+    assert!(elapsed < Duration::from_secs(60), "prepare took {elapsed:?}");
     assert!(warehouse.config_path.is_file());
     assert!(warehouse.dir.join("catalog.db").is_file());
 
@@ -112,23 +74,13 @@ async fn demo_history_reads_back_everywhere_and_the_live_writer_extends_it() {
         let table = catalog.load_table(&table_ident(name)).await.unwrap();
         let (added, total) = snapshot_records(&table);
         let times: Vec<i64> = added.iter().map(|(time, _)| *time).collect();
-        assert!(
-            times.windows(2).all(|pair| pair[0] < pair[1]),
-            "{name}: times not increasing"
-        );
+        assert!(times.windows(2).all(|pair| pair[0] < pair[1]), "{name}: times not increasing");
         assert!(
             *times.last().unwrap() < now_ms && now_ms - times.last().unwrap() < 15 * 60_000,
             "{name}: history does not end just before now"
         );
-        assert!(
-            now_ms - times[0] >= i64::from(DAYS - 1) * 86_400_000,
-            "{name}: history too short"
-        );
-        assert_eq!(
-            added.iter().map(|(_, rows)| rows).sum::<u64>(),
-            total,
-            "{name}"
-        );
+        assert!(now_ms - times[0] >= i64::from(DAYS - 1) * 86_400_000, "{name}: history too short");
+        assert_eq!(added.iter().map(|(_, rows)| rows).sum::<u64>(), total, "{name}");
         assert_eq!(scanned_rows(&table).await as u64, total, "{name}");
         last_history_ms = last_history_ms.max(*times.last().unwrap());
         if name == BRONZE_TABLE {
@@ -137,19 +89,14 @@ async fn demo_history_reads_back_everywhere_and_the_live_writer_extends_it() {
             let quantity = schema.field_by_name("quantity").unwrap();
             assert_eq!(*quantity.field_type, Type::Primitive(PrimitiveType::Long));
             assert!(schema.field_by_name("venue").is_some());
-            assert_eq!(
-                table.metadata().schemas_iter().count(),
-                3,
-                "created, venue added, quantity widened"
-            );
+            assert_eq!(table.metadata().schemas_iter().count(), 3, "created, venue added, quantity widened");
         }
     }
 
     // The live writer: a few quick ticks, then stop it.
-    let before: Vec<usize> = futures::future::join_all(
-        [BRONZE_TABLE, SILVER_TABLE, GOLD_TABLE].map(|name| snapshot_count(&catalog, name)),
-    )
-    .await;
+    let before: Vec<usize> =
+        futures::future::join_all([BRONZE_TABLE, SILVER_TABLE, GOLD_TABLE].map(|name| snapshot_count(&catalog, name)))
+            .await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let writer_warehouse = warehouse.clone();
     let writer = tokio::spawn(async move {
@@ -164,45 +111,25 @@ async fn demo_history_reads_back_everywhere_and_the_live_writer_extends_it() {
         if snapshot_count(&catalog, GOLD_TABLE).await > before[2] {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the live writer made no gold commit in 90 s"
-        );
+        assert!(Instant::now() < deadline, "the live writer made no gold commit in 90 s");
         if writer.is_finished() {
             panic!("the live writer stopped early: {:?}", writer.await);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), writer)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), writer).await.unwrap().unwrap().unwrap();
 
-    let bronze = catalog
-        .load_table(&table_ident(BRONZE_TABLE))
-        .await
-        .unwrap();
+    let bronze = catalog.load_table(&table_ident(BRONZE_TABLE)).await.unwrap();
     let (added, total) = snapshot_records(&bronze);
-    assert!(
-        added.len() >= before[0] + 6,
-        "bronze went from {} to {} snapshots",
-        before[0],
-        added.len()
-    );
+    assert!(added.len() >= before[0] + 6, "bronze went from {} to {} snapshots", before[0], added.len());
     assert!(snapshot_count(&catalog, SILVER_TABLE).await >= before[1] + 6);
-    assert!(
-        added.last().unwrap().0 > last_history_ms,
-        "live commits come after the history"
-    );
+    assert!(added.last().unwrap().0 > last_history_ms, "live commits come after the history");
     assert_eq!(scanned_rows(&bronze).await as u64, total);
     check_with_pyiceberg(&warehouse);
 
     // `prepare` again replaces the demo instead of adding to it.
-    let again = demo::prepare(&DemoOptions { days: 2, ..options })
-        .await
-        .unwrap();
+    let again = demo::prepare(&DemoOptions { days: 2, ..options }).await.unwrap();
     assert_eq!(again, warehouse);
     let catalog = again.catalog().await.unwrap();
     assert_eq!(snapshot_count(&catalog, BRONZE_TABLE).await, 96);

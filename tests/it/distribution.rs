@@ -79,7 +79,9 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
         assert_eq!(profile.files as u64, batch["files"].as_u64().unwrap());
         assert_eq!(profile.row_count, 400);
         assert_eq!(profile.scanned_rows, 400, "only the added rows are read");
-        assert!(profile.skipped.iter().all(|skipped| skipped.column == "label" && skipped.statistic == Statistic::Mean));
+        assert!(
+            profile.skipped.iter().all(|skipped| skipped.column == "label" && skipped.statistic == Statistic::Mean)
+        );
         for value in &profile.values {
             let want = batch["columns"][&value.column][value.statistic.as_str()]
                 .as_f64()
@@ -160,7 +162,8 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
     let newest_id = newest.snapshot_id;
     let table_profile = observe(&table, "db.events", &whole, &[newest_id]).await.unwrap().remove(0);
     assert_eq!((table_profile.files, table_profile.row_count), (8, 3200));
-    let batches: Vec<&serde_json::Value> = ids.iter().map(|id| &expected[id.to_string()]["columns"]["amount"]).collect();
+    let batches: Vec<&serde_json::Value> =
+        ids.iter().map(|id| &expected[id.to_string()]["columns"]["amount"]).collect();
     let total = |statistic: &str| batches.iter().map(|batch| batch[statistic].as_f64().unwrap()).sum::<f64>();
     let extreme = |statistic: &str, pick: fn(f64, f64) -> f64| {
         batches.iter().map(|batch| batch[statistic].as_f64().unwrap()).reduce(pick).unwrap()
@@ -180,7 +183,9 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
     assert_eq!(small.value("amount", Statistic::NullCount), newest.value("amount", Statistic::NullCount));
     let sampled_mean = judge("db.events", &sampled, &small, &Windows::new(), None)
         .into_iter()
-        .find(|evaluation| evaluation.column.as_deref() == Some("amount") && evaluation.statistic.as_deref() == Some("mean"))
+        .find(|evaluation| {
+            evaluation.column.as_deref() == Some("amount") && evaluation.statistic.as_deref() == Some("mean")
+        })
         .unwrap();
     assert!(sampled_mean.message.contains("a sample of 100 of the 400 rows"), "{}", sampled_mean.message);
 

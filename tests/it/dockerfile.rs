@@ -33,7 +33,10 @@ fn instructions() -> Vec<Instruction> {
             None => {
                 current.push_str(trimmed);
                 let (keyword, arguments) = current.split_once(char::is_whitespace).unwrap_or((&current, ""));
-                out.push(Instruction { keyword: keyword.to_ascii_uppercase(), arguments: arguments.trim().to_string() });
+                out.push(Instruction {
+                    keyword: keyword.to_ascii_uppercase(),
+                    arguments: arguments.trim().to_string(),
+                });
                 current.clear();
             }
         }
@@ -71,9 +74,14 @@ fn the_dockerfile_builds_this_package_and_ships_its_binary() {
 
     let stages: Vec<&Instruction> = instructions.iter().filter(|instruction| instruction.keyword == "FROM").collect();
     assert!(stages.len() >= 2, "multi-stage: a build stage and a runtime stage");
-    let builder_alias = stages[0].arguments.rsplit_once(" AS ").map(|(_, alias)| alias.trim()).expect("FROM ... AS builder");
+    let builder_alias =
+        stages[0].arguments.rsplit_once(" AS ").map(|(_, alias)| alias.trim()).expect("FROM ... AS builder");
 
-    let runs: Vec<&str> = instructions.iter().filter(|instruction| instruction.keyword == "RUN").map(|instruction| instruction.arguments.as_str()).collect();
+    let runs: Vec<&str> = instructions
+        .iter()
+        .filter(|instruction| instruction.keyword == "RUN")
+        .map(|instruction| instruction.arguments.as_str())
+        .collect();
     assert!(runs.iter().any(|run| run.contains("cargo build --release --locked")), "{runs:?}");
 
     // The builder's WORKDIR + target/release/<name> is what the runtime stage copies.
@@ -104,8 +112,12 @@ fn the_dockerfile_builds_this_package_and_ships_its_binary() {
         .find(|instruction| instruction.keyword == "ARG" && instruction.arguments.starts_with("RUST_VERSION="))
         .map(|instruction| instruction.arguments["RUST_VERSION=".len()..].to_string())
         .expect("ARG RUST_VERSION");
-    let version = |text: &str| -> Vec<u32> { text.split('.').map(|part| part.parse().expect("numeric version")).collect() };
-    assert!(version(&rust_version) >= version(&package_field("rust-version")), "image Rust {rust_version} is older than rust-version");
+    let version =
+        |text: &str| -> Vec<u32> { text.split('.').map(|part| part.parse().expect("numeric version")).collect() };
+    assert!(
+        version(&rust_version) >= version(&package_field("rust-version")),
+        "image Rust {rust_version} is older than rust-version"
+    );
     assert!(stages[0].arguments.contains("${RUST_VERSION}"));
 
     // Runs as a named, non-root user.
@@ -139,7 +151,8 @@ fn copy_sources_exist_and_are_in_the_build_context() {
         if instruction.keyword != "COPY" || instruction.arguments.starts_with("--from") {
             continue;
         }
-        let parts: Vec<&str> = instruction.arguments.split_whitespace().filter(|part| !part.starts_with("--")).collect();
+        let parts: Vec<&str> =
+            instruction.arguments.split_whitespace().filter(|part| !part.starts_with("--")).collect();
         sources.extend(parts[..parts.len() - 1].iter().map(|source| source.trim_end_matches('/').to_string()));
     }
     assert!(sources.contains(&"src".to_string()) && sources.contains(&"Cargo.lock".to_string()), "{sources:?}");
@@ -166,9 +179,11 @@ fn exposed_port_and_health_check_match_the_server() {
     let address = format!("127.0.0.1:{port}");
     assert!(url.starts_with(&format!("http://{address}/")), "{url} does not target the exposed port");
     assert_eq!(command[0], "curl", "the runtime image installs curl for the check");
-    let runtime_installs_curl = instructions[runtime_stage_start(&instructions)..]
-        .iter()
-        .any(|instruction| instruction.keyword == "RUN" && instruction.arguments.contains("install") && instruction.arguments.contains("curl"));
+    let runtime_installs_curl = instructions[runtime_stage_start(&instructions)..].iter().any(|instruction| {
+        instruction.keyword == "RUN"
+            && instruction.arguments.contains("install")
+            && instruction.arguments.contains("curl")
+    });
     assert!(runtime_installs_curl, "curl must be installed in the runtime stage");
 
     // Run the real service on a free port and run the health check command against it.
@@ -184,15 +199,32 @@ fn exposed_port_and_health_check_match_the_server() {
     .expect("write config");
     let mut service = ChildGuard::spawn(
         "icewatch run",
-        Command::new(icewatch_bin()).arg("run").current_dir(dir.path()).env("NO_COLOR", "1").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()),
+        Command::new(icewatch_bin())
+            .arg("run")
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
     );
     let base = format!("http://127.0.0.1:{service_port}");
     wait_for("icewatch /metrics", Duration::from_secs(30), || http_get(&format!("{base}/metrics")));
     let local_url = url.replace(&address, &format!("127.0.0.1:{service_port}"));
-    let (code, _, stderr) = run(Command::new(&command[0]).args(command[1..].iter().map(|word| if *word == url { &local_url } else { word })));
+    let (code, _, stderr) =
+        run(Command::new(&command[0])
+            .args(command[1..].iter().map(|word| if *word == url { &local_url } else { word })));
     assert_eq!(code, 0, "the HEALTHCHECK command fails against the service: {stderr}");
     // A path the server does not have fails the same command: the check is not vacuous.
-    let (code, _, _) = run(Command::new("curl").args(["-fsS", "--max-time", "4", "-o", "/dev/null", &format!("{base}/no-such-route")]));
+    let (code, _, _) = run(Command::new("curl").args([
+        "-fsS",
+        "--max-time",
+        "4",
+        "-o",
+        "/dev/null",
+        &format!("{base}/no-such-route"),
+    ]));
     assert_ne!(code, 0);
-    assert!(service.terminate(Duration::from_secs(40)).is_some_and(|status| status.success()), "icewatch run stops cleanly on SIGTERM");
+    assert!(
+        service.terminate(Duration::from_secs(40)).is_some_and(|status| status.success()),
+        "icewatch run stops cleanly on SIGTERM"
+    );
 }

@@ -15,10 +15,7 @@ use serde_json::json;
 use crate::postgres::{PostgresServer, postgres_bindir, random_u64};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 fn trades(metric: &str, labels: &[(&str, &str)]) -> SeriesKey {
@@ -49,10 +46,7 @@ fn schema_event(table: &str, key: &str, at: i64) -> Event {
 /// Writes a known data set into an empty store and checks every read path against it.
 async fn write_and_check(store: &HistoryStore) {
     let rows = trades("row_count", &[]);
-    let nulls = trades(
-        "null_fraction",
-        &[("column", "price"), ("partition_date", "2024-01-01")],
-    );
+    let nulls = trades("null_fraction", &[("column", "price"), ("partition_date", "2024-01-01")]);
     let rows_points = points(&rows, 0..40);
     let nulls_points = points(&nulls, 0..10);
     assert_eq!(store.append(&rows_points[..25]).await.unwrap(), 25);
@@ -73,73 +67,29 @@ async fn write_and_check(store: &HistoryStore) {
 /// Everything `write_and_check` wrote, read back (also after a reopen).
 async fn check_contents(store: &HistoryStore) {
     let rows = trades("row_count", &[]);
-    let nulls = trades(
-        "null_fraction",
-        &[("partition_date", "2024-01-01"), ("column", "price")],
-    );
+    let nulls = trades("null_fraction", &[("partition_date", "2024-01-01"), ("column", "price")]);
     let rows_points = points(&rows, 0..40);
     assert_eq!(store.point_count().await.unwrap(), 50);
     let before = rows_points[30].observed_at_ms;
+    assert_eq!(store.window(&rows, before, 5).await.unwrap(), rows_points[25..30].to_vec());
+    assert_eq!(store.window(&rows, before, 1000).await.unwrap(), rows_points[..30].to_vec());
     assert_eq!(
-        store.window(&rows, before, 5).await.unwrap(),
-        rows_points[25..30].to_vec()
-    );
-    assert_eq!(
-        store.window(&rows, before, 1000).await.unwrap(),
-        rows_points[..30].to_vec()
-    );
-    assert_eq!(
-        store
-            .range(
-                &rows,
-                rows_points[3].observed_at_ms,
-                rows_points[9].observed_at_ms
-            )
-            .await
-            .unwrap(),
+        store.range(&rows, rows_points[3].observed_at_ms, rows_points[9].observed_at_ms).await.unwrap(),
         rows_points[3..9].to_vec()
     );
-    assert_eq!(
-        store.latest(&rows).await.unwrap(),
-        Some(rows_points[39].clone())
-    );
-    assert_eq!(
-        store.latest(&nulls).await.unwrap(),
-        points(&nulls, 9..10).pop()
-    );
+    assert_eq!(store.latest(&rows).await.unwrap(), Some(rows_points[39].clone()));
+    assert_eq!(store.latest(&nulls).await.unwrap(), points(&nulls, 9..10).pop());
     for point in &rows_points {
-        assert!(
-            store
-                .contains(&rows, point.observed_at_ms, point.snapshot_id)
-                .await
-                .unwrap()
-        );
+        assert!(store.contains(&rows, point.observed_at_ms, point.snapshot_id).await.unwrap());
     }
-    assert!(
-        !store
-            .contains(&rows, rows_points[1].observed_at_ms, None)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store.series_for_table("bronze.raw_trades").await.unwrap(),
-        vec![nulls, rows]
-    );
-    assert!(
-        store
-            .series_for_table("gold.nothing")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(!store.contains(&rows, rows_points[1].observed_at_ms, None).await.unwrap());
+    assert_eq!(store.series_for_table("bronze.raw_trades").await.unwrap(), vec![nulls, rows]);
+    assert!(store.series_for_table("gold.nothing").await.unwrap().is_empty());
     let recent = store.events(None, "schema_change", 2).await.unwrap();
     let keys: Vec<&str> = recent.iter().map(|event| event.key.as_str()).collect();
     assert_eq!(keys, vec!["v3:add:8", "v2:add:3"]);
     assert_eq!(recent[0], schema_event("bronze.raw_trades", "v3:add:8", 20));
-    let silver = store
-        .events(Some("silver.trades"), "schema_change", 10)
-        .await
-        .unwrap();
+    let silver = store.events(Some("silver.trades"), "schema_change", 10).await.unwrap();
     assert_eq!(silver, vec![schema_event("silver.trades", "v2:add:3", 15)]);
     assert!(store.integrity_check().await.unwrap().is_empty());
 }
@@ -165,9 +115,7 @@ fn sqlite_open_failure_names_the_path() {
     let blocker = dir.path().join("not-a-directory");
     std::fs::write(&blocker, "").unwrap();
     let location = HistoryLocation::Sqlite(blocker.join("history.db"));
-    let error = runtime()
-        .block_on(HistoryStore::open(&location))
-        .unwrap_err();
+    let error = runtime().block_on(HistoryStore::open(&location)).unwrap_err();
     assert!(error.to_string().contains("not-a-directory"), "{error}");
     assert!(std::error::Error::source(&error).is_some(), "{error:?}");
 }
@@ -176,12 +124,7 @@ const CHILD_DB_ENV: &str = "ICEWATCH_KILL_CHILD_DB";
 const BATCH: i64 = 50;
 
 fn kill_series() -> SeriesKey {
-    SeriesKey::new(
-        "bronze.raw_trades",
-        "volume",
-        "row_count",
-        &[("writer", "child")],
-    )
+    SeriesKey::new("bronze.raw_trades", "volume", "row_count", &[("writer", "child")])
 }
 
 /// The writer process of `sigkill_never_loses_a_committed_batch` (that test re-runs this test
@@ -194,9 +137,7 @@ fn kill_writer_child() {
         return;
     };
     runtime().block_on(async {
-        let store = HistoryStore::open(&HistoryLocation::Sqlite(PathBuf::from(db)))
-            .await
-            .unwrap();
+        let store = HistoryStore::open(&HistoryLocation::Sqlite(PathBuf::from(db))).await.unwrap();
         let series = kill_series();
         let first = match store.latest(&series).await.unwrap() {
             Some(point) => point.observed_at_ms / BATCH + 1,
@@ -230,12 +171,7 @@ fn sigkill_never_loses_a_committed_batch() {
     let mut killed_mid_run = 0;
     for round in 0..15 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "history::kill_writer_child",
-                "--exact",
-                "--nocapture",
-                "--ignored",
-            ])
+            .args(["history::kill_writer_child", "--exact", "--nocapture", "--ignored"])
             .args(["--test-threads", "1"])
             .env(CHILD_DB_ENV, &db)
             .stdin(Stdio::null())
@@ -254,19 +190,14 @@ fn sigkill_never_loses_a_committed_batch() {
         });
         let mut lines = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !lines
-            .iter()
-            .any(|line: &String| line.starts_with("committed "))
-        {
+        while !lines.iter().any(|line: &String| line.starts_with("committed ")) {
             let left = deadline.saturating_duration_since(Instant::now());
             match receiver.recv_timeout(left) {
                 Ok(line) => lines.push(line),
                 Err(error) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "round {round}: the writer never committed ({error}); output: {lines:?}"
-                    );
+                    panic!("round {round}: the writer never committed ({error}); output: {lines:?}");
                 }
             }
         }
@@ -276,10 +207,7 @@ fn sigkill_never_loses_a_committed_batch() {
         let status = child.wait().unwrap();
         reader.join().unwrap();
         lines.extend(receiver.try_iter());
-        assert!(
-            status.code().is_none(),
-            "round {round}: the writer exited by itself: {lines:?}"
-        );
+        assert!(status.code().is_none(), "round {round}: the writer exited by itself: {lines:?}");
         killed_mid_run += 1;
         let committed: Vec<i64> = lines
             .iter()
@@ -289,20 +217,11 @@ fn sigkill_never_loses_a_committed_batch() {
         reported.extend(&committed);
 
         runtime.block_on(async {
-            let store = HistoryStore::open(&HistoryLocation::Sqlite(db.clone()))
-                .await
-                .unwrap();
+            let store = HistoryStore::open(&HistoryLocation::Sqlite(db.clone())).await.unwrap();
             let problems = store.integrity_check().await.unwrap();
-            assert!(
-                problems.is_empty(),
-                "round {round}: integrity_check: {problems:?}"
-            );
+            assert!(problems.is_empty(), "round {round}: integrity_check: {problems:?}");
             let count = store.point_count().await.unwrap();
-            assert_eq!(
-                count % BATCH as u64,
-                0,
-                "round {round}: partial batch, {count} points"
-            );
+            assert_eq!(count % BATCH as u64, 0, "round {round}: partial batch, {count} points");
             let all = store.range(&series, i64::MIN, i64::MAX).await.unwrap();
             assert_eq!(all.len() as u64, count);
             let mut batches: BTreeMap<i64, usize> = BTreeMap::new();
@@ -311,16 +230,10 @@ fn sigkill_never_loses_a_committed_batch() {
                 *batches.entry(point.observed_at_ms / BATCH).or_default() += 1;
             }
             for (batch, size) in &batches {
-                assert_eq!(
-                    *size, BATCH as usize,
-                    "round {round}: batch {batch} is partial"
-                );
+                assert_eq!(*size, BATCH as usize, "round {round}: batch {batch} is partial");
             }
             for batch in &reported {
-                assert!(
-                    batches.contains_key(batch),
-                    "round {round}: committed batch {batch} lost"
-                );
+                assert!(batches.contains_key(batch), "round {round}: committed batch {batch} lost");
             }
             // Batches are written in order, so what is stored is exactly 0..n.
             let stored: Vec<i64> = batches.keys().copied().collect();
@@ -334,11 +247,7 @@ fn sigkill_never_loses_a_committed_batch() {
         });
     }
     assert_eq!(killed_mid_run, 15);
-    assert!(
-        reported.len() >= 15,
-        "only {} batches were reported committed",
-        reported.len()
-    );
+    assert!(reported.len() >= 15, "only {} batches were reported committed", reported.len());
 }
 
 /// Opens the history store on `server`, retrying while the server starts up (bounded).
@@ -352,10 +261,7 @@ async fn open_store(server: &PostgresServer) -> HistoryStore {
                 let _ = error;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(error) => panic!(
-                "postgres did not come up: {error:?}\nlog:\n{}",
-                server.log_text()
-            ),
+            Err(error) => panic!("postgres did not come up: {error:?}\nlog:\n{}", server.log_text()),
         }
     }
 }
@@ -392,10 +298,7 @@ fn postgres_round_trip_survives_reopen() {
             chain.push_str(&format!(" / {cause}"));
             source = cause.source();
         }
-        assert!(
-            chain.contains(&format!("127.0.0.1:{}", server.port)),
-            "{chain}"
-        );
+        assert!(chain.contains(&format!("127.0.0.1:{}", server.port)), "{chain}");
         assert!(chain.contains("password authentication failed"), "{chain}");
         assert!(!chain.contains(wrong), "{chain}");
         assert!(!chain.contains(&server.password), "{chain}");

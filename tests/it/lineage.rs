@@ -47,9 +47,11 @@ impl Warehouse {
     /// Moves the table's only snapshot `age_ms` into the past.
     async fn backdate(&self, table: &str, age_ms: i64) {
         let at = chrono::Utc::now().timestamp_millis() - age_ms;
-        rewrite_table_metadata(&self.catalog_uri, "default", &table_ident(table), |metadata| retime_snapshots(metadata, &[at]))
-            .await
-            .unwrap();
+        rewrite_table_metadata(&self.catalog_uri, "default", &table_ident(table), |metadata| {
+            retime_snapshots(metadata, &[at])
+        })
+        .await
+        .unwrap();
     }
 
     /// A sensors.toml watching the three tables; `silver_warn_after` decides whether a stale
@@ -175,9 +177,17 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
     let config = warehouse.config(port, "6h");
     let mut service = start_service(&config, port);
     let body = wait_metric(port, "bronze to be the root cause", |body| {
-        sample(body, "pipeline_stage_root_cause", r#"job="bronze.raw_trades",pipeline_name="trade_pipeline",stage="bronze""#) == Some(1.0)
+        sample(
+            body,
+            "pipeline_stage_root_cause",
+            r#"job="bronze.raw_trades",pipeline_name="trade_pipeline",stage="bronze""#,
+        ) == Some(1.0)
     });
-    assert_eq!(sample(&body, "pipeline_stage_success", r#"job="bronze.raw_trades",stage="bronze""#), Some(0.0), "{body}");
+    assert_eq!(
+        sample(&body, "pipeline_stage_success", r#"job="bronze.raw_trades",stage="bronze""#),
+        Some(0.0),
+        "{body}"
+    );
     assert_eq!(sample(&body, "pipeline_stage_success", r#"job="silver.cleaned_trades",stage="silver""#), Some(1.0));
     for (stage, job) in [("silver", SILVER), ("gold", GOLD)] {
         let labels = format!(r#"job="{job}",pipeline_name="trade_pipeline",stage="{stage}""#);
@@ -188,9 +198,17 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
     assert_eq!(sample(&body, "pipeline_downstream_impact_count", r#"stage="bronze""#), Some(2.0));
     assert_eq!(sample(&body, "pipeline_downstream_impact_count", r#"stage="silver""#), Some(0.0));
     // Silver committed 10 minutes after bronze: it does not lag.
-    assert_eq!(sample(&body, "pipeline_propagation_lag_seconds", r#"downstream="silver",pipeline_name="trade_pipeline",upstream="bronze""#), Some(0.0));
+    assert_eq!(
+        sample(
+            &body,
+            "pipeline_propagation_lag_seconds",
+            r#"downstream="silver",pipeline_name="trade_pipeline",upstream="bronze""#
+        ),
+        Some(0.0)
+    );
     assert_eq!(sample(&body, "pipeline_stage_failure_total", r#"job="bronze.raw_trades",stage="bronze""#), Some(0.0));
-    let view: serde_json::Value = serde_json::from_str(&http_get(&format!("http://127.0.0.1:{port}/api/v1/lineage")).unwrap()).unwrap();
+    let view: serde_json::Value =
+        serde_json::from_str(&http_get(&format!("http://127.0.0.1:{port}/api/v1/lineage")).unwrap()).unwrap();
     assert_eq!(view["pipelines"][0]["stages"][1]["caused_by"][0], "bronze", "{view}");
 
     // A fresh bronze commit clears it; silver now lags bronze by about 2h50m.
@@ -205,7 +223,12 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
     }
     assert_eq!(sample(&body, "pipeline_stage_success", r#"job="bronze.raw_trades",stage="bronze""#), Some(1.0));
     assert_eq!(sample(&body, "pipeline_downstream_impact_count", r#"stage="bronze""#), Some(0.0));
-    let lag = sample(&body, "pipeline_propagation_lag_seconds", r#"downstream="silver",pipeline_name="trade_pipeline",upstream="bronze""#).unwrap();
+    let lag = sample(
+        &body,
+        "pipeline_propagation_lag_seconds",
+        r#"downstream="silver",pipeline_name="trade_pipeline",upstream="bronze""#,
+    )
+    .unwrap();
     assert!((2.0 * 3600.0..3.0 * 3600.0).contains(&lag), "lag {lag}");
     assert!(service.terminate(Duration::from_secs(20)).is_some_and(|status| status.success()));
 }
@@ -226,7 +249,16 @@ fn post(port: u16, body: &[u8]) -> (u16, String) {
     let file = dir.path().join("event.json");
     std::fs::write(&file, body).unwrap();
     let (_, stdout, stderr) = run(Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-H", "Content-Type: application/json", "-w", "\n%{http_code}", "--data-binary"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+        ])
         .arg(format!("@{}", file.display()))
         .arg(format!("http://127.0.0.1:{port}/api/v1/lineage")));
     let (response, status) = stdout.rsplit_once('\n').unwrap_or_else(|| panic!("curl: {stdout} {stderr}"));
@@ -243,7 +275,9 @@ async fn openlineage_events_build_the_edge_link_the_snapshot_and_fail_the_stage(
     let port = free_port();
     let config = warehouse.config(port, "6h");
     let mut service = start_service(&config, port);
-    wait_metric(port, "a healthy pipeline", |body| sample(body, "pipeline_end_to_end_success", r#"pipeline_name="trade_pipeline""#) == Some(1.0));
+    wait_metric(port, "a healthy pipeline", |body| {
+        sample(body, "pipeline_end_to_end_success", r#"pipeline_name="trade_pipeline""#) == Some(1.0)
+    });
 
     // A Spark job appends to silver: START, the real Iceberg commit, COMPLETE with its facet.
     let run_id = uuid::Uuid::new_v4().to_string();
@@ -281,7 +315,8 @@ async fn openlineage_events_build_the_edge_link_the_snapshot_and_fail_the_stage(
     let (status, response) = post(port, missing_run.as_bytes());
     assert_eq!(status, 400, "{response}");
     assert!(response.contains("missing `run`"), "{response}");
-    let bad_snapshot = fixture("malformed_snapshot_id.json", &warehouse.warehouse, &uuid::Uuid::new_v4().to_string(), &finished, 0);
+    let bad_snapshot =
+        fixture("malformed_snapshot_id.json", &warehouse.warehouse, &uuid::Uuid::new_v4().to_string(), &finished, 0);
     let (status, response) = post(port, bad_snapshot.as_bytes());
     assert_eq!(status, 400, "{response}");
     assert!(response.contains("icebergCommitReport.snapshotId"), "{response}");
@@ -298,20 +333,53 @@ async fn openlineage_events_build_the_edge_link_the_snapshot_and_fail_the_stage(
     // The next run of the job fails: silver turns red, is the root cause, gold is impacted.
     let failed_run = uuid::Uuid::new_v4().to_string();
     let now = chrono::Utc::now();
-    let (status, _) = post(port, fixture("spark_start.json", &warehouse.warehouse, &failed_run, &(now - chrono::Duration::seconds(5)).to_rfc3339(), 0).as_bytes());
+    let (status, _) = post(
+        port,
+        fixture(
+            "spark_start.json",
+            &warehouse.warehouse,
+            &failed_run,
+            &(now - chrono::Duration::seconds(5)).to_rfc3339(),
+            0,
+        )
+        .as_bytes(),
+    );
     assert_eq!(status, 201);
-    let (status, response) = post(port, fixture("spark_fail.json", &warehouse.warehouse, &failed_run, &now.to_rfc3339(), 0).as_bytes());
+    let (status, response) =
+        post(port, fixture("spark_fail.json", &warehouse.warehouse, &failed_run, &now.to_rfc3339(), 0).as_bytes());
     assert_eq!(status, 201, "{response}");
     let body = http_get(&format!("http://127.0.0.1:{port}/metrics")).unwrap();
-    assert_eq!(sample(&body, "pipeline_stage_success", r#"job="silver.cleaned_trades",stage="silver""#), Some(0.0), "{body}");
-    assert_eq!(sample(&body, "pipeline_stage_failure_total", r#"job="silver.cleaned_trades",stage="silver""#), Some(1.0));
-    assert_eq!(sample(&body, "pipeline_stage_root_cause", r#"job="silver.cleaned_trades",pipeline_name="trade_pipeline",stage="silver""#), Some(1.0));
-    assert_eq!(sample(&body, "pipeline_stage_impacted", r#"job="gold.trade_summary_daily",pipeline_name="trade_pipeline",stage="gold""#), Some(1.0));
+    assert_eq!(
+        sample(&body, "pipeline_stage_success", r#"job="silver.cleaned_trades",stage="silver""#),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "pipeline_stage_failure_total", r#"job="silver.cleaned_trades",stage="silver""#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "pipeline_stage_root_cause",
+            r#"job="silver.cleaned_trades",pipeline_name="trade_pipeline",stage="silver""#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "pipeline_stage_impacted",
+            r#"job="gold.trade_summary_daily",pipeline_name="trade_pipeline",stage="gold""#
+        ),
+        Some(1.0)
+    );
     assert_eq!(sample(&body, "pipeline_end_to_end_success", r#"pipeline_name="trade_pipeline""#), Some(0.0));
     assert!(service.terminate(Duration::from_secs(20)).is_some_and(|status| status.success()));
 
     // The events were stored: `icewatch lineage` replays them from the history store.
-    let (code, dot, stderr) = run(Command::new(icewatch_bin()).args(["lineage", "--format", "dot", "--config"]).arg(&config));
+    let (code, dot, stderr) =
+        run(Command::new(icewatch_bin()).args(["lineage", "--format", "dot", "--config"]).arg(&config));
     assert_eq!(code, 0, "{stderr}");
     assert!(dot.contains(r#""bronze.raw_trades" -> "silver.cleaned_trades" [style=dashed, label="spark/clean_trades.append_data_exec_v1.silver_cleaned_trades"];"#), "{dot}");
     assert!(dot.contains(r#""silver.cleaned_trades" -> "gold.trade_summary_daily";"#), "{dot}");

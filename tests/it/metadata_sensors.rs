@@ -24,7 +24,8 @@ fn pyiceberg(dir: &Path, args: &[&str]) -> Value {
     let script = common::repo_root().join("tests/python/metadata_tables.py");
     let (code, stdout, stderr) = common::run(Command::new(common::python()).arg(script).arg(dir).args(args));
     assert_eq!(code, 0, "metadata_tables.py {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|error| panic!("bad JSON from metadata_tables.py: {error}\n{stdout}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("bad JSON from metadata_tables.py: {error}\n{stdout}"))
 }
 
 /// A sensors.toml over the SQL catalog in `dir` with freshness, volume and schema on `tables`.
@@ -47,10 +48,10 @@ fn write_config(dir: &Path, file: &str, catalog_file: &str, tables: &[&str], ext
 
 /// `icewatch check --format json`: (exit code, report).
 fn check(config: &Path) -> (i32, Value) {
-    let (code, stdout, stderr) = common::run(
-        Command::new(common::icewatch_bin()).args(["check", "--format", "json", "--config"]).arg(config),
-    );
-    let report = serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("check printed no JSON ({error})\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let (code, stdout, stderr) =
+        common::run(Command::new(common::icewatch_bin()).args(["check", "--format", "json", "--config"]).arg(config));
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|error| panic!("check printed no JSON ({error})\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     (code, report)
 }
 
@@ -82,10 +83,16 @@ fn assert_result_shape(report: &Value) {
         assert!(allowed.contains(&status(result)), "unknown status in {result:#}");
         for key in ["value", "zscore", "expected_lower", "expected_upper"] {
             let field = result.get(key).unwrap_or_else(|| panic!("`{key}` is missing in {result:#}"));
-            assert!(field.is_null() || field.is_f64() || field.is_i64() || field.is_u64(), "`{key}` is not a number or null in {result:#}");
+            assert!(
+                field.is_null() || field.is_f64() || field.is_i64() || field.is_u64(),
+                "`{key}` is not a number or null in {result:#}"
+            );
         }
         if result["metric"] == "schema_change" {
-            assert!(result["change_type"].is_string() && result["column"].is_string(), "schema change without change_type/column: {result:#}");
+            assert!(
+                result["change_type"].is_string() && result["column"].is_string(),
+                "schema change without change_type/column: {result:#}"
+            );
         }
     }
 }
@@ -163,14 +170,20 @@ fn commit_kinds_volume_drops_and_short_history_get_the_right_verdicts() {
     let deletes_freshness = one(&report, "it.deletes", "freshness", "freshness_seconds");
     assert_eq!(status(deletes_freshness), "ok", "{deletes_freshness:#}");
     assert!(deletes_freshness["value"].as_f64().unwrap() < 600.0);
-    assert!(deletes_freshness["message"].as_str().unwrap().contains("(overwrite: delete + append)"), "{deletes_freshness:#}");
+    assert!(
+        deletes_freshness["message"].as_str().unwrap().contains("(overwrite: delete + append)"),
+        "{deletes_freshness:#}"
+    );
     let deletes_volume = one(&report, "it.deletes", "volume", "rows_added");
     assert_eq!(status(deletes_volume), "ok", "{deletes_volume:#}");
     assert_eq!(deletes_volume["value"], 960.0, "the last real append is judged, not the overwrite's 200 rows");
     let deleted = one(&report, "it.deletes", "volume", "rows_deleted");
     assert_eq!(deleted["value"].as_f64(), overwritten.as_f64(), "{deleted:#}");
     let message = deleted["message"].as_str().unwrap();
-    assert!(message.contains("`delete`") && message.contains("wrote 200") && message.contains("not a volume drop"), "{message}");
+    assert!(
+        message.contains("`delete`") && message.contains("wrote 200") && message.contains("not a volume drop"),
+        "{message}"
+    );
 
     // Fewer than min_history points.
     let short = one(&report, "it.short", "volume", "rows_added");
@@ -206,11 +219,20 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
     );
     // The service sees the table once, then stops.
     let metrics_url = format!("http://127.0.0.1:{port}/metrics");
-    let column_count = |body: &str| body.lines().any(|line| line.starts_with("schema_column_count{") && line.contains("it.evolving"));
+    let column_count =
+        |body: &str| body.lines().any(|line| line.starts_with("schema_column_count{") && line.contains("it.evolving"));
     {
-        let mut service = common::ChildGuard::spawn("icewatch run", Command::new(common::icewatch_bin()).arg("run").arg("--config").arg(&config));
-        let body = common::wait_for("the first schema run", Duration::from_secs(60), || common::http_get(&metrics_url).filter(|body| column_count(body)));
-        assert!(!body.lines().any(|line| line.starts_with("schema_changes_total{") && line.contains("it.evolving")), "{body}");
+        let mut service = common::ChildGuard::spawn(
+            "icewatch run",
+            Command::new(common::icewatch_bin()).arg("run").arg("--config").arg(&config),
+        );
+        let body = common::wait_for("the first schema run", Duration::from_secs(60), || {
+            common::http_get(&metrics_url).filter(|body| column_count(body))
+        });
+        assert!(
+            !body.lines().any(|line| line.starts_with("schema_changes_total{") && line.contains("it.evolving")),
+            "{body}"
+        );
         service.terminate(Duration::from_secs(20)).expect("icewatch run stops on SIGTERM");
     }
 
@@ -229,7 +251,11 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
             .filter(|result| result["metric"] == "schema_change")
             .map(|result| {
                 assert_eq!(result["table"], "it.evolving");
-                (result["change_type"].as_str().unwrap().to_string(), result["column"].as_str().unwrap().to_string(), status(result).to_string())
+                (
+                    result["change_type"].as_str().unwrap().to_string(),
+                    result["column"].as_str().unwrap().to_string(),
+                    status(result).to_string(),
+                )
             })
             .collect();
         changes.sort();
@@ -253,10 +279,17 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
     assert_eq!(changes(&again), expected, "a second check repeats the same changes, no more");
 
     // The restarted service counts each change once, and not again on its next runs.
-    let mut service = common::ChildGuard::spawn("icewatch run", Command::new(common::icewatch_bin()).arg("run").arg("--config").arg(&config));
+    let mut service = common::ChildGuard::spawn(
+        "icewatch run",
+        Command::new(common::icewatch_bin()).arg("run").arg("--config").arg(&config),
+    );
     let counter = |body: &str, change_type: &str| -> Option<f64> {
         body.lines()
-            .find(|line| line.starts_with("schema_changes_total{") && line.contains("\"it.evolving\"") && line.contains(&format!("change_type=\"{change_type}\"")))
+            .find(|line| {
+                line.starts_with("schema_changes_total{")
+                    && line.contains("\"it.evolving\"")
+                    && line.contains(&format!("change_type=\"{change_type}\""))
+            })
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse().ok())
     };
@@ -265,7 +298,11 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
     });
     let runs = |body: &str| -> f64 {
         body.lines()
-            .filter(|line| line.starts_with("icewatch_sensor_runs_total{") && line.contains("\"it.evolving\"") && line.contains("sensor=\"schema\""))
+            .filter(|line| {
+                line.starts_with("icewatch_sensor_runs_total{")
+                    && line.contains("\"it.evolving\"")
+                    && line.contains("sensor=\"schema\"")
+            })
             .filter_map(|line| line.rsplit(' ').next().and_then(|value| value.parse::<f64>().ok()))
             .sum()
     };
@@ -273,7 +310,9 @@ fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
     let later = common::wait_for("two more schema runs", Duration::from_secs(60), || {
         common::http_get(&metrics_url).filter(|body| runs(body) >= first_runs + 2.0)
     });
-    for (change_type, count) in [("column_renamed", 1.0), ("column_dropped", 2.0), ("type_promoted", 1.0), ("column_added", 2.0)] {
+    for (change_type, count) in
+        [("column_renamed", 1.0), ("column_dropped", 2.0), ("type_promoted", 1.0), ("column_added", 2.0)]
+    {
         assert_eq!(counter(&later, change_type), Some(count), "{change_type}:\n{later}");
     }
     assert_eq!(counter(&later, "nullability_changed"), None);
@@ -298,7 +337,9 @@ fn unloadable_tables_and_catalogs_are_errors_and_the_rest_is_still_checked() {
         let message = corrupt["message"].as_str().unwrap();
         assert!(message.starts_with("failed to load table `it.short`: ") && !message.contains("``"), "{message}");
     }
-    assert!(std::fs::read_to_string(corrupted["metadata_location"].as_str().unwrap()).unwrap().starts_with("this is not"));
+    assert!(
+        std::fs::read_to_string(corrupted["metadata_location"].as_str().unwrap()).unwrap().starts_with("this is not")
+    );
     assert_eq!(status(one(&report, "it.steady", "freshness", "freshness_seconds")), "ok");
     assert_eq!(status(one(&report, "it.steady", "volume", "rows_added")), "ok");
     assert_eq!(status(one(&report, "it.steady", "schema", "column_count")), "ok");
@@ -320,7 +361,8 @@ fn unloadable_tables_and_catalogs_are_errors_and_the_rest_is_still_checked() {
 async fn tables_written_by_the_iceberg_crate_are_judged_too() {
     let dir = tempfile::tempdir().unwrap();
     let catalog_uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
-    let catalog = icewatch::demo::open_sql_catalog(&catalog_uri, &dir.path().join("warehouse"), "default").await.unwrap();
+    let catalog =
+        icewatch::demo::open_sql_catalog(&catalog_uri, &dir.path().join("warehouse"), "default").await.unwrap();
     let namespace = NamespaceIdent::new("rs".to_string());
     catalog.create_namespace(&namespace, Default::default()).await.unwrap();
     let schema = Schema::builder()
@@ -350,17 +392,22 @@ async fn tables_written_by_the_iceberg_crate_are_judged_too() {
                 vec![
                     Arc::new(Int64Array::from_iter_values(next_id..next_id + count)),
                     Arc::new(Int32Array::from_iter_values((0..count).map(|i| (i % 9) as i32))),
-                    Arc::new(StringArray::from_iter_values((0..count).map(|i| if i % 2 == 0 { "XNYS" } else { "XLON" }))),
+                    Arc::new(StringArray::from_iter_values(
+                        (0..count).map(|i| if i % 2 == 0 { "XNYS" } else { "XLON" }),
+                    )),
                 ],
             )
             .unwrap();
             icewatch::demo::append_batch(&catalog, &ident, batch).await.unwrap();
             next_id += count;
         }
-        let times: Vec<i64> = (0..rows.len() as i64).map(|index| now_ms - 3_600_000 - (rows.len() as i64 - 1 - index) * DAY_MS).collect();
-        icewatch::demo::rewrite_table_metadata(&catalog_uri, "default", &ident, |metadata| icewatch::demo::retime_snapshots(metadata, &times))
-            .await
-            .unwrap();
+        let times: Vec<i64> =
+            (0..rows.len() as i64).map(|index| now_ms - 3_600_000 - (rows.len() as i64 - 1 - index) * DAY_MS).collect();
+        icewatch::demo::rewrite_table_metadata(&catalog_uri, "default", &ident, |metadata| {
+            icewatch::demo::retime_snapshots(metadata, &times)
+        })
+        .await
+        .unwrap();
     }
     let config = write_config(dir.path(), "sensors.toml", "catalog.db", &["rs.steady", "rs.dropped"], "");
     let (code, report) = tokio::task::spawn_blocking(move || check(&config)).await.unwrap();

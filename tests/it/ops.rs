@@ -45,11 +45,7 @@ fn files_in(dir: &str, extension: &str) -> Vec<PathBuf> {
         .filter(|path| path.extension().is_some_and(|ext| ext == extension))
         .collect();
     files.sort();
-    assert!(
-        !files.is_empty(),
-        "no *.{extension} files in {}",
-        dir.display()
-    );
+    assert!(!files.is_empty(), "no *.{extension} files in {}", dir.display());
     files
 }
 
@@ -72,10 +68,7 @@ fn alert_names_in_rule_files() -> BTreeSet<String> {
     for file in rule_files() {
         for line in common::read(&file).lines() {
             if let Some(name) = line.trim().strip_prefix("- alert:") {
-                assert!(
-                    names.insert(name.trim().to_string()),
-                    "alert {name} declared twice"
-                );
+                assert!(names.insert(name.trim().to_string()), "alert {name} declared twice");
             }
         }
     }
@@ -98,35 +91,22 @@ impl TestPrometheus {
     pub(crate) fn start(extra_config: &str) -> TestPrometheus {
         let dir = tempfile::tempdir().expect("temp dir for prometheus");
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{extra_config}\n"),
-        )
-        .expect("write prometheus config");
+        std::fs::write(&config, format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{extra_config}\n"))
+            .expect("write prometheus config");
         let port = common::free_port();
         let mut command = Command::new("prometheus");
         command
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(std::process::Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.path().join("prometheus.log"))
-                    .expect("create prometheus log"),
-            );
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).expect("create prometheus log"));
         let process = ChildGuard::spawn("prometheus", &mut command);
         let base_url = format!("http://127.0.0.1:{port}");
         common::wait_for("prometheus to be ready", Duration::from_secs(30), || {
             common::http_get(&format!("{base_url}/-/ready"))
         });
-        TestPrometheus {
-            base_url,
-            _process: process,
-            _dir: dir,
-        }
+        TestPrometheus { base_url, _process: process, _dir: dir }
     }
 
     /// Runs an instant query; `Ok(data)` when Prometheus answers `"status": "success"`, else the
@@ -139,8 +119,7 @@ impl TestPrometheus {
             .output()
             .expect("run curl");
         let body = String::from_utf8_lossy(&output.stdout);
-        let response: Value =
-            serde_json::from_str(&body).map_err(|error| format!("not JSON ({error}): {body}"))?;
+        let response: Value = serde_json::from_str(&body).map_err(|error| format!("not JSON ({error}): {body}"))?;
         if response["status"] == "success" {
             Ok(response["data"].clone())
         } else {
@@ -149,8 +128,7 @@ impl TestPrometheus {
     }
 
     fn get_json(&self, path: &str) -> Value {
-        let body = common::http_get(&format!("{}{path}", self.base_url))
-            .unwrap_or_else(|| panic!("GET {path} failed"));
+        let body = common::http_get(&format!("{}{path}", self.base_url)).unwrap_or_else(|| panic!("GET {path} failed"));
         serde_json::from_str(&body).expect("JSON from prometheus")
     }
 }
@@ -160,39 +138,18 @@ impl TestPrometheus {
 
 #[test]
 fn promtool_check_rules_is_clean() {
-    let (code, stdout, stderr) = common::run(
-        Command::new("promtool")
-            .arg("check")
-            .arg("rules")
-            .args(rule_files()),
-    );
+    let (code, stdout, stderr) = common::run(Command::new("promtool").arg("check").arg("rules").args(rule_files()));
     assert_eq!(code, 0, "promtool check rules failed:\n{stdout}\n{stderr}");
     let output = format!("{stdout}{stderr}").to_lowercase();
-    assert!(
-        !output.contains("warning") && !output.contains("lint"),
-        "promtool reported warnings:\n{stdout}\n{stderr}"
-    );
-    assert_eq!(
-        stdout.matches("SUCCESS").count(),
-        rule_files().len(),
-        "every rule file checked:\n{stdout}"
-    );
+    assert!(!output.contains("warning") && !output.contains("lint"), "promtool reported warnings:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("SUCCESS").count(), rule_files().len(), "every rule file checked:\n{stdout}");
 }
 
 #[test]
 fn promtool_unit_tests_pass() {
-    let (code, stdout, stderr) = common::run(
-        Command::new("promtool")
-            .arg("test")
-            .arg("rules")
-            .args(rule_test_files()),
-    );
+    let (code, stdout, stderr) = common::run(Command::new("promtool").arg("test").arg("rules").args(rule_test_files()));
     assert_eq!(code, 0, "promtool test rules failed:\n{stdout}\n{stderr}");
-    assert_eq!(
-        stdout.matches("SUCCESS").count(),
-        rule_test_files().len(),
-        "{stdout}"
-    );
+    assert_eq!(stdout.matches("SUCCESS").count(), rule_test_files().len(), "{stdout}");
 }
 
 /// For every `alertname:` in a promtool test file, whether that case expects the alert to fire
@@ -210,17 +167,10 @@ fn alert_test_cases() -> BTreeMap<String, (usize, usize)> {
             let entry = cases.entry(name.trim().to_string()).or_default();
             match expectation {
                 "exp_alerts: []" => entry.1 += 1,
-                "exp_alerts:"
-                    if lines
-                        .get(index + 2)
-                        .is_some_and(|next| next.starts_with("- exp_labels:")) =>
-                {
+                "exp_alerts:" if lines.get(index + 2).is_some_and(|next| next.starts_with("- exp_labels:")) => {
                     entry.0 += 1
                 }
-                other => panic!(
-                    "{}: `alertname: {name}` followed by `{other}`",
-                    file.display()
-                ),
+                other => panic!("{}: `alertname: {name}` followed by `{other}`", file.display()),
             }
         }
     }
@@ -234,37 +184,19 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
     for name in alert_names_in_rule_files() {
         let (firing, quiet) = cases.get(&name).copied().unwrap_or_default();
         if firing == 0 || quiet == 0 {
-            missing.push(format!(
-                "{name} (firing cases: {firing}, quiet cases: {quiet})"
-            ));
+            missing.push(format!("{name} (firing cases: {firing}, quiet cases: {quiet})"));
         }
     }
-    assert!(
-        missing.is_empty(),
-        "alerts without both kinds of promtool test: {missing:#?}"
-    );
-    let unknown: Vec<&String> = cases
-        .keys()
-        .filter(|name| !alert_names_in_rule_files().contains(*name))
-        .collect();
-    assert!(
-        unknown.is_empty(),
-        "tests for alerts that do not exist: {unknown:?}"
-    );
+    assert!(missing.is_empty(), "alerts without both kinds of promtool test: {missing:#?}");
+    let unknown: Vec<&String> = cases.keys().filter(|name| !alert_names_in_rule_files().contains(*name)).collect();
+    assert!(unknown.is_empty(), "tests for alerts that do not exist: {unknown:?}");
 }
 
 #[test]
 fn the_original_alert_names_exist() {
     let names = alert_names_in_rule_files();
-    let missing: Vec<&str> = ORIGINAL_ALERTS
-        .iter()
-        .copied()
-        .filter(|name| !names.contains(*name))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "original alerts missing from rules/: {missing:?}"
-    );
+    let missing: Vec<&str> = ORIGINAL_ALERTS.iter().copied().filter(|name| !names.contains(*name)).collect();
+    assert!(missing.is_empty(), "original alerts missing from rules/: {missing:?}");
 }
 
 /// GitHub's anchor for a Markdown heading: lowercase, punctuation dropped, spaces to dashes.
@@ -299,11 +231,7 @@ fn loaded_alerts(prometheus: &TestPrometheus) -> Vec<(String, Value, Value)> {
         .iter()
         .flat_map(|group| group["rules"].as_array().expect("rules").clone())
         .map(|rule| {
-            (
-                rule["name"].as_str().expect("rule name").to_string(),
-                rule["labels"].clone(),
-                rule["annotations"].clone(),
-            )
+            (rule["name"].as_str().expect("rule name").to_string(), rule["labels"].clone(), rule["annotations"].clone())
         })
         .collect()
 }
@@ -321,11 +249,7 @@ fn alerts_carry_labels_annotations_and_existing_runbooks() {
     let prometheus = TestPrometheus::start(&rule_files_config());
     let alerts = loaded_alerts(&prometheus);
     let loaded: BTreeSet<String> = alerts.iter().map(|(name, _, _)| name.clone()).collect();
-    assert_eq!(
-        loaded,
-        alert_names_in_rule_files(),
-        "Prometheus loaded other alerts than the line scan found"
-    );
+    assert_eq!(loaded, alert_names_in_rule_files(), "Prometheus loaded other alerts than the line scan found");
 
     let alerts_doc = common::read(&common::repo_root().join("docs/alerts.md"));
     let mut problems = Vec::new();
@@ -338,10 +262,7 @@ fn alerts_carry_labels_annotations_and_existing_runbooks() {
             problems.push(format!("{name}: service label {}", labels["service"]));
         }
         for key in ["summary", "description", "runbook_url"] {
-            if annotations[key]
-                .as_str()
-                .is_none_or(|text| text.trim().is_empty())
-            {
+            if annotations[key].as_str().is_none_or(|text| text.trim().is_empty()) {
                 problems.push(format!("{name}: no {key} annotation"));
             }
         }
@@ -351,20 +272,13 @@ fn alerts_carry_labels_annotations_and_existing_runbooks() {
         let Some(url) = annotations["runbook_url"].as_str() else {
             continue;
         };
-        let Some((path, anchor)) = url
-            .strip_prefix(RUNBOOK_URL_PREFIX)
-            .and_then(|rest| rest.split_once('#'))
-        else {
-            problems.push(format!(
-                "{name}: runbook_url {url} is not {RUNBOOK_URL_PREFIX}<path>#<anchor>"
-            ));
+        let Some((path, anchor)) = url.strip_prefix(RUNBOOK_URL_PREFIX).and_then(|rest| rest.split_once('#')) else {
+            problems.push(format!("{name}: runbook_url {url} is not {RUNBOOK_URL_PREFIX}<path>#<anchor>"));
             continue;
         };
         let file = common::repo_root().join(path);
         if !path.starts_with("docs/runbooks/") || !file.is_file() {
-            problems.push(format!(
-                "{name}: runbook {path} does not exist in docs/runbooks/"
-            ));
+            problems.push(format!("{name}: runbook {path} does not exist in docs/runbooks/"));
         } else if !anchors_of(&file).contains(anchor) {
             problems.push(format!("{name}: no heading for #{anchor} in {path}"));
         }
@@ -379,26 +293,17 @@ fn alerts_carry_labels_annotations_and_existing_runbooks() {
 fn example_prometheus_config_loads_every_rule_file() {
     let config = common::repo_root().join("deploy/prometheus.yml");
     // From another directory: `rule_files` must resolve against the config file's directory.
-    let (code, stdout, stderr) = common::run(
-        Command::new("promtool")
-            .arg("check")
-            .arg("config")
-            .arg(&config)
-            .current_dir(std::env::temp_dir()),
-    );
+    let (code, stdout, stderr) =
+        common::run(Command::new("promtool").arg("check").arg("config").arg(&config).current_dir(std::env::temp_dir()));
     assert_eq!(code, 0, "promtool check config failed:\n{stdout}\n{stderr}");
     let expected = format!("SUCCESS: {} rule files found", rule_files().len());
-    assert!(
-        stdout.contains(&expected),
-        "expected `{expected}` (a glob matching nothing also passes):\n{stdout}"
-    );
+    assert!(stdout.contains(&expected), "expected `{expected}` (a glob matching nothing also passes):\n{stdout}");
 }
 
 #[test]
 fn example_alertmanager_config_is_valid() {
     let config = common::repo_root().join("deploy/alertmanager.yml");
-    let (code, stdout, stderr) =
-        common::run(Command::new("amtool").arg("check-config").arg(&config));
+    let (code, stdout, stderr) = common::run(Command::new("amtool").arg("check-config").arg(&config));
     assert_eq!(code, 0, "amtool check-config failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("2 inhibit rules"), "{stdout}");
 }
@@ -406,15 +311,7 @@ fn example_alertmanager_config_is_valid() {
 fn post_alerts(base_url: &str, alerts: &Value) {
     let (code, stdout, stderr) = common::run(
         Command::new("curl")
-            .args([
-                "-fsS",
-                "--max-time",
-                "5",
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-            ])
+            .args(["-fsS", "--max-time", "5", "-X", "POST", "-H", "Content-Type: application/json"])
             .arg("--data-binary")
             .arg(alerts.to_string())
             .arg(format!("{base_url}/api/v2/alerts")),
@@ -430,12 +327,7 @@ fn example_alertmanager_inhibits_impacted_stages_and_table_warnings() {
     let _alertmanager = ChildGuard::spawn(
         "alertmanager",
         Command::new("prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                common::repo_root()
-                    .join("deploy/alertmanager.yml")
-                    .display()
-            ))
+            .arg(format!("--config.file={}", common::repo_root().join("deploy/alertmanager.yml").display()))
             .arg(format!("--storage.path={}", dir.path().display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
@@ -456,42 +348,14 @@ fn example_alertmanager_inhibits_impacted_stages_and_table_warnings() {
     post_alerts(
         &base_url,
         &json!([
-            alert(
-                "PipelineStageRootCause",
-                "critical",
-                json!({"pipeline_name": "orders", "stage": "ingest"})
-            ),
-            alert(
-                "PipelineStageImpacted",
-                "warning",
-                json!({"pipeline_name": "orders", "stage": "clean"})
-            ),
-            alert(
-                "PipelineStageImpacted",
-                "warning",
-                json!({"pipeline_name": "users", "stage": "users_clean"})
-            ),
-            alert(
-                "FreshnessCriticalFailure",
-                "critical",
-                json!({"table": "bronze.trades", "layer": "bronze"})
-            ),
-            alert(
-                "VolumeAnomalyDetected",
-                "warning",
-                json!({"table": "bronze.trades", "layer": "bronze"})
-            ),
-            alert(
-                "VolumeAnomalyDetected",
-                "warning",
-                json!({"table": "bronze.events", "layer": "bronze"})
-            ),
+            alert("PipelineStageRootCause", "critical", json!({"pipeline_name": "orders", "stage": "ingest"})),
+            alert("PipelineStageImpacted", "warning", json!({"pipeline_name": "orders", "stage": "clean"})),
+            alert("PipelineStageImpacted", "warning", json!({"pipeline_name": "users", "stage": "users_clean"})),
+            alert("FreshnessCriticalFailure", "critical", json!({"table": "bronze.trades", "layer": "bronze"})),
+            alert("VolumeAnomalyDetected", "warning", json!({"table": "bronze.trades", "layer": "bronze"})),
+            alert("VolumeAnomalyDetected", "warning", json!({"table": "bronze.events", "layer": "bronze"})),
             alert("IcewatchDown", "critical", json!({})),
-            alert(
-                "IcewatchPushFailures",
-                "warning",
-                json!({"instance": "icewatch-0:9464"})
-            ),
+            alert("IcewatchPushFailures", "warning", json!({"instance": "icewatch-0:9464"})),
         ]),
     );
 
@@ -526,26 +390,16 @@ fn example_alertmanager_inhibits_impacted_stages_and_table_warnings() {
                     .unwrap_or("")
                     .to_string();
                 let name = labels["alertname"].as_str().expect("alertname").to_string();
-                (
-                    name,
-                    key,
-                    alert["status"]["state"].as_str().unwrap_or("").to_string(),
-                )
+                (name, key, alert["status"]["state"].as_str().unwrap_or("").to_string())
             })
             .map(|(name, key, state)| ((name, key), state))
             .collect::<BTreeMap<_, _>>();
         expected.len() == last_seen.len()
             && expected.iter().all(|((name, key), state)| {
-                last_seen
-                    .get(&(name.to_string(), key.to_string()))
-                    .map(String::as_str)
-                    == Some(*state)
+                last_seen.get(&(name.to_string(), key.to_string())).map(String::as_str) == Some(*state)
             })
     });
-    assert!(
-        settled,
-        "alert states never matched\nexpected: {expected:#?}\nlast seen: {last_seen:#?}"
-    );
+    assert!(settled, "alert states never matched\nexpected: {expected:#?}\nlast seen: {last_seen:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -577,10 +431,7 @@ fn panels_of(dashboard: &Value) -> Vec<Value> {
 
 /// The metric selector inside a `label_values(<selector>, <label>)` variable query.
 fn label_values_selector(query: &str) -> Option<String> {
-    let inner = query
-        .trim()
-        .strip_prefix("label_values(")?
-        .strip_suffix(')')?;
+    let inner = query.trim().strip_prefix("label_values(")?.strip_suffix(')')?;
     let (selector, _label) = inner.rsplit_once(',')?;
     Some(selector.trim().to_string())
 }
@@ -591,16 +442,9 @@ pub(crate) fn dashboard_expressions() -> Vec<PanelExpression> {
     let mut expressions = Vec::new();
     for path in dashboard_files() {
         let dashboard = load_dashboard(&path);
-        let title = dashboard["title"]
-            .as_str()
-            .unwrap_or("untitled")
-            .to_string();
+        let title = dashboard["title"].as_str().unwrap_or("untitled").to_string();
         let mut push = |panel: String, expr: &str| {
-            expressions.push(PanelExpression {
-                dashboard: title.clone(),
-                panel,
-                expr: expr.to_string(),
-            })
+            expressions.push(PanelExpression { dashboard: title.clone(), panel, expr: expr.to_string() })
         };
         for panel in panels_of(&dashboard) {
             let panel_title = panel["title"].as_str().unwrap_or("untitled").to_string();
@@ -610,49 +454,27 @@ pub(crate) fn dashboard_expressions() -> Vec<PanelExpression> {
                 }
             }
         }
-        for annotation in dashboard["annotations"]["list"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+        for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
             if let Some(expr) = annotation["expr"].as_str() {
-                push(
-                    format!("annotation: {}", annotation["name"].as_str().unwrap_or("")),
-                    expr,
-                );
+                push(format!("annotation: {}", annotation["name"].as_str().unwrap_or("")), expr);
             }
         }
-        for variable in dashboard["templating"]["list"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+        for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
             if variable["type"] != "query" {
                 continue;
             }
-            let query = variable["query"]["query"]
-                .as_str()
-                .or(variable["query"].as_str())
-                .unwrap_or("");
-            let selector = label_values_selector(query).unwrap_or_else(|| {
-                panic!("{title}: variable query `{query}` is not label_values(selector, label)")
-            });
-            push(
-                format!("variable: {}", variable["name"].as_str().unwrap_or("")),
-                &selector,
-            );
+            let query = variable["query"]["query"].as_str().or(variable["query"].as_str()).unwrap_or("");
+            let selector = label_values_selector(query)
+                .unwrap_or_else(|| panic!("{title}: variable query `{query}` is not label_values(selector, label)"));
+            push(format!("variable: {}", variable["name"].as_str().unwrap_or("")), &selector);
         }
     }
     expressions
 }
 
 /// Grafana's built-in interval variables, as a dashboard over the last hours would set them.
-const GRAFANA_BUILTINS: [(&str, &str); 4] = [
-    ("__rate_interval", "1m"),
-    ("__interval", "30s"),
-    ("__range", "1h"),
-    ("__range_s", "3600"),
-];
+const GRAFANA_BUILTINS: [(&str, &str); 4] =
+    [("__rate_interval", "1m"), ("__interval", "30s"), ("__range", "1h"), ("__range_s", "3600")];
 
 /// Names of the `$name` / `${name}` variables used in `expr`.
 fn grafana_variables(expr: &str) -> Vec<String> {
@@ -662,14 +484,9 @@ fn grafana_variables(expr: &str) -> Vec<String> {
         let after = &rest[start + 1..];
         let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
             let end = braced.find('}').unwrap_or(braced.len());
-            (
-                braced[..end].split(':').next().unwrap_or("").to_string(),
-                end + 2,
-            )
+            (braced[..end].split(':').next().unwrap_or("").to_string(), end + 2)
         } else {
-            let end = after
-                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
+            let end = after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
             (after[..end].to_string(), end)
         };
         names.push(name);
@@ -684,28 +501,17 @@ fn grafana_variables(expr: &str) -> Vec<String> {
 pub(crate) fn grafana_to_promql(expr: &str) -> String {
     let mut promql = expr.to_string();
     for (name, value) in GRAFANA_BUILTINS {
-        promql = promql
-            .replace(&format!("${{{name}}}"), value)
-            .replace(&format!("${name}"), value);
+        promql = promql.replace(&format!("${{{name}}}"), value).replace(&format!("${name}"), value);
     }
     for name in grafana_variables(&promql) {
-        assert_ne!(
-            name, "datasource",
-            "`$datasource` inside a PromQL expression: {expr}"
-        );
-        promql = promql
-            .replace(&format!("${{{name}}}"), ".*")
-            .replace(&format!("${name}"), ".*");
+        assert_ne!(name, "datasource", "`$datasource` inside a PromQL expression: {expr}");
+        promql = promql.replace(&format!("${{{name}}}"), ".*").replace(&format!("${name}"), ".*");
     }
     promql
 }
 
 fn is_templated_datasource(datasource: &Value) -> bool {
-    datasource["type"] == "prometheus"
-        && matches!(
-            datasource["uid"].as_str(),
-            Some("${datasource}" | "$datasource")
-        )
+    datasource["type"] == "prometheus" && matches!(datasource["uid"].as_str(), Some("${datasource}" | "$datasource"))
 }
 
 #[test]
@@ -714,41 +520,23 @@ fn dashboards_are_well_formed() {
     let mut problems = Vec::new();
     for path in dashboard_files() {
         let dashboard = load_dashboard(&path);
-        let file = path
-            .file_name()
-            .expect("file name")
-            .to_string_lossy()
-            .to_string();
+        let file = path.file_name().expect("file name").to_string_lossy().to_string();
         let uid = dashboard["uid"].as_str().unwrap_or_default().to_string();
         if uid.is_empty() || !uids.insert(uid.clone()) {
             problems.push(format!("{file}: uid {uid:?} missing or not unique"));
         }
-        if dashboard["schemaVersion"]
-            .as_u64()
-            .is_none_or(|version| version < 36)
-        {
-            problems.push(format!(
-                "{file}: schemaVersion {}",
-                dashboard["schemaVersion"]
-            ));
+        if dashboard["schemaVersion"].as_u64().is_none_or(|version| version < 36) {
+            problems.push(format!("{file}: schemaVersion {}", dashboard["schemaVersion"]));
         }
         let variables: BTreeMap<String, Value> = dashboard["templating"]["list"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|variable| {
-                (
-                    variable["name"].as_str().unwrap_or("").to_string(),
-                    variable.clone(),
-                )
-            })
+            .map(|variable| (variable["name"].as_str().unwrap_or("").to_string(), variable.clone()))
             .collect();
         match variables.get("datasource") {
-            Some(variable)
-                if variable["type"] == "datasource" && variable["query"] == "prometheus" => {}
-            _ => problems.push(format!(
-                "{file}: no `datasource` variable of type prometheus"
-            )),
+            Some(variable) if variable["type"] == "datasource" && variable["query"] == "prometheus" => {}
+            _ => problems.push(format!("{file}: no `datasource` variable of type prometheus")),
         }
         for (name, variable) in &variables {
             if variable["type"] == "query" && !is_templated_datasource(&variable["datasource"]) {
@@ -760,17 +548,13 @@ fn dashboards_are_well_formed() {
             let title = panel["title"].as_str().unwrap_or("untitled");
             match panel["id"].as_u64() {
                 Some(id) if ids.insert(id) => {}
-                id => problems.push(format!(
-                    "{file}: panel {title:?} id {id:?} missing or duplicated"
-                )),
+                id => problems.push(format!("{file}: panel {title:?} id {id:?} missing or duplicated")),
             }
             if panel["type"] == "row" {
                 continue;
             }
             if !is_templated_datasource(&panel["datasource"]) {
-                problems.push(format!(
-                    "{file}: panel {title:?} datasource is not $datasource"
-                ));
+                problems.push(format!("{file}: panel {title:?} datasource is not $datasource"));
             }
             let targets = panel["targets"].as_array().cloned().unwrap_or_default();
             if targets.is_empty() {
@@ -778,31 +562,20 @@ fn dashboards_are_well_formed() {
             }
             for target in targets {
                 if !is_templated_datasource(&target["datasource"]) {
-                    problems.push(format!(
-                        "{file}: a target of {title:?} does not use $datasource"
-                    ));
+                    problems.push(format!("{file}: a target of {title:?} does not use $datasource"));
                 }
                 let expr = target["expr"].as_str().unwrap_or("");
                 for name in grafana_variables(expr) {
                     let builtin = GRAFANA_BUILTINS.iter().any(|(builtin, _)| *builtin == name);
                     if !builtin && !variables.contains_key(&name) {
-                        problems.push(format!(
-                            "{file}: {title:?} uses undeclared variable ${name}"
-                        ));
+                        problems.push(format!("{file}: {title:?} uses undeclared variable ${name}"));
                     }
                 }
             }
         }
-        for annotation in dashboard["annotations"]["list"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+        for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
             if !is_templated_datasource(&annotation["datasource"]) {
-                problems.push(format!(
-                    "{file}: annotation {} does not use $datasource",
-                    annotation["name"]
-                ));
+                problems.push(format!("{file}: annotation {} does not use $datasource", annotation["name"]));
             }
         }
     }
@@ -821,47 +594,30 @@ fn data_quality_dashboard_has_the_table_layer_and_column_variables() {
         .filter_map(|variable| variable["name"].as_str())
         .collect();
     for wanted in ["table", "layer", "column"] {
-        assert!(
-            names.contains(wanted),
-            "variable {wanted} missing: {names:?}"
-        );
+        assert!(names.contains(wanted), "variable {wanted} missing: {names:?}");
     }
     let schema_annotation = dashboard["annotations"]["list"]
         .as_array()
         .expect("annotations")
         .iter()
-        .any(|annotation| {
-            annotation["expr"]
-                .as_str()
-                .is_some_and(|expr| expr.contains("schema_changes_total"))
-        });
+        .any(|annotation| annotation["expr"].as_str().is_some_and(|expr| expr.contains("schema_changes_total")));
     assert!(schema_annotation, "no schema change annotation");
 }
 
 #[test]
 fn every_dashboard_expression_parses_in_prometheus() {
     let expressions = dashboard_expressions();
-    assert!(
-        expressions.len() > 40,
-        "only {} expressions found",
-        expressions.len()
-    );
+    assert!(expressions.len() > 40, "only {} expressions found", expressions.len());
     // The rules are loaded so the recording rules the dashboards read are known names too.
     let prometheus = TestPrometheus::start(&rule_files_config());
     let mut failures = Vec::new();
     for expression in &expressions {
         let promql = grafana_to_promql(&expression.expr);
         if let Err(error) = prometheus.query(&promql) {
-            failures.push(format!(
-                "{} / {}: `{promql}`: {error}",
-                expression.dashboard, expression.panel
-            ));
+            failures.push(format!("{} / {}: `{promql}`: {error}", expression.dashboard, expression.panel));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "expressions Prometheus rejects: {failures:#?}"
-    );
+    assert!(failures.is_empty(), "expressions Prometheus rejects: {failures:#?}");
 }
 
 /// Metric names in a PromQL expression: identifiers that are not functions (followed by `(`),
@@ -895,14 +651,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         "topk",
         "quantile",
     ];
-    const LABEL_LISTS: [&str; 6] = [
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-    ];
+    const LABEL_LISTS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
     let mut names = BTreeSet::new();
     let chars: Vec<char> = expr.chars().collect();
     let mut index = 0;
@@ -922,8 +671,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             skip_to(&mut index, ']');
         } else if c.is_alphabetic() || c == '_' || c == ':' {
             let start = index;
-            while index < chars.len()
-                && (chars[index].is_alphanumeric() || chars[index] == '_' || chars[index] == ':')
+            while index < chars.len() && (chars[index].is_alphanumeric() || chars[index] == '_' || chars[index] == ':')
             {
                 index += 1;
             }
@@ -966,36 +714,22 @@ fn dashboards_use_only_documented_metrics() {
                 || base == "up"
                 || (name.contains(':') && recorded.contains(&format!("record: {name}")));
             if !documented {
-                unknown.insert(format!(
-                    "{name} ({} / {})",
-                    expression.dashboard, expression.panel
-                ));
+                unknown.insert(format!("{name} ({} / {})", expression.dashboard, expression.panel));
             }
         }
     }
     assert!(seen > 40, "only {seen} metric names found");
-    assert!(
-        unknown.is_empty(),
-        "dashboard metrics not in docs/metrics.md or rules/: {unknown:#?}"
-    );
+    assert!(unknown.is_empty(), "dashboard metrics not in docs/metrics.md or rules/: {unknown:#?}");
 }
 
 #[test]
 fn grafana_variables_are_substituted() {
     assert_eq!(
-        grafana_to_promql(
-            r#"rate(x{table=~"$table", column=~"${column}"}[$__rate_interval]) > $__interval"#
-        ),
+        grafana_to_promql(r#"rate(x{table=~"$table", column=~"${column}"}[$__rate_interval]) > $__interval"#),
         r#"rate(x{table=~".*", column=~".*"}[1m]) > 30s"#
     );
-    assert_eq!(
-        grafana_variables("a{b=~\"$layer\"}[${__range}]"),
-        vec!["layer", "__range"]
-    );
-    assert_eq!(
-        github_anchor(" BronzeFreshnessViolation"),
-        "bronzefreshnessviolation"
-    );
+    assert_eq!(grafana_variables("a{b=~\"$layer\"}[${__range}]"), vec!["layer", "__range"]);
+    assert_eq!(github_anchor(" BronzeFreshnessViolation"), "bronzefreshnessviolation");
     assert_eq!(github_anchor("Freshness runbook"), "freshness-runbook");
     assert_eq!(
         metric_names(

@@ -39,38 +39,24 @@ pub fn postgres_bindir() -> Option<PathBuf> {
         .filter(|output| output.status.success())
         .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
     let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|entries| entries.filter_map(|entry| entry.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     debian.sort();
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    from_pg_config
-        .into_iter()
-        .chain(debian.into_iter().rev())
-        .chain(on_path)
-        .find(|dir| has_binaries(dir))
+    let on_path =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect::<Vec<_>>()).unwrap_or_default();
+    from_pg_config.into_iter().chain(debian.into_iter().rev()).chain(on_path).find(|dir| has_binaries(dir))
 }
 
 fn id_of(flag: &str, user: Option<&str>) -> u32 {
     let output = Command::new("id").arg(flag).args(user).output().unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap()
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
 }
 
 impl PostgresServer {
     pub fn start(bindir: &Path) -> PostgresServer {
         let dir = tempfile::tempdir().unwrap();
         // PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
-        let owner = (id_of("-u", None) == 0)
-            .then(|| (id_of("-u", Some("postgres")), id_of("-g", Some("postgres"))));
+        let owner = (id_of("-u", None) == 0).then(|| (id_of("-u", Some("postgres")), id_of("-g", Some("postgres"))));
         let as_owner = |command: &mut Command| {
             if let Some((uid, gid)) = owner {
                 command.uid(uid).gid(gid);
@@ -90,24 +76,13 @@ impl PostgresServer {
         initdb
             .arg("-D")
             .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--auth-local=trust",
-            ])
+            .args(["-U", "postgres", "-E", "UTF8", "--no-sync", "--auth-local=trust"])
             .args(["--auth-host=scram-sha-256", "--pwfile"])
             .arg(&password_file)
             .current_dir(dir.path());
         as_owner(&mut initdb);
         let output = initdb.stdin(Stdio::null()).output().unwrap();
-        assert!(
-            output.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
         let port = free_port();
         let log = dir.path().join("postgres.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -115,14 +90,7 @@ impl PostgresServer {
         postgres
             .arg("-D")
             .arg(&data)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-            ])
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .arg("-k")
             .arg(dir.path())
             .current_dir(dir.path())
@@ -130,20 +98,11 @@ impl PostgresServer {
             .stderr(log_file);
         as_owner(&mut postgres);
         let server = ChildGuard::spawn("postgres", &mut postgres);
-        PostgresServer {
-            server,
-            port,
-            password,
-            log,
-            _dir: dir,
-        }
+        PostgresServer { server, port, password, log, _dir: dir }
     }
 
     pub fn uri(&self, password: &str) -> String {
-        format!(
-            "postgres://postgres:{password}@127.0.0.1:{}/postgres",
-            self.port
-        )
+        format!("postgres://postgres:{password}@127.0.0.1:{}/postgres", self.port)
     }
 
     /// The server log so far, for failure messages.
@@ -165,10 +124,7 @@ impl PostgresServer {
                     let _ = error;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(error) => panic!(
-                    "postgres did not come up: {error}\nlog:\n{}",
-                    self.log_text()
-                ),
+                Err(error) => panic!("postgres did not come up: {error}\nlog:\n{}", self.log_text()),
             }
         }
     }
@@ -176,33 +132,22 @@ impl PostgresServer {
     /// Creates the database `name` (waits for the server first) and returns its URI.
     pub async fn create_database(&self, name: &str) -> String {
         self.wait_ready().await;
-        let mut connection = sqlx::postgres::PgConnection::connect(&self.uri(&self.password))
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut connection)
-            .await
-            .unwrap();
+        let mut connection = sqlx::postgres::PgConnection::connect(&self.uri(&self.password)).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut connection).await.unwrap();
         let _ = connection.close().await;
         self.database_uri(name, &self.password)
     }
 
     /// The URI of database `name` on this server, logging in with `password`.
     pub fn database_uri(&self, name: &str, password: &str) -> String {
-        format!(
-            "postgres://postgres:{password}@127.0.0.1:{}/{name}",
-            self.port
-        )
+        format!("postgres://postgres:{password}@127.0.0.1:{}/{name}", self.port)
     }
 }
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         // SIGINT is PostgreSQL's fast shutdown; ChildGuard's own drop SIGKILLs what is left.
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.server.pid().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-INT").arg(self.server.pid().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.server.child.try_wait() {

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use icewatch::export::pushgateway::{
-    AttemptError, PushError, PushgatewayClient, PushgatewayOptions,
-};
+use icewatch::export::pushgateway::{AttemptError, PushError, PushgatewayClient, PushgatewayOptions};
 use prometheus::{Gauge, IntCounter, Registry, TextEncoder};
 
 use crate::common::{ChildGuard, free_port, http_get, wait_for};
@@ -38,20 +36,13 @@ impl Gateway {
         );
         let url = format!("{scheme}://127.0.0.1:{port}");
         if scheme == "http" {
-            wait_for(
-                "the pushgateway to be ready",
-                Duration::from_secs(15),
-                || http_get(&format!("{url}/-/ready")),
-            );
+            wait_for("the pushgateway to be ready", Duration::from_secs(15), || http_get(&format!("{url}/-/ready")));
         } else {
             wait_for("the pushgateway to listen", Duration::from_secs(15), || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).ok()
             });
         }
-        Gateway {
-            process,
-            url,
-        }
+        Gateway { process, url }
     }
 
     fn metrics(&self) -> String {
@@ -77,17 +68,12 @@ fn body(pushes: u64, rows: f64) -> String {
     gauge.set(rows);
     registry.register(Box::new(counter)).unwrap();
     registry.register(Box::new(gauge)).unwrap();
-    TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap()
+    TextEncoder::new().encode_to_string(&registry.gather()).unwrap()
 }
 
 /// The sample lines of `name` in an exposition, e.g. `name{instance="a",job="b"} 3`.
 fn samples<'a>(exposition: &'a str, name: &str) -> Vec<&'a str> {
-    exposition
-        .lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .collect()
+    exposition.lines().filter(|line| line.starts_with(&format!("{name}{{"))).collect()
 }
 
 #[tokio::test]
@@ -98,14 +84,8 @@ async fn pushed_counter_and_gauge_are_read_back_with_their_type_and_grouping() {
     client.push(&pushed).await.unwrap();
 
     let exposition = gateway.metrics();
-    assert!(
-        exposition.contains("# TYPE icewatch_it_pushes_total counter\n"),
-        "{exposition}"
-    );
-    assert!(
-        exposition.contains("# TYPE icewatch_it_rows gauge\n"),
-        "{exposition}"
-    );
+    assert!(exposition.contains("# TYPE icewatch_it_pushes_total counter\n"), "{exposition}");
+    assert!(exposition.contains("# TYPE icewatch_it_rows gauge\n"), "{exposition}");
     assert_eq!(
         samples(&exposition, "icewatch_it_pushes_total"),
         vec![r#"icewatch_it_pushes_total{instance="host-1:9100",job="icewatch_it"} 3"#]
@@ -129,16 +109,10 @@ async fn grouping_values_with_slashes_or_empty_reach_the_gateway_intact() {
     let gateway = Gateway::start(free_port());
     let mut options = options(&gateway.url, "pods/icewatch-0");
     options.job = "batch/nightly".into();
-    options
-        .grouping
-        .push(("warehouse".into(), "/var/lib/warehouse".into()));
+    options.grouping.push(("warehouse".into(), "/var/lib/warehouse".into()));
     options.grouping.push(("region".into(), String::new()));
     let client = PushgatewayClient::new(options).unwrap();
-    assert!(
-        client.group_url().contains("/job@base64/"),
-        "{}",
-        client.group_url()
-    );
+    assert!(client.group_url().contains("/job@base64/"), "{}", client.group_url());
     client.push(&body(1, 1.0)).await.unwrap();
 
     let exposition = gateway.metrics();
@@ -175,10 +149,7 @@ async fn a_sample_with_a_timestamp_is_rejected_clearly_and_not_retried() {
     let started = Instant::now();
     let error = client.push(&stamped).await.unwrap_err();
     let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "took {took:?}: was it retried?"
-    );
+    assert!(took < Duration::from_secs(1), "took {took:?}: was it retried?");
     match &error {
         PushError::Rejected { status, body, .. } => {
             assert_eq!(status.as_u16(), 400);
@@ -188,10 +159,7 @@ async fn a_sample_with_a_timestamp_is_rejected_clearly_and_not_retried() {
     }
     let message = error.to_string();
     eprintln!("{message}");
-    assert!(
-        message.starts_with("pushgateway rejected PUT `http://127.0.0.1:"),
-        "{message}"
-    );
+    assert!(message.starts_with("pushgateway rejected PUT `http://127.0.0.1:"), "{message}");
     assert!(message.contains("with 400 Bad Request: "), "{message}");
     assert!(samples(&gateway.metrics(), "icewatch_it_stamped").is_empty());
 }
@@ -203,19 +171,12 @@ async fn an_outage_fails_after_bounded_retries_and_a_returning_gateway_is_reache
     let client = PushgatewayClient::new(options(&gateway.url, "outage")).unwrap();
     client.push(&body(1, 1.0)).await.unwrap();
 
-    gateway
-        .process
-        .terminate(Duration::from_secs(10))
-        .expect("the gateway stops on SIGTERM");
+    gateway.process.terminate(Duration::from_secs(10)).expect("the gateway stops on SIGTERM");
     let started = Instant::now();
     let error = client.push(&body(2, 2.0)).await.unwrap_err();
     let took = started.elapsed();
     match &error {
-        PushError::Unavailable {
-            attempts,
-            last: AttemptError::Transport(cause),
-            ..
-        } => {
+        PushError::Unavailable { attempts, last: AttemptError::Transport(cause), .. } => {
             assert_eq!(*attempts, 3);
             assert!(cause.is_connect(), "{cause:?}");
         }
@@ -237,15 +198,8 @@ async fn an_outage_fails_after_bounded_retries_and_a_returning_gateway_is_reache
     drop(gateway);
     let gateway = Gateway::start(port);
     let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(60), push)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    eprintln!(
-        "retrying push landed {:?} after the new gateway was ready",
-        started.elapsed()
-    );
+    tokio::time::timeout(Duration::from_secs(60), push).await.unwrap().unwrap().unwrap();
+    eprintln!("retrying push landed {:?} after the new gateway was ready", started.elapsed());
     assert_eq!(
         samples(&gateway.metrics(), "icewatch_it_pushes_total"),
         vec![r#"icewatch_it_pushes_total{instance="outage",job="icewatch_it"} 3"#]
@@ -259,10 +213,7 @@ async fn delete_removes_only_its_own_group() {
     let second = PushgatewayClient::new(options(&gateway.url, "second")).unwrap();
     first.push(&body(1, 1.0)).await.unwrap();
     second.push(&body(2, 2.0)).await.unwrap();
-    assert_eq!(
-        samples(&gateway.metrics(), "icewatch_it_pushes_total").len(),
-        2
-    );
+    assert_eq!(samples(&gateway.metrics(), "icewatch_it_pushes_total").len(), 2);
 
     first.delete().await.unwrap();
     assert_eq!(
@@ -309,20 +260,11 @@ async fn server_errors_are_retried_with_backoff() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "two 503s, then success");
     let gaps: Vec<Duration> = seen.windows(2).map(|pair| pair[1].0 - pair[0].0).collect();
-    assert!(
-        gaps[0] >= Duration::from_millis(200) && gaps[1] >= Duration::from_millis(400),
-        "{gaps:?}"
-    );
+    assert!(gaps[0] >= Duration::from_millis(200) && gaps[1] >= Duration::from_millis(400), "{gaps:?}");
     for (_, headers) in &seen {
-        assert_eq!(
-            headers["content-type"],
-            "text/plain; version=0.0.4; charset=utf-8"
-        );
+        assert_eq!(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
         // base64("pusher:s3cret-test-password")
-        assert_eq!(
-            headers["authorization"],
-            "Basic cHVzaGVyOnMzY3JldC10ZXN0LXBhc3N3b3Jk"
-        );
+        assert_eq!(headers["authorization"], "Basic cHVzaGVyOnMzY3JldC10ZXN0LXBhc3N3b3Jk");
     }
 
     // When the 503s outlast the retries, the last answer is in the error chain.
@@ -330,21 +272,10 @@ async fn server_errors_are_retried_with_backoff() {
     let mut options = self::options(&url, "flaky");
     options.retries = 1;
     options.initial_backoff = Duration::from_millis(10);
-    let error = PushgatewayClient::new(options)
-        .unwrap()
-        .push("x 1\n")
-        .await
-        .unwrap_err();
+    let error = PushgatewayClient::new(options).unwrap().push("x 1\n").await.unwrap_err();
     match &error {
-        PushError::Unavailable {
-            attempts,
-            last: AttemptError::Server { status, body },
-            ..
-        } => {
-            assert_eq!(
-                (*attempts, status.as_u16(), body.as_str()),
-                (2, 503, "busy")
-            );
+        PushError::Unavailable { attempts, last: AttemptError::Server { status, body }, .. } => {
+            assert_eq!((*attempts, status.as_u16(), body.as_str()), (2, 503, "busy"));
         }
         other => panic!("expected unavailable after 503s, got {other:?}"),
     }
@@ -357,11 +288,7 @@ async fn tls_with_a_private_ca_and_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
     let openssl = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let status = Command::new("openssl").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
         assert!(status.unwrap().success(), "openssl {args:?}");
     };
     openssl(&[
@@ -427,11 +354,7 @@ async fn tls_with_a_private_ca_and_basic_auth() {
     std::fs::write(dir.path().join("web.yml"), web_config).unwrap();
 
     let port = free_port();
-    let gateway = Gateway::start_with(
-        port,
-        &[format!("--web.config.file={}", path("web.yml"))],
-        "https",
-    );
+    let gateway = Gateway::start_with(port, &[format!("--web.config.file={}", path("web.yml"))], "https");
 
     let mut trusted = options(&gateway.url, "tls");
     trusted.ca_certificate = Some(dir.path().join("ca.pem"));
@@ -441,15 +364,7 @@ async fn tls_with_a_private_ca_and_basic_auth() {
 
     // Read back through curl with the same CA and credentials.
     let output = Command::new("curl")
-        .args([
-            "-fsS",
-            "--max-time",
-            "5",
-            "--cacert",
-            &path("ca.pem"),
-            "-u",
-            "pusher:s3cret-test-password",
-        ])
+        .args(["-fsS", "--max-time", "5", "--cacert", &path("ca.pem"), "-u", "pusher:s3cret-test-password"])
         .arg(format!("{}/metrics", gateway.url))
         .output()
         .unwrap();
@@ -462,44 +377,26 @@ async fn tls_with_a_private_ca_and_basic_auth() {
     // A wrong password is a 401: rejected at once, and the password is in no message.
     let mut wrong = trusted.clone();
     wrong.basic_auth = Some(("pusher".into(), "not-the-password".into()));
-    let error = PushgatewayClient::new(wrong)
-        .unwrap()
-        .push(&body(5, 5.0))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, PushError::Rejected { status, .. } if status.as_u16() == 401),
-        "{error:?}"
-    );
+    let error = PushgatewayClient::new(wrong).unwrap().push(&body(5, 5.0)).await.unwrap_err();
+    assert!(matches!(&error, PushError::Rejected { status, .. } if status.as_u16() == 401), "{error:?}");
     assert!(!format!("{error} {error:?}").contains("not-the-password"));
 
     // Without the CA the server certificate is not trusted; skipping verification gets through.
     let mut untrusted = trusted.clone();
     untrusted.ca_certificate = None;
     untrusted.retries = 0;
-    let error = PushgatewayClient::new(untrusted.clone())
-        .unwrap()
-        .push(&body(6, 6.0))
-        .await
-        .unwrap_err();
+    let error = PushgatewayClient::new(untrusted.clone()).unwrap().push(&body(6, 6.0)).await.unwrap_err();
     let chain = error_chain(&error);
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
     untrusted.insecure_skip_verify = true;
-    PushgatewayClient::new(untrusted)
-        .unwrap()
-        .push(&body(7, 7.0))
-        .await
-        .unwrap();
+    PushgatewayClient::new(untrusted).unwrap().push(&body(7, 7.0)).await.unwrap();
 
     // A CA file that is not PEM is reported when the client is built.
     std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
     let mut bad = trusted;
     bad.ca_certificate = Some(dir.path().join("bad.pem"));
     let error = PushgatewayClient::new(bad).unwrap_err();
-    assert!(
-        matches!(error, PushError::CaCertificate { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, PushError::CaCertificate { .. }), "{error:?}");
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -36,7 +36,10 @@ pub(crate) fn prepare_demo(dir: &Path) -> DemoWarehouse {
 /// (e.g. a `[pushgateway]` table) appended. Written next to the demo's own, returns its path.
 pub(crate) fn demo_config(warehouse: &DemoWarehouse, name: &str, port: u16, schedule: &str, extra: &str) -> PathBuf {
     let text = common::read(&warehouse.config_path);
-    assert!(text.contains("listen = \"127.0.0.1:9464\"") && text.contains("schedule = \"*/10 * * * * *\""), "the demo config changed shape:\n{text}");
+    assert!(
+        text.contains("listen = \"127.0.0.1:9464\"") && text.contains("schedule = \"*/10 * * * * *\""),
+        "the demo config changed shape:\n{text}"
+    );
     let text = text
         .replace("listen = \"127.0.0.1:9464\"", &format!("listen = \"127.0.0.1:{port}\""))
         .replace("schedule = \"*/10 * * * * *\"", &format!("schedule = \"{schedule}\""));
@@ -95,7 +98,8 @@ impl Icewatch {
     }
 
     pub(crate) fn metrics(&self) -> String {
-        http_get(&format!("{}/metrics", self.base_url)).unwrap_or_else(|| panic!("icewatch /metrics failed; log:\n{}", self.log_text()))
+        http_get(&format!("{}/metrics", self.base_url))
+            .unwrap_or_else(|| panic!("icewatch /metrics failed; log:\n{}", self.log_text()))
     }
 
     pub(crate) fn log_text(&self) -> String {
@@ -124,7 +128,11 @@ impl Icewatch {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.process.pid().to_string()).status().expect("run kill");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.process.pid().to_string())
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
     }
 }
@@ -182,7 +190,10 @@ pub(crate) fn samples(exposition: &str, name: &str, labels: &[&str]) -> Vec<f64>
                 Some(inner) => inner.split_once("} ")?,
                 None => ("", rest.strip_prefix(' ')?),
             };
-            labels.iter().all(|label| label_text.split(',').any(|pair| pair == *label)).then(|| value.trim().parse::<f64>().ok())?
+            labels
+                .iter()
+                .all(|label| label_text.split(',').any(|pair| pair == *label))
+                .then(|| value.trim().parse::<f64>().ok())?
         })
         .collect()
 }
@@ -210,7 +221,8 @@ pub(crate) fn vector(prometheus: &TestPrometheus, promql: &str) -> Vec<(BTreeMap
 /// The seed metric names (docs/metrics.md, first table).
 pub(crate) fn seed_metric_names() -> Vec<String> {
     let doc = common::read(&common::repo_root().join("docs/metrics.md"));
-    let section = doc.split("## Seed metrics").nth(1).expect("a seed metrics section").split("\n## ").next().unwrap_or("");
+    let section =
+        doc.split("## Seed metrics").nth(1).expect("a seed metrics section").split("\n## ").next().unwrap_or("");
     let names: Vec<String> = section
         .lines()
         .filter_map(|line| line.strip_prefix("| `"))
@@ -223,7 +235,12 @@ pub(crate) fn seed_metric_names() -> Vec<String> {
 
 /// Metric family names in a text exposition.
 fn family_names(exposition: &str) -> BTreeSet<String> {
-    exposition.lines().filter_map(|line| line.strip_prefix("# TYPE ")).filter_map(|rest| rest.split(' ').next()).map(str::to_string).collect()
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Runs `promtool check metrics` on `exposition`; returns its exit code and its problems.
@@ -239,7 +256,10 @@ fn promtool_check_metrics(exposition: &str) -> (i32, Vec<String>) {
     child.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("write to promtool");
     let output = child.wait_with_output().expect("promtool output");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), text.lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_string).collect())
+    (
+        output.status.code().unwrap_or(-1),
+        text.lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_string).collect(),
+    )
 }
 
 fn http_status(method: &str, url: &str, extra: &[&str]) -> (u16, String) {
@@ -260,7 +280,9 @@ fn http_status(method: &str, url: &str, extra: &[&str]) -> (u16, String) {
 /// The exact promtool lint problems that come from the fixed seed names: they end in `_count`
 /// without being histograms or summaries, and docs/metrics.md fixes them.
 fn seed_name_lint(problem: &str, seeds: &[String]) -> bool {
-    seeds.iter().any(|seed| problem == format!("{seed} non-histogram and non-summary metrics should not have \"_count\" suffix"))
+    seeds.iter().any(|seed| {
+        problem == format!("{seed} non-histogram and non-summary metrics should not have \"_count\" suffix")
+    })
 }
 
 #[test]
@@ -275,7 +297,10 @@ fn scrape_and_push_paths_survive_a_pushgateway_outage_and_shut_down_cleanly() {
         "service.toml",
         port,
         "*/2 * * * * *",
-        &format!("[pushgateway]\nurl = \"{}\"\njob = \"icewatch_push\"\ninstance = \"test\"\ntimeout = \"1s\"\nretries = 1\n", gateway.url),
+        &format!(
+            "[pushgateway]\nurl = \"{}\"\njob = \"icewatch_push\"\ninstance = \"test\"\ntimeout = \"1s\"\nretries = 1\n",
+            gateway.url
+        ),
     );
     let mut icewatch = Icewatch::start(&config, port);
     assert_eq!(http_get(&format!("{}/healthz", icewatch.base_url)).as_deref(), Some("ok\n"));
@@ -285,38 +310,69 @@ fn scrape_and_push_paths_survive_a_pushgateway_outage_and_shut_down_cleanly() {
     ));
 
     // Which seed metrics icewatch exports today (distribution and lineage need their sensors).
-    let required = ["data_freshness_seconds", "data_row_count", "data_volume_deviation_percent", "data_volume_anomaly_total", "schema_changes_total", "schema_column_count"];
+    let required = [
+        "data_freshness_seconds",
+        "data_row_count",
+        "data_volume_deviation_percent",
+        "data_volume_anomaly_total",
+        "schema_changes_total",
+        "schema_column_count",
+    ];
     let tables = ["bronze.raw_trades", "silver.cleaned_trades", "gold.trade_summary_daily"];
-    let body = wait_for("the freshness, volume and schema seed metrics of every table on /metrics", Duration::from_secs(60), || {
-        let body = icewatch.metrics();
-        let bronze = "table=\"bronze.raw_trades\"";
-        let complete = required.iter().all(|name| !samples(&body, name, &[bronze]).is_empty())
-            && tables.iter().all(|table| !samples(&body, "data_freshness_seconds", &[&format!("table=\"{table}\"")]).is_empty());
-        complete.then_some(body)
-    });
+    let body = wait_for(
+        "the freshness, volume and schema seed metrics of every table on /metrics",
+        Duration::from_secs(60),
+        || {
+            let body = icewatch.metrics();
+            let bronze = "table=\"bronze.raw_trades\"";
+            let complete = required.iter().all(|name| !samples(&body, name, &[bronze]).is_empty())
+                && tables.iter().all(|table| {
+                    !samples(&body, "data_freshness_seconds", &[&format!("table=\"{table}\"")]).is_empty()
+                });
+            complete.then_some(body)
+        },
+    );
     let families = family_names(&body);
     let seeds = seed_metric_names();
     let (exported, not_yet): (Vec<&String>, Vec<&String>) = seeds.iter().partition(|name| families.contains(*name));
-    eprintln!("seed metrics exported: {exported:?}\nseed metrics not exported yet (their sensors are not built): {not_yet:?}");
+    eprintln!(
+        "seed metrics exported: {exported:?}\nseed metrics not exported yet (their sensors are not built): {not_yet:?}"
+    );
 
     // promtool: no problem at all, except the `_count` suffix of seed names that are fixed.
     let (code, problems) = promtool_check_metrics(&body);
-    let (excused, real): (Vec<String>, Vec<String>) = problems.into_iter().partition(|problem| seed_name_lint(problem, &seeds));
+    let (excused, real): (Vec<String>, Vec<String>) =
+        problems.into_iter().partition(|problem| seed_name_lint(problem, &seeds));
     eprintln!("promtool check metrics: exit {code}; excused (fixed seed names): {excused:?}");
     assert!(real.is_empty(), "promtool check metrics found problems:\n{}", real.join("\n"));
     assert!(code == 0 || (code == 3 && !excused.is_empty()), "promtool exit code {code}");
-    assert!(samples(&body, "process_resident_memory_bytes", &[]).first().is_some_and(|rss| *rss > 1e6), "process metrics missing");
-    assert!(samples(&body, "icewatch_history_points", &[]).first().is_some_and(|points| *points > 100.0), "icewatch_history_points not updated");
+    assert!(
+        samples(&body, "process_resident_memory_bytes", &[]).first().is_some_and(|rss| *rss > 1e6),
+        "process metrics missing"
+    );
+    assert!(
+        samples(&body, "icewatch_history_points", &[]).first().is_some_and(|points| *points > 100.0),
+        "icewatch_history_points not updated"
+    );
 
     // Both paths, through Prometheus' API.
     let arrived = Instant::now();
-    wait_for("every exported seed metric through the scrape job and the pushgateway job", Duration::from_secs(60), || {
-        exported.iter().all(|name| {
-            let jobs: BTreeSet<String> = vector(&prometheus, &format!("count by (job) ({name})")).into_iter().filter_map(|(labels, _)| labels.get("job").cloned()).collect();
-            jobs.contains("icewatch") && jobs.contains("icewatch_push")
-        })
-        .then_some(())
-    });
+    wait_for(
+        "every exported seed metric through the scrape job and the pushgateway job",
+        Duration::from_secs(60),
+        || {
+            exported
+                .iter()
+                .all(|name| {
+                    let jobs: BTreeSet<String> = vector(&prometheus, &format!("count by (job) ({name})"))
+                        .into_iter()
+                        .filter_map(|(labels, _)| labels.get("job").cloned())
+                        .collect();
+                    jobs.contains("icewatch") && jobs.contains("icewatch_push")
+                })
+                .then_some(())
+        },
+    );
     eprintln!("seed metrics seen by both paths {:.1}s after the first samples", arrived.elapsed().as_secs_f64());
     assert_eq!(vector(&prometheus, "icewatch_up{job=\"icewatch_push\"}").first().map(|(_, value)| *value), Some(1.0));
 
@@ -325,17 +381,25 @@ fn scrape_and_push_paths_survive_a_pushgateway_outage_and_shut_down_cleanly() {
     gateway.stop();
     let failures = wait_for("a counted push failure", Duration::from_secs(60), || {
         icewatch.assert_running();
-        let failures = samples(&icewatch.metrics(), "icewatch_push_failures_total", &[]).first().copied().unwrap_or(0.0);
+        let failures =
+            samples(&icewatch.metrics(), "icewatch_push_failures_total", &[]).first().copied().unwrap_or(0.0);
         (failures >= 2.0).then_some(failures)
     });
     eprintln!("{failures} push failures counted within {:.1}s of the outage", outage.elapsed().as_secs_f64());
     // Keep it down a while longer: runs go on, /metrics answers every time.
-    let runs = |body: &str| samples(body, "icewatch_sensor_runs_total", &["table=\"bronze.raw_trades\"", "sensor=\"freshness\""]).iter().sum::<f64>();
+    let runs = |body: &str| {
+        samples(body, "icewatch_sensor_runs_total", &["table=\"bronze.raw_trades\"", "sensor=\"freshness\""])
+            .iter()
+            .sum::<f64>()
+    };
     let runs_before = runs(&icewatch.metrics());
     while outage.elapsed() < Duration::from_secs(12) {
         icewatch.assert_running();
         let body = icewatch.metrics();
-        assert!(!samples(&body, "data_row_count", &["table=\"bronze.raw_trades\""]).is_empty(), "/metrics kept serving the table metrics during the outage");
+        assert!(
+            !samples(&body, "data_row_count", &["table=\"bronze.raw_trades\""]).is_empty(),
+            "/metrics kept serving the table metrics during the outage"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let body = icewatch.metrics();
@@ -348,22 +412,44 @@ fn scrape_and_push_paths_survive_a_pushgateway_outage_and_shut_down_cleanly() {
     let back = Instant::now();
     wait_for("the latest values in the returning pushgateway", Duration::from_secs(60), || {
         let pushed = gateway.metrics()?;
-        let counted = samples(&pushed, "icewatch_push_failures_total", &["job=\"icewatch_push\""]).first().copied().unwrap_or(0.0);
-        (counted >= failures && !samples(&pushed, "data_freshness_seconds", &["job=\"icewatch_push\"", "table=\"bronze.raw_trades\""]).is_empty()).then_some(())
+        let counted = samples(&pushed, "icewatch_push_failures_total", &["job=\"icewatch_push\""])
+            .first()
+            .copied()
+            .unwrap_or(0.0);
+        (counted >= failures
+            && !samples(&pushed, "data_freshness_seconds", &["job=\"icewatch_push\"", "table=\"bronze.raw_trades\""])
+                .is_empty())
+        .then_some(())
     });
     wait_for("the pushed failure count through Prometheus", Duration::from_secs(30), || {
-        (vector(&prometheus, "icewatch_push_failures_total{job=\"icewatch_push\"}").first().map(|(_, value)| *value).unwrap_or(0.0) >= failures).then_some(())
+        (vector(&prometheus, "icewatch_push_failures_total{job=\"icewatch_push\"}")
+            .first()
+            .map(|(_, value)| *value)
+            .unwrap_or(0.0)
+            >= failures)
+            .then_some(())
     });
     eprintln!("values pushed again {:.1}s after the pushgateway returned", back.elapsed().as_secs_f64());
 
     // SIGTERM: exit 0 after a last push that says icewatch_up 0.
     let stopping = Instant::now();
-    let status = icewatch.process.terminate(Duration::from_secs(60)).unwrap_or_else(|| panic!("icewatch did not stop within 60 s; log:\n{}", icewatch.log_text()));
+    let status = icewatch
+        .process
+        .terminate(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("icewatch did not stop within 60 s; log:\n{}", icewatch.log_text()));
     assert_eq!(status.code(), Some(0), "exit status; log:\n{}", icewatch.log_text());
     let pushed = gateway.metrics().expect("pushgateway metrics");
-    assert_eq!(samples(&pushed, "icewatch_up", &["job=\"icewatch_push\""]), vec![0.0], "the final push carries icewatch_up 0");
+    assert_eq!(
+        samples(&pushed, "icewatch_up", &["job=\"icewatch_push\""]),
+        vec![0.0],
+        "the final push carries icewatch_up 0"
+    );
     assert!(icewatch.log_text().contains("icewatch stopped"));
-    eprintln!("stopped in {:.1}s; whole test {:.1}s", stopping.elapsed().as_secs_f64(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "stopped in {:.1}s; whole test {:.1}s",
+        stopping.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -375,18 +461,26 @@ fn reload_swaps_a_valid_configuration_and_keeps_the_old_one_on_errors() {
     let original = common::read(&config);
     let icewatch = Icewatch::start(&config, port);
     let gold = "table=\"gold.trade_summary_daily\"";
-    wait_for("gold metrics", Duration::from_secs(60), || (!samples(&icewatch.metrics(), "data_freshness_seconds", &[gold]).is_empty()).then_some(()));
+    wait_for("gold metrics", Duration::from_secs(60), || {
+        (!samples(&icewatch.metrics(), "data_freshness_seconds", &[gold]).is_empty()).then_some(())
+    });
     let reload_url = format!("{}/-/reload", icewatch.base_url);
 
     // A broken file: 500 with the reason, the old configuration keeps running.
-    std::fs::write(&config, original.replace("zscore_threshold = 3.0", "zscore_threshold = \"high\"")).expect("write config");
+    std::fs::write(&config, original.replace("zscore_threshold = 3.0", "zscore_threshold = \"high\""))
+        .expect("write config");
     let (code, body) = http_status("POST", &reload_url, &[]);
     assert_eq!(code, 500, "reload of a broken config: {body}");
     assert!(body.contains("reload.toml") && body.contains("zscore_threshold"), "the answer says what is wrong: {body}");
     icewatch.signal("HUP");
-    wait_for("the SIGHUP rejection in the log", Duration::from_secs(30), || (icewatch.log_text().matches("the new configuration was rejected").count() >= 2).then_some(()));
+    wait_for("the SIGHUP rejection in the log", Duration::from_secs(30), || {
+        (icewatch.log_text().matches("the new configuration was rejected").count() >= 2).then_some(())
+    });
     icewatch.assert_running();
-    assert!(!samples(&icewatch.metrics(), "data_freshness_seconds", &[gold]).is_empty(), "the old configuration still runs");
+    assert!(
+        !samples(&icewatch.metrics(), "data_freshness_seconds", &[gold]).is_empty(),
+        "the old configuration still runs"
+    );
     assert_eq!(http_status("GET", &reload_url, &[]).0, 405, "reload needs POST");
 
     // Gold removed: its series go at once, the others stay and keep updating.
@@ -397,15 +491,31 @@ fn reload_swaps_a_valid_configuration_and_keeps_the_old_one_on_errors() {
     assert_eq!(code, 200, "reload: {body}");
     eprintln!("reload answered in {:.2}s", reload_started.elapsed().as_secs_f64());
     let metrics = icewatch.metrics();
-    assert!(!metrics.lines().any(|line| !line.starts_with('#') && line.contains(gold)), "gold series left after the reload:\n{metrics}");
-    let runs = |metrics: &str| samples(metrics, "icewatch_sensor_runs_total", &["table=\"bronze.raw_trades\"", "sensor=\"freshness\"", "outcome=\"ok\""]).first().copied().unwrap_or(0.0);
+    assert!(
+        !metrics.lines().any(|line| !line.starts_with('#') && line.contains(gold)),
+        "gold series left after the reload:\n{metrics}"
+    );
+    let runs = |metrics: &str| {
+        samples(
+            metrics,
+            "icewatch_sensor_runs_total",
+            &["table=\"bronze.raw_trades\"", "sensor=\"freshness\"", "outcome=\"ok\""],
+        )
+        .first()
+        .copied()
+        .unwrap_or(0.0)
+    };
     let before = runs(&metrics);
-    wait_for("bronze runs going on after the reload", Duration::from_secs(30), || (runs(&icewatch.metrics()) > before).then_some(()));
+    wait_for("bronze runs going on after the reload", Duration::from_secs(30), || {
+        (runs(&icewatch.metrics()) > before).then_some(())
+    });
 
     // SIGHUP with gold back: it returns.
     std::fs::write(&config, &original).expect("write config");
     icewatch.signal("HUP");
-    wait_for("gold metrics after SIGHUP", Duration::from_secs(60), || (!samples(&icewatch.metrics(), "data_freshness_seconds", &[gold]).is_empty()).then_some(()));
+    wait_for("gold metrics after SIGHUP", Duration::from_secs(60), || {
+        (!samples(&icewatch.metrics(), "data_freshness_seconds", &[gold]).is_empty()).then_some(())
+    });
     assert!(icewatch.log_text().matches("configuration reloaded").count() >= 2);
 }
 
@@ -417,10 +527,59 @@ fn basic_auth_and_tls_protect_the_endpoints_and_prometheus_scrapes_through_them(
         let status = Command::new("openssl").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
         assert!(status.is_ok_and(|status| status.success()), "openssl {args:?}");
     };
-    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &path("ca.key"), "-out", &path("ca.pem"), "-days", "1", "-subj", "/CN=icewatch test ca"]);
-    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &path("server.key"), "-out", &path("server.csr"), "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(dir.path().join("server.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("write ext");
-    openssl(&["x509", "-req", "-in", &path("server.csr"), "-CA", &path("ca.pem"), "-CAkey", &path("ca.key"), "-CAcreateserial", "-out", &path("server.pem"), "-days", "1", "-extfile", &path("server.ext")]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=icewatch test ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &path("server.key"),
+        "-out",
+        &path("server.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.path().join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("server.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &path("server.pem"),
+        "-days",
+        "1",
+        "-extfile",
+        &path("server.ext"),
+    ]);
 
     let password = "correct horse battery staple";
     let hash = bcrypt::hash(password, 4).expect("bcrypt");
@@ -431,14 +590,21 @@ fn basic_auth_and_tls_protect_the_endpoints_and_prometheus_scrapes_through_them(
     );
     // A plain password instead of a hash is a configuration error pointing at the value.
     let bad = dir.path().join("plain_password.toml");
-    std::fs::write(&bad, format!("{base}\n[server.basic_auth_users]\nprometheus = \"{password}\"\n")).expect("write config");
+    std::fs::write(&bad, format!("{base}\n[server.basic_auth_users]\nprometheus = \"{password}\"\n"))
+        .expect("write config");
     let (code, _, stderr) = common::run(Command::new(common::icewatch_bin()).args(["validate", "--config"]).arg(&bad));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("plain_password.toml:") && stderr.contains("server.basic_auth_users.prometheus") && stderr.contains("bcrypt"), "{stderr}");
+    assert!(
+        stderr.contains("plain_password.toml:")
+            && stderr.contains("server.basic_auth_users.prometheus")
+            && stderr.contains("bcrypt"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(password), "the password is not echoed: {stderr}");
 
     let config = dir.path().join("secure.toml");
-    std::fs::write(&config, format!("{base}\n[server.basic_auth_users]\nprometheus = \"{hash}\"\n")).expect("write config");
+    std::fs::write(&config, format!("{base}\n[server.basic_auth_users]\nprometheus = \"{hash}\"\n"))
+        .expect("write config");
     let icewatch = Icewatch::spawn(&config, port, "https");
     let url = |endpoint: &str| format!("{}{endpoint}", icewatch.base_url);
     let ca = path("ca.pem");
@@ -449,8 +615,16 @@ fn basic_auth_and_tls_protect_the_endpoints_and_prometheus_scrapes_through_them(
     });
     for endpoint in ["/metrics", "/healthz", "/readyz", "/api/v1/results", "/"] {
         assert_eq!(http_status("GET", &url(endpoint), &["--cacert", &ca]).0, 401, "{endpoint} without credentials");
-        assert_eq!(http_status("GET", &url(endpoint), &["--cacert", &ca, "-u", "prometheus:wrong"]).0, 401, "{endpoint} with a wrong password");
-        assert_eq!(http_status("GET", &url(endpoint), &["--cacert", &ca, "-u", &format!("someone:{password}")]).0, 401, "{endpoint} as an unknown user");
+        assert_eq!(
+            http_status("GET", &url(endpoint), &["--cacert", &ca, "-u", "prometheus:wrong"]).0,
+            401,
+            "{endpoint} with a wrong password"
+        );
+        assert_eq!(
+            http_status("GET", &url(endpoint), &["--cacert", &ca, "-u", &format!("someone:{password}")]).0,
+            401,
+            "{endpoint} as an unknown user"
+        );
     }
     assert_eq!(http_status("POST", &url("/-/reload"), &["--cacert", &ca]).0, 401, "reload without credentials");
     let (code, body) = http_status("GET", &url("/metrics"), &["--cacert", &ca, "-u", &credentials]);
@@ -474,7 +648,9 @@ fn basic_auth_and_tls_protect_the_endpoints_and_prometheus_scrapes_through_them(
 /// measurement after a 30 s warm-up.
 #[test]
 fn soak_memory_stays_flat_under_an_accelerated_schedule() {
-    let soak = Duration::from_secs(std::env::var("ICEWATCH_SOAK_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(150));
+    let soak = Duration::from_secs(
+        std::env::var("ICEWATCH_SOAK_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(150),
+    );
     let warm_up = Duration::from_secs(30);
     let dir = tempfile::tempdir().expect("temp dir");
     let warehouse = prepare_demo(dir.path());
@@ -522,7 +698,12 @@ fn soak_memory_stays_flat_under_an_accelerated_schedule() {
     drop(stop_guard);
     let written = writer.join().expect("writer thread");
     assert!(written.is_ok(), "the demo writer failed: {written:?}");
-    assert_eq!(status.and_then(|status| status.code()), Some(0), "icewatch exit; log tail:\n{}", icewatch.log_text().lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        status.and_then(|status| status.code()),
+        Some(0),
+        "icewatch exit; log tail:\n{}",
+        icewatch.log_text().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
 
     let quarter = rss.len() / 4;
     assert!(quarter >= 3, "too few samples: {}", rss.len());
@@ -541,7 +722,8 @@ fn soak_memory_stays_flat_under_an_accelerated_schedule() {
         mib(*rss.iter().min().unwrap_or(&0) as f64),
         mib(*rss.iter().max().unwrap_or(&0) as f64),
     );
-    let trace: Vec<String> = rss.iter().step_by((rss.len() / 10).max(1)).map(|bytes| format!("{:.1}", mib(*bytes as f64))).collect();
+    let trace: Vec<String> =
+        rss.iter().step_by((rss.len() / 10).max(1)).map(|bytes| format!("{:.1}", mib(*bytes as f64))).collect();
     eprintln!("soak: RSS every {}s (MiB): {}", 2 * (rss.len() / 10).max(1), trace.join(" "));
     assert!(runs > soak.as_secs_f64(), "the accelerated schedule ran only {runs} sensor runs");
     assert!(growth < 5.0, "RSS grew {growth:.2} % between the first and the last quarter");

@@ -50,21 +50,14 @@ fn chromium(profile: &Path, arguments: &[&str]) -> String {
 
 /// The opening tag of the first element whose opening tag contains all of `needles`.
 fn opening_tag<'a>(dom: &'a str, needles: &[&str]) -> Option<&'a str> {
-    dom.split('<').find(|tag| {
-        needles
-            .iter()
-            .all(|needle| tag.split('>').next().unwrap_or_default().contains(needle))
-    })
+    dom.split('<').find(|tag| needles.iter().all(|needle| tag.split('>').next().unwrap_or_default().contains(needle)))
 }
 
 /// The text of a chart (`<figure data-series=...>` up to `</figure>`).
 fn chart<'a>(dom: &'a str, series: &str) -> &'a str {
-    let start = dom
-        .find(&format!(r#"data-series="{series}""#))
-        .unwrap_or_else(|| panic!("no chart {series} in the DOM"));
-    let end = dom[start..]
-        .find("</figure>")
-        .map_or(dom.len(), |end| start + end);
+    let start =
+        dom.find(&format!(r#"data-series="{series}""#)).unwrap_or_else(|| panic!("no chart {series} in the DOM"));
+    let end = dom[start..].find("</figure>").map_or(dom.len(), |end| start + end);
     &dom[start..end]
 }
 
@@ -77,13 +70,7 @@ fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
 /// rows; a tiny batch is not enough: the demo's own past spikes and drops widen the 3σ band to
 /// about 0–280 rows, so a drop cannot leave it), creates the hostile-column table, and returns the sensors.toml to run on a free port.
 async fn prepare_warehouse(dir: &Path, port: u16) -> (PathBuf, i64) {
-    let warehouse = demo::prepare(&DemoOptions {
-        dir: dir.to_path_buf(),
-        days: 5,
-        seed: 42,
-    })
-    .await
-    .unwrap();
+    let warehouse = demo::prepare(&DemoOptions { dir: dir.to_path_buf(), days: 5, seed: 42 }).await.unwrap();
     let catalog = warehouse.catalog().await.unwrap();
     let now_us = chrono::Utc::now().timestamp_micros();
     let huge: Vec<Trade> = (0..ANOMALOUS_ROWS)
@@ -97,13 +84,9 @@ async fn prepare_warehouse(dir: &Path, port: u16) -> (PathBuf, i64) {
             venue: Some("XNAS"),
         })
         .collect();
-    let bronze = append_batch(
-        &catalog,
-        &table_ident(BRONZE_TABLE),
-        trades_batch(&huge, true, BRONZE_TABLE).unwrap(),
-    )
-    .await
-    .unwrap();
+    let bronze = append_batch(&catalog, &table_ident(BRONZE_TABLE), trades_batch(&huge, true, BRONZE_TABLE).unwrap())
+        .await
+        .unwrap();
     let anomalous_snapshot = bronze.metadata().current_snapshot_id().unwrap();
 
     let schema = Schema::builder()
@@ -113,14 +96,8 @@ async fn prepare_warehouse(dir: &Path, port: u16) -> (PathBuf, i64) {
         ])
         .build()
         .unwrap();
-    let creation = TableCreation::builder()
-        .name("odd_columns".to_string())
-        .schema(schema)
-        .build();
-    catalog
-        .create_table(&NamespaceIdent::new("bronze".to_string()), creation)
-        .await
-        .unwrap();
+    let creation = TableCreation::builder().name("odd_columns".to_string()).schema(schema).build();
+    catalog.create_table(&NamespaceIdent::new("bronze".to_string()), creation).await.unwrap();
     let batch = RecordBatch::try_new(
         Arc::new(ArrowSchema::new(vec![
             Field::new("id", DataType::Int64, false),
@@ -132,19 +109,14 @@ async fn prepare_warehouse(dir: &Path, port: u16) -> (PathBuf, i64) {
         ],
     )
     .unwrap();
-    append_batch(&catalog, &table_ident(ODD_TABLE), batch)
-        .await
-        .unwrap();
+    append_batch(&catalog, &table_ident(ODD_TABLE), batch).await.unwrap();
 
     // The demo's config on a free port, without distribution sections (that sensor is built
     // elsewhere; the page is tested on the sensors this branch has), plus the odd table.
-    let text = common::read(&warehouse.config_path)
-        .replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"));
+    let text = common::read(&warehouse.config_path).replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"));
     let kept: Vec<&str> = text
         .split("\n\n")
-        .filter(|block| {
-            !block.trim_start().starts_with("[tables.") || !block.contains(".distribution]")
-        })
+        .filter(|block| !block.trim_start().starts_with("[tables.") || !block.contains(".distribution]"))
         .collect();
     let mut config = kept.join("\n\n");
     config.push_str(&format!(
@@ -177,22 +149,14 @@ async fn status_page_shows_the_anomaly_in_chromium_and_escapes_user_data() {
         let json: serde_json::Value = serde_json::from_str(&body).ok()?;
         let results = json["results"].as_array()?.clone();
         let judged = |table: &str, metric: &str| {
-            results
-                .iter()
-                .any(|result| result["table"] == table && result["metric"] == metric)
+            results.iter().any(|result| result["table"] == table && result["metric"] == metric)
         };
-        (judged(BRONZE_TABLE, "rows_added") && judged(ODD_TABLE, "schema_expectation"))
-            .then_some(results)
+        (judged(BRONZE_TABLE, "rows_added") && judged(ODD_TABLE, "schema_expectation")).then_some(results)
     });
-    let rows_added = results
-        .iter()
-        .find(|result| result["table"] == BRONZE_TABLE && result["metric"] == "rows_added")
-        .unwrap();
+    let rows_added =
+        results.iter().find(|result| result["table"] == BRONZE_TABLE && result["metric"] == "rows_added").unwrap();
     println!("bronze rows_added: {rows_added}");
-    assert_eq!(
-        rows_added["status"], "critical",
-        "the 2 000-row batch should be critical: {rows_added}"
-    );
+    assert_eq!(rows_added["status"], "critical", "the 2 000-row batch should be critical: {rows_added}");
     assert_eq!(rows_added["snapshot_id"], anomalous_snapshot);
 
     let artifacts = common::artifacts_dir();
@@ -203,19 +167,11 @@ async fn status_page_shows_the_anomaly_in_chromium_and_escapes_user_data() {
     let _ = std::fs::remove_file(&overview_png);
     chromium(
         profile.path(),
-        &[
-            &format!("--screenshot={}", overview_png.display()),
-            "--window-size=1280,900",
-            &format!("{base}/"),
-        ],
+        &[&format!("--screenshot={}", overview_png.display()), "--window-size=1280,900", &format!("{base}/")],
     );
     chromium(
         profile.path(),
-        &[
-            &format!("--screenshot={}", table_png.display()),
-            "--window-size=1280,1400",
-            &table_url,
-        ],
+        &[&format!("--screenshot={}", table_png.display()), "--window-size=1280,1400", &table_url],
     );
     assert!(
         std::fs::metadata(&overview_png).unwrap().len() > 10_000,
@@ -226,41 +182,21 @@ async fn status_page_shows_the_anomaly_in_chromium_and_escapes_user_data() {
     // The overview: bronze is critical, and the hostile column name is text, not markup.
     let overview = chromium(profile.path(), &["--dump-dom", &format!("{base}/")]);
     std::fs::write(artifacts.join("status_page.dom.html"), &overview).unwrap();
-    let card = opening_tag(
-        &overview,
-        &["table-card", &format!(r#"data-table="{BRONZE_TABLE}""#)],
-    )
-    .expect("bronze card");
-    assert_eq!(
-        attribute(card, "data-status"),
-        Some("critical"),
-        "bronze card: {card}"
-    );
+    let card =
+        opening_tag(&overview, &["table-card", &format!(r#"data-table="{BRONZE_TABLE}""#)]).expect("bronze card");
+    assert_eq!(attribute(card, "data-status"), Some("critical"), "bronze card: {card}");
     assert!(
         opening_tag(
             &overview,
-            &[
-                r#"data-sensor="volume""#,
-                r#"data-metric="rows_added""#,
-                r#"data-status="critical""#
-            ]
+            &[r#"data-sensor="volume""#, r#"data-metric="rows_added""#, r#"data-status="critical""#]
         )
         .is_some()
     );
     assert!(opening_tag(&overview, &[r#"data-count-status="critical""#]).is_some());
-    assert!(
-        overview.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
-        "the escaped column name is missing"
-    );
-    assert!(
-        !overview.contains(HOSTILE_COLUMN),
-        "the column name reached the DOM as markup"
-    );
-    let odd_card = opening_tag(
-        &overview,
-        &["table-card", &format!(r#"data-table="{ODD_TABLE}""#)],
-    )
-    .expect("odd table card");
+    assert!(overview.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the escaped column name is missing");
+    assert!(!overview.contains(HOSTILE_COLUMN), "the column name reached the DOM as markup");
+    let odd_card =
+        opening_tag(&overview, &["table-card", &format!(r#"data-table="{ODD_TABLE}""#)]).expect("odd table card");
     assert_eq!(
         attribute(odd_card, "data-status"),
         Some("critical"),
@@ -276,25 +212,11 @@ async fn status_page_shows_the_anomaly_in_chromium_and_escapes_user_data() {
     std::fs::write(artifacts.join("status_page_table.dom.html"), &table_dom).unwrap();
     let rows_chart = chart(&table_dom, "volume/rows_added");
     let points: Vec<&str> = rows_chart.split("<circle").skip(1).collect();
-    assert!(
-        points.len() > 50,
-        "expected the backfilled history, got {} points",
-        points.len()
-    );
+    assert!(points.len() > 50, "expected the backfilled history, got {} points", points.len());
     let newest = points.last().unwrap();
-    assert_eq!(
-        attribute(newest, "data-snapshot-id"),
-        Some(anomalous_snapshot.to_string().as_str())
-    );
-    assert_eq!(
-        attribute(newest, "data-value"),
-        Some(ANOMALOUS_ROWS.to_string().as_str())
-    );
-    assert_eq!(
-        attribute(newest, "data-outside-band"),
-        Some("true"),
-        "newest point: {newest}"
-    );
+    assert_eq!(attribute(newest, "data-snapshot-id"), Some(anomalous_snapshot.to_string().as_str()));
+    assert_eq!(attribute(newest, "data-value"), Some(ANOMALOUS_ROWS.to_string().as_str()));
+    assert_eq!(attribute(newest, "data-outside-band"), Some("true"), "newest point: {newest}");
     let lower: f64 = attribute(newest, "data-lower").unwrap().parse().unwrap();
     let upper: f64 = attribute(newest, "data-upper").unwrap().parse().unwrap();
     assert!(upper < ANOMALOUS_ROWS as f64, "band upper {upper}");
@@ -306,81 +228,34 @@ async fn status_page_shows_the_anomaly_in_chromium_and_escapes_user_data() {
         "chart band {lower}..{upper} vs judge {reported_lower}..{reported_upper}"
     );
     // Most history points sit inside their band (the band is not drawn around nothing).
-    let inside = points
-        .iter()
-        .filter(|point| attribute(point, "data-outside-band") == Some("false"))
-        .count();
-    assert!(
-        inside * 10 > points.len() * 7,
-        "{inside} of {} points inside the band",
-        points.len()
-    );
-    for series in [
-        "volume/total_rows",
-        "freshness/commit_gap_seconds",
-        "schema/column_count",
-    ] {
-        assert!(
-            chart(&table_dom, series).contains("<circle"),
-            "chart {series} has no points"
-        );
+    let inside = points.iter().filter(|point| attribute(point, "data-outside-band") == Some("false")).count();
+    assert!(inside * 10 > points.len() * 7, "{inside} of {} points inside the band", points.len());
+    for series in ["volume/total_rows", "freshness/commit_gap_seconds", "schema/column_count"] {
+        assert!(chart(&table_dom, series).contains("<circle"), "chart {series} has no points");
     }
-    assert!(
-        table_dom.contains(r#"data-change-type="column_added""#),
-        "schema timeline lacks the demo's added column"
-    );
+    assert!(table_dom.contains(r#"data-change-type="column_added""#), "schema timeline lacks the demo's added column");
 
     // The odd table's page escapes the column too.
-    let odd_dom = chromium(
-        profile.path(),
-        &["--dump-dom", &format!("{base}/tables/{ODD_TABLE}")],
-    );
-    assert!(
-        odd_dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;")
-            && !odd_dom.contains(HOSTILE_COLUMN)
-    );
+    let odd_dom = chromium(profile.path(), &["--dump-dom", &format!("{base}/tables/{ODD_TABLE}")]);
+    assert!(odd_dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !odd_dom.contains(HOSTILE_COLUMN));
 
     // Refresh without reload: with virtual time, the script fetches the fragment and swaps it in.
-    let refreshed = chromium(
-        profile.path(),
-        &[
-            "--dump-dom",
-            "--virtual-time-budget=25000",
-            &format!("{base}/"),
-        ],
-    );
+    let refreshed = chromium(profile.path(), &["--dump-dom", "--virtual-time-budget=25000", &format!("{base}/")]);
     let main = opening_tag(&refreshed, &[r#"id="live""#]).expect("main element");
-    let count: u32 = attribute(main, "data-refresh-count")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        count >= 1,
-        "the refresh script did not swap the fragment in: {main}"
-    );
+    let count: u32 = attribute(main, "data-refresh-count").unwrap().parse().unwrap();
+    assert!(count >= 1, "the refresh script did not swap the fragment in: {main}");
     assert!(
         opening_tag(
             &refreshed,
-            &[
-                "table-card",
-                &format!(r#"data-table="{BRONZE_TABLE}""#),
-                r#"data-status="critical""#
-            ]
+            &["table-card", &format!(r#"data-table="{BRONZE_TABLE}""#), r#"data-status="critical""#]
         )
         .is_some()
     );
     // And the fragment itself is the bare content, no page shell.
     let fragment = common::http_get(&format!("{base}/?fragment=1")).unwrap();
     assert!(fragment.starts_with("<section class=\"summary") && !fragment.contains("<html"));
-    assert_eq!(
-        common::http_get(&format!("{base}/tables/no.such_table")),
-        None,
-        "unknown tables are 404"
-    );
+    assert_eq!(common::http_get(&format!("{base}/tables/no.such_table")), None, "unknown tables are 404");
 
     let status = service.terminate(Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "icewatch did not stop cleanly: {status:?}"
-    );
+    assert!(status.is_some_and(|status| status.success()), "icewatch did not stop cleanly: {status:?}");
 }

@@ -81,10 +81,8 @@ impl ColumnAccumulator {
             min_length: u64::MAX,
             max_length: 0,
             distinct: (wanted.distinct && kind != ValueKind::Other).then(HyperLogLog::new),
-            numbers: (wanted.sample > 0 && kind == ValueKind::Numeric)
-                .then(|| BottomK::new(wanted.sample, seed)),
-            strings: (wanted.sample > 0 && kind == ValueKind::Text)
-                .then(|| BottomK::new(wanted.sample, seed)),
+            numbers: (wanted.sample > 0 && kind == ValueKind::Numeric).then(|| BottomK::new(wanted.sample, seed)),
+            strings: (wanted.sample > 0 && kind == ValueKind::Text).then(|| BottomK::new(wanted.sample, seed)),
         }
     }
 
@@ -324,11 +322,7 @@ impl HyperLogLog {
             (sum + 2f64.powi(-i32::from(register)), zeros + usize::from(register == 0))
         });
         let raw = alpha * m * m / sum;
-        if raw <= 2.5 * m && zeros > 0 {
-            m * (m / zeros as f64).ln()
-        } else {
-            raw
-        }
+        if raw <= 2.5 * m && zeros > 0 { m * (m / zeros as f64).ln() } else { raw }
     }
 }
 
