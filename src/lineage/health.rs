@@ -12,8 +12,10 @@
 //!
 //! Other warnings (a volume deviation, the statistical commit-cadence score) do not fail a
 //! stage. A stage whose table has no result yet is unknown: neither failing nor healthy.
-//! A failing stage is a root cause when none of its upstream stages fails; every stage
-//! transitively downstream of a failing stage is impacted.
+//! A failing stage is a root cause when none of its upstream stages fails, or when its own
+//! table is unreadable: a failing upstream explains a stale or late table, never metadata
+//! that cannot be loaded. Every stage transitively downstream of a failing stage is impacted;
+//! a root cause lists no upstream cause of its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -118,11 +120,19 @@ pub fn table_reasons(table: &str, results: &[SensorResult]) -> Option<(Vec<Reaso
     Some((reasons, last_data_commit_ms))
 }
 
+/// The word of a table whose sensors all ended in `error`: it cannot be loaded at all.
+const UNREADABLE: &str = "unreadable";
+
+/// Whether the stage fails for a reason no upstream can explain (its table is unreadable).
+fn fails_on_its_own(stage: &StageStatus) -> bool {
+    stage.reasons.iter().any(|reason| reason.word == UNREADABLE)
+}
+
 /// The word for a result that fails a stage, `None` for one that does not.
 fn failure_word(evaluation: &Evaluation) -> Option<&'static str> {
     let freshness = evaluation.sensor == SensorKind::Freshness && evaluation.metric == "freshness_seconds";
     match evaluation.status {
-        Status::Error => Some("unreadable"),
+        Status::Error => Some(UNREADABLE),
         Status::Warning if freshness => Some("stale"),
         Status::Critical if freshness => Some("stale"),
         Status::Critical => Some(match evaluation.sensor {
@@ -222,7 +232,7 @@ pub fn evaluate(
         }
         let upstream_fails =
             stages[position].upstream.iter().any(|parent| index.get(parent).is_some_and(|&parent| failing[parent]));
-        if !upstream_fails {
+        if !upstream_fails || fails_on_its_own(&stages[position]) {
             roots.push(position);
         }
     }
@@ -240,7 +250,9 @@ pub fn evaluate(
         stages[root].root_cause = true;
         let root_name = stages[root].stage.clone();
         for child in reach(root) {
-            stages[child].caused_by.push(root_name.clone());
+            if !roots.contains(&child) {
+                stages[child].caused_by.push(root_name.clone());
+            }
         }
     }
 
@@ -428,6 +440,64 @@ mod tests {
         assert_eq!(bronze.health, Health::Failing);
         assert_eq!(bronze.reasons[0].word, "unreadable");
         assert_eq!(status.stage("silver").unwrap().health, Health::Healthy);
+    }
+
+    /// Every combination of bronze's and silver's states: which of them is the root cause,
+    /// and whether silver is blamed on bronze.
+    #[test]
+    fn root_cause_for_each_combination_of_upstream_and_downstream_states() {
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        enum State {
+            Healthy,
+            StaleWarning,
+            StaleCritical,
+            Unreadable,
+            Unknown,
+        }
+        let results_for = |table: &str, state: State| -> Vec<SensorResult> {
+            match state {
+                State::Healthy => vec![freshness(table, Status::Ok, 0)],
+                State::StaleWarning => vec![freshness(table, Status::Warning, 0)],
+                State::StaleCritical => vec![freshness(table, Status::Critical, 0)],
+                State::Unreadable => {
+                    let mut result = freshness(table, Status::Error, 0);
+                    result.evaluations = vec![Evaluation::new(
+                        table,
+                        SensorKind::Freshness,
+                        "run",
+                        Status::Error,
+                        "corrupt".to_string(),
+                    )];
+                    vec![result]
+                }
+                State::Unknown => Vec::new(),
+            }
+        };
+        let failing = |state: State| matches!(state, State::StaleWarning | State::StaleCritical | State::Unreadable);
+        let states = [State::Healthy, State::StaleWarning, State::StaleCritical, State::Unreadable, State::Unknown];
+        for upstream in states {
+            for downstream in states {
+                let mut results = results_for("b.t", upstream);
+                results.extend(results_for("s.t", downstream));
+                let status = evaluate(&pipeline(), &results, &HashMap::new());
+                let bronze = status.stage("bronze").unwrap();
+                let silver = status.stage("silver").unwrap();
+                let case = format!("bronze {upstream:?}, silver {downstream:?}");
+                assert_eq!(bronze.root_cause, failing(upstream), "{case}");
+                let silver_is_root = failing(downstream) && (!failing(upstream) || downstream == State::Unreadable);
+                assert_eq!(silver.root_cause, silver_is_root, "{case}");
+                assert_eq!(silver.impacted, failing(upstream), "{case}");
+                let blamed_on_bronze = failing(upstream) && !silver_is_root;
+                assert_eq!(silver.caused_by == ["bronze"], blamed_on_bronze, "{case}");
+                let silver_message = stage_evaluations(&status)
+                    .into_iter()
+                    .map(|evaluation| evaluation.message)
+                    .find(|message| message.contains("`s.t`"));
+                if let Some(message) = silver_message.filter(|_| failing(downstream)) {
+                    assert_eq!(message.contains("because `b.t`"), blamed_on_bronze, "{case}: {message}");
+                }
+            }
+        }
     }
 
     #[test]
