@@ -1,11 +1,61 @@
 //! The judging policy, in one place: how a sensor's settings become scoring parameters for a
 //! series, which values that series can take (so its band is clamped to them), and how a
 //! z-score becomes a severity. The judges and the status page's charts both call these, so the
-//! band drawn for a point is the band that point was judged against. Pure: no IO, no history.
+//! band drawn for a point is the band that point was judged against. It owns [`Status`], the
+//! verdict every judge returns. Pure: no IO, no history; it depends on no sensor.
+
+use serde::Serialize;
 
 use crate::config::{SensorSettings, Statistic};
-use crate::sensors::Status;
 use crate::stats::{Direction, Score, ScoringParams};
+
+/// A verdict, ordered by severity (`Ok` < `InsufficientHistory` < `Warning` < `Critical` < `Error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    InsufficientHistory,
+    Warning,
+    Critical,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::InsufficientHistory => "insufficient_history",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+            Status::Error => "error",
+        }
+    }
+
+    /// The value of `icewatch_result_severity`.
+    pub fn severity(self) -> i64 {
+        match self {
+            Status::Ok | Status::InsufficientHistory | Status::Error => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+        }
+    }
+
+    /// Whether a `check --fail-on` level is reached: `error` counts as critical.
+    pub fn reaches(self, level: Status) -> bool {
+        let rank = |status: Status| match status {
+            Status::Ok | Status::InsufficientHistory => 0,
+            Status::Warning => 1,
+            Status::Critical | Status::Error => 2,
+        };
+        rank(self) >= rank(level) && rank(self) > 0
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
 
 /// What a scored series measures, as far as judging it differs from other series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -270,7 +270,6 @@ pub fn judge(
             .unwrap_or_default();
         let score = stats::score(value.value, &history, &params);
         let status = judging::zscore_verdict(score.as_ref(), settings.zscore_threshold);
-        let band = score.as_ref().map(|score| judging::band(score, measure));
         let origin = describe_source(newest, value.source);
         let verdict = match &score {
             None => format!(
@@ -279,7 +278,7 @@ pub fn judge(
                 settings.min_history
             ),
             Some(score) => {
-                let (lower, upper) = band.unwrap_or((score.expected_lower, score.expected_upper));
+                let (lower, upper) = judging::band(score, measure);
                 format!(
                     "z = {:.2} against {} earlier batches (expected {} to {})",
                     score.zscore,

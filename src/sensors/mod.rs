@@ -20,54 +20,8 @@ use serde::Serialize;
 
 use crate::config::SensorKind;
 use crate::history::{Point, SeriesKey};
-
-/// A verdict, ordered by severity (`Ok` < `InsufficientHistory` < `Warning` < `Critical` < `Error`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    InsufficientHistory,
-    Warning,
-    Critical,
-    Error,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::InsufficientHistory => "insufficient_history",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-            Status::Error => "error",
-        }
-    }
-
-    /// The value of `icewatch_result_severity`.
-    pub fn severity(self) -> i64 {
-        match self {
-            Status::Ok | Status::InsufficientHistory | Status::Error => 0,
-            Status::Warning => 1,
-            Status::Critical => 2,
-        }
-    }
-
-    /// Whether a `check --fail-on` level is reached: `error` counts as critical.
-    pub fn reaches(self, level: Status) -> bool {
-        let rank = |status: Status| match status {
-            Status::Ok | Status::InsufficientHistory => 0,
-            Status::Warning => 1,
-            Status::Critical | Status::Error => 2,
-        };
-        rank(self) >= rank(level) && rank(self) > 0
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+/// The verdict type is the judging policy's; sensors and everything downstream use it from here.
+pub use crate::judging::Status;
 
 /// One judged result: what `check` prints, what `/metrics` and the status page show.
 #[derive(Clone, Debug, Serialize)]
