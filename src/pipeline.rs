@@ -15,10 +15,7 @@ use crate::config::{Config, SensorKind, TableConfig};
 use crate::export::metrics::Metrics;
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
 use crate::lineage::Lineage;
-use crate::sensors::freshness::ManifestBoundsCache;
-use crate::sensors::{
-    Evaluation, SensorError, SensorResult, Status, WindowRequest, Windows, distribution, freshness, schema, volume,
-};
+use crate::sensors::{Evaluation, Input, Seen, Sensor, SensorError, SensorResult, Step, WindowRequest, Windows};
 
 /// Why the pipeline could not start at all (a failing sensor never gets here).
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +29,8 @@ pub struct Pipeline {
     catalog: AsyncMutex<Option<CatalogHandle>>,
     history: HistoryStore,
     metrics: Arc<Metrics>,
-    bounds_cache: ManifestBoundsCache,
+    /// Every sensor kind of this build ([`crate::sensors::registry`]).
+    sensors: Vec<Box<dyn Sensor>>,
     results: Mutex<BTreeMap<(String, SensorKind), SensorResult>>,
     /// Pipelines and OpenLineage runs of this configuration, re-evaluated after every run.
     lineage: Lineage,
@@ -53,7 +51,7 @@ impl Pipeline {
             catalog: AsyncMutex::new(None),
             history,
             metrics,
-            bounds_cache: ManifestBoundsCache::default(),
+            sensors: crate::sensors::registry(),
             results: Mutex::new(BTreeMap::new()),
             lineage,
         })
@@ -190,223 +188,120 @@ impl Pipeline {
         result
     }
 
+    /// The one loop every kind runs: the sensor observes (given what history holds of its
+    /// progress), then each step in commit order has its windows read, is judged and has its
+    /// points stored; the last judged step is the run's result. Metrics are set from the
+    /// results and the sensor's readings.
     async fn observe_and_judge(
         &self,
         iceberg_table: &Table,
         table: &TableConfig,
         kind: SensorKind,
     ) -> Result<Vec<Evaluation>, SensorError> {
+        // Lineage is judged per pipeline (from every table's results) by `Lineage`, not per table.
+        let Some(sensor) = self.sensors.iter().find(|sensor| sensor.kind() == kind) else { return Ok(Vec::new()) };
         let name = table.name.as_str();
-        let layer = table.layer.as_str();
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        match kind {
-            SensorKind::Freshness => {
-                let Some(config) = &table.freshness else { return Ok(Vec::new()) };
-                let observation = freshness::observe(iceberg_table, name, config, now_ms, &self.bounds_cache).await?;
-                let requests = freshness::window_requests(name, config, &observation);
-                let (evaluations, _) = self
-                    .score_series(name, freshness::series(name, &observation), &requests, |windows| {
-                        freshness::judge(name, config, &observation, windows)
-                    })
-                    .await?;
-                self.metrics.record_freshness(name, layer, config, &observation, &evaluations);
-                Ok(evaluations)
-            }
-            SensorKind::Volume => {
-                let Some(config) = &table.volume else { return Ok(Vec::new()) };
-                let observation = volume::observe(iceberg_table, now_ms);
-                let missed_anomalies = self.judge_missed_appends(name, config, &observation).await?;
-                let requests = volume::window_requests(name, config, &observation);
-                let (evaluations, stored) = self
-                    .score_series(name, volume::series(name, &observation), &requests, |windows| {
-                        volume::judge(name, config, &observation, windows)
-                    })
-                    .await?;
-                let newest_added = volume::rows_added_series(name);
-                let newest_anomaly =
-                    stored.iter().any(|point| point.series == newest_added) && is_volume_anomaly(&evaluations);
-                self.metrics.record_volume(
-                    name,
-                    layer,
-                    &observation,
-                    &evaluations,
-                    missed_anomalies + u64::from(newest_anomaly),
-                );
-                Ok(evaluations)
-            }
-            SensorKind::Schema => {
-                let Some(config) = &table.schema else { return Ok(Vec::new()) };
-                let observation = schema::observe(iceberg_table, now_ms);
-                self.history
-                    .record_events(&schema::events(name, &observation))
-                    .await
-                    .map_err(|source| SensorError::History { table: name.to_string(), source })?;
-                let column_count = Point {
-                    series: SeriesKey::new(name, SensorKind::Schema.as_str(), "column_count", &[]),
-                    observed_at_ms: iceberg_table.metadata().last_updated_ms(),
-                    snapshot_id: iceberg_table.metadata().current_snapshot_id(),
-                    value: observation.column_count as f64,
-                };
-                self.history
-                    .append(&[column_count])
-                    .await
-                    .map_err(|source| SensorError::History { table: name.to_string(), source })?;
-                let evaluations = schema::judge(name, config, &observation);
-                self.metrics.record_schema(name, layer, &observation, &evaluations);
-                Ok(evaluations)
-            }
-            SensorKind::Distribution => {
-                let Some(config) = &table.distribution else { return Ok(Vec::new()) };
-                self.profile_distribution(iceberg_table, name, config).await
-            }
-            // Lineage is judged per pipeline (from every table's results) by `Lineage`, not per table.
-            SensorKind::Lineage => Ok(Vec::new()),
-        }
+        let seen = match sensor.progress(table) {
+            Some((series, limit)) => self.seen(name, &series, limit).await?,
+            None => Seen::default(),
+        };
+        let previous = self.results.lock().ok().and_then(|results| results.get(&(name.to_string(), kind)).cloned());
+        let input = Input {
+            table: iceberg_table,
+            config: table,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+            seen,
+            previous,
+        };
+        let observed = sensor.observe(&input).await?;
+        let (evaluations, new_anomalies) = self.run_steps(name, observed.steps).await?;
+        self.metrics.record_judged(name, &table.layer, &evaluations, &new_anomalies, &observed.readings);
+        Ok(evaluations)
     }
 
-    /// Stores the history the observation brings (backfill: everything newer than what the
-    /// store has, except the newest point of each series), reads the windows the judge asks
-    /// for, judges, then stores the newest points. Returns the judge's results and the newest
-    /// points that were not stored before (new snapshots since the last run).
-    async fn score_series(
+    /// The newest stored points of a sensor's progress series.
+    async fn seen(&self, table: &str, series: &SeriesKey, limit: usize) -> Result<Seen, SensorError> {
+        let points = self
+            .history
+            .window(series, i64::MAX, limit.max(1))
+            .await
+            .map_err(|source| SensorError::History { table: table.to_string(), source })?;
+        Ok(Seen {
+            latest_ms: points.iter().map(|point| point.observed_at_ms).max(),
+            snapshot_ids: points.iter().filter_map(|point| point.snapshot_id).collect(),
+        })
+    }
+
+    /// Runs the steps in order: backfill points are stored before the next judge reads its
+    /// windows, a judged step's own points after its judge ran. A point is stored only when it
+    /// is newer than its series' newest point before the run (the store keeps history, the
+    /// snapshot log only repeats it). Returns the last judge's results and the counted
+    /// anomalies of the steps new to the store.
+    async fn run_steps(
         &self,
         table: &str,
-        points: Vec<Point>,
-        requests: &[WindowRequest],
-        judge: impl FnOnce(&Windows) -> Vec<Evaluation>,
-    ) -> Result<(Vec<Evaluation>, Vec<Point>), SensorError> {
+        steps: Vec<Step<'_>>,
+    ) -> Result<(Vec<Evaluation>, Vec<Evaluation>), SensorError> {
         let history_error = |source| SensorError::History { table: table.to_string(), source };
-        let mut by_series: BTreeMap<SeriesKey, Vec<Point>> = BTreeMap::new();
-        for point in points {
-            by_series.entry(point.series.clone()).or_default().push(point);
-        }
-        let mut newest = Vec::new();
-        for (series, mut series_points) in by_series {
-            series_points.sort_by_key(|point| (point.observed_at_ms, point.snapshot_id));
-            let Some(last) = series_points.pop() else { continue };
-            let stored_until =
-                self.history.latest(&series).await.map_err(history_error)?.map(|point| point.observed_at_ms);
-            let backfill: Vec<Point> = series_points
-                .into_iter()
-                .filter(|point| stored_until.is_none_or(|until| point.observed_at_ms > until))
-                .collect();
-            if !backfill.is_empty() {
-                if stored_until.is_none() && backfill.len() > 1 {
-                    tracing::info!(table, series = %series, points = backfill.len(), "backfilling history from the snapshot log");
+        let mut stored_until: HashMap<SeriesKey, Option<i64>> = HashMap::new();
+        let mut unstored: Vec<Point> = Vec::new();
+        let mut events = Vec::new();
+        let mut evaluations = Vec::new();
+        let mut new_anomalies = Vec::new();
+        let total = steps.len();
+        for (index, step) in steps.into_iter().enumerate() {
+            if let Some(judging) = step.judging {
+                self.store(table, &mut unstored, &mut events).await?;
+                let windows = self.fetch_windows(table, &judging.requests).await?;
+                evaluations = (judging.judge)(&windows);
+                if judging.counts_anomalies {
+                    new_anomalies
+                        .extend(evaluations.iter().filter(|evaluation| evaluation.is_counted_anomaly()).cloned());
                 }
-                self.history.append(&backfill).await.map_err(history_error)?;
+                if index % 10 == 9 && total > 10 {
+                    tracing::info!(table, judged = index + 1, of = total, "catching up with the snapshot log");
+                }
             }
-            newest.push(last);
-        }
-        let windows = self.fetch_windows(table, requests).await?;
-        let evaluations = judge(&windows);
-        let mut stored = Vec::new();
-        for point in newest {
-            if !self
-                .history
-                .contains(&point.series, point.observed_at_ms, point.snapshot_id)
-                .await
-                .map_err(history_error)?
-            {
-                stored.push(point);
+            for point in step.points {
+                if !stored_until.contains_key(&point.series) {
+                    let until = self
+                        .history
+                        .latest(&point.series)
+                        .await
+                        .map_err(history_error)?
+                        .map(|point| point.observed_at_ms);
+                    if until.is_none() {
+                        tracing::info!(table, series = %point.series, "starting the history of a series (backfilled from the snapshot log)");
+                    }
+                    stored_until.insert(point.series.clone(), until);
+                }
+                if stored_until[&point.series].is_none_or(|until| point.observed_at_ms > until) {
+                    unstored.push(point);
+                }
             }
+            events.extend(step.events);
         }
-        self.history.append(&stored).await.map_err(history_error)?;
-        Ok((evaluations, stored))
+        self.store(table, &mut unstored, &mut events).await?;
+        Ok((evaluations, new_anomalies))
     }
 
-    /// Profiles the batches the store has not seen (on first sight the last `window` of them: a
-    /// backfill), judging each new one against the batches before it, in commit order; the
-    /// newest also gets the drift tests against its reference batches. When nothing new was
-    /// committed, the newest batch's last verdict is kept, or (in a new process) it is profiled
-    /// again: batches are the files a snapshot added, so that costs one batch, not the table.
-    async fn profile_distribution(
+    /// Stores what the steps so far brought, in one write each.
+    async fn store(
         &self,
-        iceberg_table: &Table,
-        name: &str,
-        config: &crate::config::DistributionConfig,
-    ) -> Result<Vec<Evaluation>, SensorError> {
-        let history_error = |source| SensorError::History { table: name.to_string(), source };
-        let Some((first_column, first_statistics)) = config.columns.first() else { return Ok(Vec::new()) };
-        let Some(first_statistic) = first_statistics.first() else { return Ok(Vec::new()) };
-        let marker = distribution::series_key(name, first_column, *first_statistic);
-        let stored: std::collections::HashSet<i64> = self
-            .history
-            .window(&marker, i64::MAX, config.settings.window.max(1) * 4)
-            .await
-            .map_err(history_error)?
-            .into_iter()
-            .filter_map(|point| point.snapshot_id)
-            .collect();
-        let first_sight = stored.is_empty();
-        let mut pending = distribution::snapshots_to_profile(iceberg_table, config, &|id| stored.contains(&id));
-        if pending.is_empty() {
-            let newest = distribution::snapshots_to_profile(iceberg_table, config, &|_| false).pop();
-            let Some(newest) = newest else {
-                return Ok(vec![Evaluation::new(
-                    name,
-                    SensorKind::Distribution,
-                    "value",
-                    Status::InsufficientHistory,
-                    "no batch to profile yet: the table has no append".to_string(),
-                )]);
-            };
-            let previous = self
-                .results
-                .lock()
-                .ok()
-                .and_then(|results| results.get(&(name.to_string(), SensorKind::Distribution)).cloned());
-            if let Some(previous) = previous
-                && previous.evaluations.iter().any(|evaluation| evaluation.snapshot_id == Some(newest))
-            {
-                return Ok(previous.evaluations);
-            }
-            pending.push(newest);
+        table: &str,
+        points: &mut Vec<Point>,
+        events: &mut Vec<crate::history::Event>,
+    ) -> Result<(), SensorError> {
+        let history_error = |source| SensorError::History { table: table.to_string(), source };
+        if !events.is_empty() {
+            self.history.record_events(events).await.map_err(history_error)?;
+            events.clear();
         }
-        if pending.len() > 1 {
-            tracing::info!(
-                table = name,
-                batches = pending.len(),
-                "profiling batches (each over the files its snapshot added)"
-            );
+        if !points.is_empty() {
+            self.history.append(points).await.map_err(history_error)?;
+            points.clear();
         }
-        let profiles = distribution::observe(iceberg_table, name, config, &pending).await?;
-        let Some((newest, earlier)) = profiles.split_last() else {
-            return Ok(vec![Evaluation::new(
-                name,
-                SensorKind::Distribution,
-                "value",
-                Status::Ok,
-                "the newest snapshots added no rows to profile".to_string(),
-            )]);
-        };
-        let mut anomalies: Vec<(String, String)> = Vec::new();
-        for (index, profile) in earlier.iter().enumerate() {
-            let windows = self.fetch_windows(name, &distribution::window_requests(name, config, profile)).await?;
-            if !first_sight {
-                anomalies.extend(distribution_anomalies(&distribution::judge(name, config, profile, &windows, None)));
-            }
-            self.history.append(&distribution::series(name, profile)).await.map_err(history_error)?;
-            if index % 10 == 9 {
-                tracing::info!(
-                    table = name,
-                    profiled = index + 1,
-                    of = profiles.len(),
-                    "distribution backfill progress"
-                );
-            }
-        }
-        let windows = self.fetch_windows(name, &distribution::window_requests(name, config, newest)).await?;
-        let reference = distribution::observe_reference(iceberg_table, name, config, newest.snapshot_id).await?;
-        let drift = distribution::drift(config, newest, &reference);
-        let evaluations = distribution::judge(name, config, newest, &windows, Some(&drift));
-        let newest_is_new = !stored.contains(&newest.snapshot_id);
-        if newest_is_new {
-            anomalies.extend(distribution_anomalies(&evaluations));
-        }
-        self.history.append(&distribution::series(name, newest)).await.map_err(history_error)?;
-        self.metrics.record_distribution(name, &evaluations, &drift, &anomalies);
-        Ok(evaluations)
+        Ok(())
     }
 
     async fn fetch_windows(&self, table: &str, requests: &[WindowRequest]) -> Result<Windows, SensorError> {
@@ -435,47 +330,6 @@ impl Pipeline {
         Ok(windows)
     }
 
-    /// Appends that landed since the last run, before the newest one, are judged one by one in
-    /// commit order (each against the history before it) and stored, so an anomaly between two
-    /// runs is counted too. On first sight nothing is judged: history is only backfilled.
-    async fn judge_missed_appends(
-        &self,
-        table: &str,
-        config: &crate::config::VolumeConfig,
-        observation: &volume::VolumeObservation,
-    ) -> Result<u64, SensorError> {
-        let history_error = |source| SensorError::History { table: table.to_string(), source };
-        let series = volume::rows_added_series(table);
-        let Some(stored_until) =
-            self.history.latest(&series).await.map_err(history_error)?.map(|point| point.observed_at_ms)
-        else {
-            return Ok(0);
-        };
-        let missed: Vec<usize> = (0..observation.appends.len().saturating_sub(1))
-            .filter(|index| observation.appends[*index].timestamp_ms > stored_until)
-            .collect();
-        let mut anomalies = 0;
-        for index in missed {
-            let upto =
-                volume::VolumeObservation { appends: observation.appends[..=index].to_vec(), ..observation.clone() };
-            let mut windows = Windows::new();
-            for request in volume::window_requests(table, config, &upto) {
-                let since = request.since_ms.unwrap_or(i64::MIN);
-                windows.insert(
-                    request.series.clone(),
-                    self.history.range(&request.series, since, request.before_ms).await.map_err(history_error)?,
-                );
-            }
-            if is_volume_anomaly(&volume::judge(table, config, &upto, &windows)) {
-                anomalies += 1;
-            }
-            let points: Vec<Point> =
-                volume::series(table, &upto).into_iter().filter(|point| point.series == series).skip(index).collect();
-            self.history.append(&points).await.map_err(history_error)?;
-        }
-        Ok(anomalies)
-    }
-
     /// The latest result of every sensor that ran, in config order.
     pub fn latest_results(&self) -> Vec<SensorResult> {
         let Ok(results) = self.results.lock() else { return Vec::new() };
@@ -492,23 +346,6 @@ impl Pipeline {
             self.metrics.icewatch_history_points.set(count as i64);
         }
     }
-}
-
-/// (column, statistic) of every anomalous statistic among `evaluations`.
-fn distribution_anomalies(evaluations: &[Evaluation]) -> Vec<(String, String)> {
-    evaluations
-        .iter()
-        .filter(|evaluation| {
-            evaluation.metric == "value" && matches!(evaluation.status, Status::Warning | Status::Critical)
-        })
-        .filter_map(|evaluation| Some((evaluation.column.clone()?, evaluation.statistic.clone()?)))
-        .collect()
-}
-
-fn is_volume_anomaly(evaluations: &[Evaluation]) -> bool {
-    evaluations.iter().any(|evaluation| {
-        evaluation.metric == volume::ROWS_ADDED && matches!(evaluation.status, Status::Warning | Status::Critical)
-    })
 }
 
 /// A table that failed to load fails every sensor of the run with the same error.

@@ -51,7 +51,7 @@ fn render_text(results: &[SensorResult], summary: &BTreeMap<&'static str, usize>
             let _ = writeln!(out, "\n{}{layer}", result.table);
         }
         for evaluation in &result.evaluations {
-            let mut name = evaluation.metric.clone();
+            let mut name = evaluation.metric.to_string();
             if let Some(column) = &evaluation.column {
                 name = format!("{name} {column}");
             }

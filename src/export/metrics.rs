@@ -12,10 +12,7 @@ use prometheus::{
 };
 
 use crate::config::SensorKind;
-use crate::sensors::freshness::FreshnessObservation;
-use crate::sensors::schema::SchemaObservation;
-use crate::sensors::volume::VolumeObservation;
-use crate::sensors::{Evaluation, Status};
+use crate::sensors::{Evaluation, Gauge, Metric, Reading, Status};
 
 /// The registry and every family in it.
 pub struct Metrics {
@@ -516,168 +513,138 @@ impl Metrics {
         self.icewatch_sensor_errors_total.with_label_values(&[table, sensor.as_str(), reason]).inc();
     }
 
-    pub fn record_freshness(
+    /// The gauges of one successful run: from its results (by metric), the anomalies counted
+    /// once per snapshot new to the store, and the sensor's readings.
+    pub fn record_judged(
         &self,
         table: &str,
         layer: &str,
-        config: &crate::config::FreshnessConfig,
-        observation: &FreshnessObservation,
         evaluations: &[Evaluation],
+        new_anomalies: &[Evaluation],
+        readings: &[Reading],
     ) {
-        let labels = [table, layer];
-        if let Some(warn) = config.warn_after {
-            self.data_freshness_warning_threshold_seconds.with_label_values(&labels).set(warn.as_secs_f64());
+        for evaluation in evaluations {
+            self.record_evaluation(table, layer, evaluation);
         }
-        if let Some(critical) = config.critical_after {
-            self.data_freshness_critical_threshold_seconds.with_label_values(&labels).set(critical.as_secs_f64());
+        for anomaly in new_anomalies {
+            if let Some(counter) = self.anomaly_counter(table, layer, anomaly) {
+                counter.inc();
+            }
         }
-        if let (Some(age), Some(commit)) = (observation.age_seconds(), &observation.last_data_commit) {
-            self.data_freshness_seconds.with_label_values(&labels).set(age);
-            self.data_last_commit_timestamp_seconds.with_label_values(&labels).set(commit.timestamp_ms as f64 / 1000.0);
-        }
-        if let (Some(lag), Some(event)) = (observation.event_time_lag_seconds(), &observation.event_time) {
-            self.data_event_time_lag_seconds.with_label_values(&labels).set(lag);
-            self.data_max_event_timestamp_seconds.with_label_values(&labels).set(event.max_ms as f64 / 1000.0);
-        }
-        if let Some(z) = evaluations
-            .iter()
-            .find(|evaluation| evaluation.metric == "commit_gap_seconds")
-            .and_then(|evaluation| evaluation.zscore)
-        {
-            self.data_commit_gap_zscore.with_label_values(&labels).set(z);
+        for reading in readings {
+            self.record_reading(table, layer, reading);
         }
     }
 
-    /// Volume gauges; `new_anomalies` counts appends judged anomalous in this run that had not
-    /// been recorded before (so each snapshot counts once, also across restarts).
-    pub fn record_volume(
-        &self,
-        table: &str,
-        layer: &str,
-        observation: &VolumeObservation,
-        evaluations: &[Evaluation],
-        new_anomalies: u64,
-    ) {
-        let labels = [table, layer];
-        if let Some(rows) =
-            evaluations.iter().find(|evaluation| evaluation.metric == crate::sensors::volume::ROWS_ADDED)
-        {
-            if let Some(value) = rows.value {
-                self.data_rows_added.with_label_values(&labels).set(value);
-            }
-            if let Some(z) = rows.zscore {
-                self.data_rows_added_zscore.with_label_values(&labels).set(z);
-            }
-            if let Some(lower) = rows.expected_lower {
-                self.data_rows_added_expected_lower.with_label_values(&labels).set(lower);
-            }
-            if let Some(upper) = rows.expected_upper {
-                self.data_rows_added_expected_upper.with_label_values(&labels).set(upper);
-            }
-        }
-        if let Some(deviation) = volume_deviation(evaluations) {
-            self.data_volume_deviation_percent.with_label_values(&labels).set(deviation);
-        }
+    fn record_evaluation(&self, table: &str, layer: &str, evaluation: &Evaluation) {
         // Touching the counter exports it at 0 until the first anomaly.
-        self.data_volume_anomaly_total.with_label_values(&labels).inc_by(new_anomalies);
-        if let Some(latest) = &observation.latest_data_commit {
-            let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
-            self.data_rows_deleted.with_label_values(&labels).set(deleted as f64);
-            self.data_files_added.with_label_values(&labels).set(latest.added_files.unwrap_or(0) as f64);
-            self.data_bytes_added.with_label_values(&labels).set(latest.added_bytes.unwrap_or(0) as f64);
+        let _ = self.anomaly_counter(table, layer, evaluation);
+        let table_layer = [table, layer];
+        match evaluation.metric {
+            Metric::CommitGapSeconds => {
+                if let Some(z) = evaluation.zscore {
+                    self.data_commit_gap_zscore.with_label_values(&table_layer).set(z);
+                }
+            }
+            Metric::RowsAdded => {
+                for (family, value) in [
+                    (&self.data_rows_added, evaluation.value),
+                    (&self.data_rows_added_zscore, evaluation.zscore),
+                    (&self.data_rows_added_expected_lower, evaluation.expected_lower),
+                    (&self.data_rows_added_expected_upper, evaluation.expected_upper),
+                    (&self.data_volume_deviation_percent, evaluation.deviation_percent),
+                ] {
+                    if let Some(value) = value {
+                        family.with_label_values(&table_layer).set(value);
+                    }
+                }
+            }
+            Metric::DistributionValue => {
+                let (Some(column), Some(statistic), Some(value)) =
+                    (&evaluation.column, &evaluation.statistic, evaluation.value)
+                else {
+                    return;
+                };
+                let labels = [table, column.as_str(), statistic.as_str()];
+                self.data_distribution_value.with_label_values(&labels).set(value);
+                if let Some(z) = evaluation.zscore {
+                    self.data_distribution_zscore.with_label_values(&labels).set(z);
+                }
+                if let (Some(lower), Some(upper)) = (evaluation.expected_lower, evaluation.expected_upper) {
+                    self.data_distribution_expected_lower.with_label_values(&labels).set(lower);
+                    self.data_distribution_expected_upper.with_label_values(&labels).set(upper);
+                }
+            }
+            _ => {}
         }
-        if let Some(current) = &observation.current {
-            if let Some(files) = current.total_files {
-                self.data_files.with_label_values(&labels).set(files as f64);
+    }
+
+    /// The `*_anomaly_total` series an evaluation's anomalies count in, if its metric has one.
+    fn anomaly_counter(&self, table: &str, layer: &str, evaluation: &Evaluation) -> Option<prometheus::IntCounter> {
+        match evaluation.metric {
+            Metric::RowsAdded => Some(self.data_volume_anomaly_total.with_label_values(&[table, layer])),
+            Metric::DistributionValue => {
+                let (column, statistic) = (evaluation.column.as_deref()?, evaluation.statistic.as_deref()?);
+                Some(self.data_distribution_anomaly_total.with_label_values(&[table, column, statistic]))
             }
-            if let Some(bytes) = current.total_bytes {
-                self.data_size_bytes.with_label_values(&labels).set(bytes as f64);
-            }
-            if let Some(total) = current.total_records {
-                let date_ms =
-                    observation.latest_data_commit.as_ref().map_or(current.timestamp_ms, |commit| commit.timestamp_ms);
-                let date = chrono::DateTime::from_timestamp_millis(date_ms)
-                    .map(|time| time.format("%Y-%m-%d").to_string())
-                    .unwrap_or_default();
+            _ => None,
+        }
+    }
+
+    fn record_reading(&self, table: &str, layer: &str, reading: &Reading) {
+        let extra = || reading.labels.iter().map(String::as_str);
+        let with_layer: Vec<&str> = [table, layer].into_iter().chain(extra()).collect();
+        let without_layer: Vec<&str> = std::iter::once(table).chain(extra()).collect();
+        let family = match reading.gauge {
+            Gauge::FreshnessSeconds => &self.data_freshness_seconds,
+            Gauge::FreshnessWarningThresholdSeconds => &self.data_freshness_warning_threshold_seconds,
+            Gauge::FreshnessCriticalThresholdSeconds => &self.data_freshness_critical_threshold_seconds,
+            Gauge::LastCommitTimestampSeconds => &self.data_last_commit_timestamp_seconds,
+            Gauge::EventTimeLagSeconds => &self.data_event_time_lag_seconds,
+            Gauge::MaxEventTimestampSeconds => &self.data_max_event_timestamp_seconds,
+            Gauge::RowsDeleted => &self.data_rows_deleted,
+            Gauge::FilesAdded => &self.data_files_added,
+            Gauge::BytesAdded => &self.data_bytes_added,
+            Gauge::Files => &self.data_files,
+            Gauge::SizeBytes => &self.data_size_bytes,
+            Gauge::SchemaColumnCount => &self.schema_column_count,
+            Gauge::SchemaExpectationViolations => &self.schema_expectation_violations,
+            Gauge::RowCount => {
+                // One `partition_date` per table: a new date replaces the previous series.
+                let date = reading.labels.first().cloned().unwrap_or_default();
                 if let Ok(mut dates) = self.row_count_dates.lock()
                     && let Some(previous) = dates.insert(table.to_string(), date.clone())
                     && previous != date
                 {
                     let _ = self.data_row_count.remove_label_values(&[table, layer, &previous]);
                 }
-                self.data_row_count.with_label_values(&[table, layer, &date]).set(total as f64);
+                &self.data_row_count
             }
-        }
-    }
-
-    /// Schema gauges and counters. `stored_counts` is the number of changes of each type the
-    /// history store holds for the table: the counter catches up to it, so a restart neither
-    /// loses nor double-counts changes.
-    pub fn record_schema(&self, table: &str, layer: &str, observation: &SchemaObservation, evaluations: &[Evaluation]) {
-        self.schema_column_count.with_label_values(&[table, layer]).set(observation.column_count as f64);
-        let mut counts: HashMap<&str, u64> = HashMap::new();
-        let mut newest: HashMap<&str, i64> = HashMap::new();
-        for change in &observation.changes {
-            *counts.entry(change.change_type).or_default() += 1;
-            let at = newest.entry(change.change_type).or_insert(change.changed_at_ms);
-            *at = (*at).max(change.changed_at_ms);
-        }
-        for (change_type, count) in counts {
-            let counter = self.schema_changes_total.with_label_values(&[table, change_type]);
-            let current = counter.get();
-            if count > current {
-                counter.inc_by(count - current);
-            }
-        }
-        for (change_type, at_ms) in newest {
-            self.schema_last_change_timestamp_seconds
-                .with_label_values(&[table, change_type])
-                .set(at_ms as f64 / 1000.0);
-        }
-        let violations = evaluations.iter().filter(|evaluation| evaluation.metric == "schema_expectation").count();
-        self.schema_expectation_violations.with_label_values(&[table, layer]).set(violations as f64);
-    }
-
-    /// Distribution gauges from the newest batch's results, the drift tests, and one count per
-    /// anomalous statistic of each batch profiled for the first time.
-    pub fn record_distribution(
-        &self,
-        table: &str,
-        evaluations: &[Evaluation],
-        drift: &[(String, crate::sensors::distribution::DriftResult)],
-        new_anomalies: &[(String, String)],
-    ) {
-        for evaluation in evaluations.iter().filter(|evaluation| evaluation.metric == "value") {
-            let (Some(column), Some(statistic)) = (&evaluation.column, &evaluation.statistic) else { continue };
-            let labels = [table, column.as_str(), statistic.as_str()];
-            // Touching the counter exports it at 0 until the first anomaly.
-            self.data_distribution_anomaly_total.with_label_values(&labels);
-            let Some(value) = evaluation.value else { continue };
-            self.data_distribution_value.with_label_values(&labels).set(value);
-            if let Some(z) = evaluation.zscore {
-                self.data_distribution_zscore.with_label_values(&labels).set(z);
-            }
-            if let (Some(lower), Some(upper)) = (evaluation.expected_lower, evaluation.expected_upper) {
-                self.data_distribution_expected_lower.with_label_values(&labels).set(lower);
-                self.data_distribution_expected_upper.with_label_values(&labels).set(upper);
-            }
-        }
-        for (column, statistic) in new_anomalies {
-            self.data_distribution_anomaly_total.with_label_values(&[table, column.as_str(), statistic.as_str()]).inc();
-        }
-        for (column, result) in drift {
-            let labels = [table, column.as_str()];
-            for (family, value) in [
-                (&self.data_drift_psi, result.psi),
-                (&self.data_drift_ks_statistic, result.ks_statistic),
-                (&self.data_drift_ks_pvalue, result.ks_p_value),
-                (&self.data_drift_chi2_pvalue, result.chi_square_p_value),
-            ] {
-                if let Some(value) = value.filter(|value| value.is_finite()) {
-                    family.with_label_values(&labels).set(value);
+            Gauge::SchemaChangesTotal => {
+                // The counter catches up to the count the table's history holds.
+                let counter = self.schema_changes_total.with_label_values(&without_layer);
+                let count = reading.value as u64;
+                if count > counter.get() {
+                    counter.inc_by(count - counter.get());
                 }
+                return;
             }
-        }
+            Gauge::SchemaLastChangeTimestampSeconds => {
+                self.schema_last_change_timestamp_seconds.with_label_values(&without_layer).set(reading.value);
+                return;
+            }
+            Gauge::DriftPsi | Gauge::DriftKsStatistic | Gauge::DriftKsPvalue | Gauge::DriftChi2Pvalue => {
+                let family = match reading.gauge {
+                    Gauge::DriftPsi => &self.data_drift_psi,
+                    Gauge::DriftKsStatistic => &self.data_drift_ks_statistic,
+                    Gauge::DriftKsPvalue => &self.data_drift_ks_pvalue,
+                    _ => &self.data_drift_chi2_pvalue,
+                };
+                family.with_label_values(&without_layer).set(reading.value);
+                return;
+            }
+        };
+        family.with_label_values(&with_layer).set(reading.value);
     }
 }
 
@@ -685,12 +652,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// The deviation percent the volume judge computed for the newest append.
-fn volume_deviation(evaluations: &[Evaluation]) -> Option<f64> {
-    evaluations
-        .iter()
-        .find(|evaluation| evaluation.metric == crate::sensors::volume::ROWS_ADDED)
-        .and_then(|evaluation| evaluation.deviation_percent)
 }

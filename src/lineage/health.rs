@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::{PipelineConfig, SensorKind};
 use crate::sensors::SensorResult;
-use crate::sensors::{Evaluation, Status};
+use crate::sensors::{Evaluation, Metric, Status};
 
 use super::RunRecord;
 
@@ -105,7 +105,7 @@ pub fn table_reasons(table: &str, results: &[SensorResult]) -> Option<(Vec<Reaso
         if evaluation.status == Status::Error && !unreadable {
             continue;
         }
-        if evaluation.sensor == SensorKind::Freshness && evaluation.metric == "freshness_seconds" {
+        if evaluation.sensor == SensorKind::Freshness && evaluation.metric == Metric::FreshnessSeconds {
             last_data_commit_ms = evaluation.observed_at.as_deref().and_then(parse_time_ms);
         }
         if let Some(word) = failure_word(evaluation) {
@@ -130,7 +130,7 @@ fn fails_on_its_own(stage: &StageStatus) -> bool {
 
 /// The word for a result that fails a stage, `None` for one that does not.
 fn failure_word(evaluation: &Evaluation) -> Option<&'static str> {
-    let freshness = evaluation.sensor == SensorKind::Freshness && evaluation.metric == "freshness_seconds";
+    let freshness = evaluation.sensor == SensorKind::Freshness && evaluation.metric == Metric::FreshnessSeconds;
     match evaluation.status {
         Status::Error => Some(UNREADABLE),
         Status::Warning if freshness => Some("stale"),
@@ -328,8 +328,9 @@ pub fn stage_evaluations(status: &PipelineStatus) -> Vec<Evaluation> {
                 (Status::Ok, format!("stage `{}` of pipeline `{}` is healthy", stage.stage, status.name))
             }
         };
-        let mut evaluation = Evaluation::new(&stage.table, SensorKind::Lineage, "stage", evaluation_status, message)
-            .with_value(if stage.health == Health::Healthy { 1.0 } else { 0.0 });
+        let mut evaluation =
+            Evaluation::new(&stage.table, SensorKind::Lineage, Metric::Stage, evaluation_status, message)
+                .with_value(if stage.health == Health::Healthy { 1.0 } else { 0.0 });
         evaluation.snapshot_id = stage.reasons.iter().find_map(|reason| reason.snapshot_id);
         out.push(evaluation);
     }
@@ -363,7 +364,7 @@ mod tests {
         let evaluation = Evaluation::new(
             table,
             SensorKind::Freshness,
-            "freshness_seconds",
+            Metric::FreshnessSeconds,
             status,
             "last data commit 3h ago".to_string(),
         )
@@ -409,7 +410,7 @@ mod tests {
         volume.evaluations.push(Evaluation::new(
             "b.t",
             SensorKind::Volume,
-            "rows_added",
+            Metric::RowsAdded,
             Status::Warning,
             "x".to_string(),
         ));
@@ -425,7 +426,13 @@ mod tests {
             table: table.to_string(),
             layer: String::new(),
             sensor,
-            evaluations: vec![Evaluation::new(table, sensor, "run", Status::Error, "failed to load table".to_string())],
+            evaluations: vec![Evaluation::new(
+                table,
+                sensor,
+                Metric::Run,
+                Status::Error,
+                "failed to load table".to_string(),
+            )],
             finished_at_ms: 0,
             duration: Duration::ZERO,
         };
@@ -464,7 +471,7 @@ mod tests {
                     result.evaluations = vec![Evaluation::new(
                         table,
                         SensorKind::Freshness,
-                        "run",
+                        Metric::Run,
                         Status::Error,
                         "corrupt".to_string(),
                     )];

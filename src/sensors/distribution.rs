@@ -21,6 +21,7 @@
 //!   to the batch, `distinct_count` is that of the sample.
 
 mod accumulate;
+mod sensor;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,13 +38,14 @@ use serde::Serialize;
 
 use self::accumulate::{ColumnAccumulator, ValueKind, Wanted, quantile_sorted};
 use super::snapshots::{Commit, CommitOperation, commits};
-use super::{Evaluation, SensorError, Status, WindowRequest, Windows, human_number};
+use super::{Evaluation, Metric, SensorError, Status, WindowRequest, Windows, human_number};
 use crate::config::{DistributionConfig, Scope, SensorKind, Statistic};
 use crate::history::{Point, SeriesKey};
 use crate::judging::{self, Measure};
 use crate::stats;
 
 pub use self::accumulate::HLL_STANDARD_ERROR;
+pub use self::sensor::DistributionSensor;
 
 /// Values kept per numeric column for quantiles (exact up to this many values).
 pub const QUANTILE_SAMPLE: usize = 100_000;
@@ -223,7 +225,7 @@ pub fn series_key(table_name: &str, column: &str, statistic: Statistic) -> Serie
     SeriesKey::new(
         table_name,
         SensorKind::Distribution.as_str(),
-        "value",
+        Metric::DistributionValue.as_str(),
         &[("column", column), ("statistic", statistic.as_str())],
     )
 }
@@ -294,10 +296,11 @@ pub fn judge(
             value.column,
             human_number(value.value)
         );
-        let mut evaluation = Evaluation::new(table_name, SensorKind::Distribution, "value", status, message)
-            .with_value(value.value)
-            .with_score(score.as_ref(), measure)
-            .at(newest.timestamp_ms, Some(newest.snapshot_id));
+        let mut evaluation =
+            Evaluation::new(table_name, SensorKind::Distribution, Metric::DistributionValue, status, message)
+                .with_value(value.value)
+                .with_score(score.as_ref(), measure)
+                .at(newest.timestamp_ms, Some(newest.snapshot_id));
         evaluation.column = Some(value.column.clone());
         evaluation.statistic = Some(value.statistic.as_str().to_string());
         evaluations.push(evaluation);
@@ -305,8 +308,9 @@ pub fn judge(
     for skipped in &newest.skipped {
         let status = if skipped.misconfigured { Status::Error } else { Status::Ok };
         let message = format!("`{}` of `{}` has no value: {}", skipped.statistic, skipped.column, skipped.reason);
-        let mut evaluation = Evaluation::new(table_name, SensorKind::Distribution, "value", status, message)
-            .at(newest.timestamp_ms, Some(newest.snapshot_id));
+        let mut evaluation =
+            Evaluation::new(table_name, SensorKind::Distribution, Metric::DistributionValue, status, message)
+                .at(newest.timestamp_ms, Some(newest.snapshot_id));
         evaluation.column = Some(skipped.column.clone());
         evaluation.statistic = Some(skipped.statistic.as_str().to_string());
         evaluations.push(evaluation);
@@ -315,7 +319,7 @@ pub fn judge(
         let mut evaluation = Evaluation::new(
             table_name,
             SensorKind::Distribution,
-            "drift",
+            Metric::Drift,
             result.status,
             format!("drift of `{column}`: {}", result.describe(&config.drift)),
         )
@@ -1316,11 +1320,8 @@ mod tests {
         let newest = profile(3, &batch(&mut normal, 100, 500.0, 0.0));
         let results = judge("db.t", &config(), &newest, &windows(&history), None);
         assert!(results.iter().all(|evaluation| evaluation.status == Status::InsufficientHistory));
-        assert!(
-            results
-                .iter()
-                .all(|evaluation| evaluation.column.as_deref() == Some("amount") && evaluation.metric == "value")
-        );
+        assert!(results.iter().all(|evaluation| evaluation.column.as_deref() == Some("amount")
+            && evaluation.metric == Metric::DistributionValue));
     }
 
     #[test]
@@ -1337,7 +1338,7 @@ mod tests {
         assert_eq!(loud[0].1.status, Status::Critical, "{loud:?}");
         assert!(loud[0].1.ks_p_value.unwrap() < 1e-6);
         let evaluations = judge("db.t", &config, &shifted, &Windows::new(), Some(&loud));
-        let drift = evaluations.iter().find(|evaluation| evaluation.metric == "drift").unwrap();
+        let drift = evaluations.iter().find(|evaluation| evaluation.metric == Metric::Drift).unwrap();
         assert_eq!(drift.status, Status::Critical);
         assert!(drift.message.contains("KS"), "{}", drift.message);
     }

@@ -12,15 +12,17 @@ use futures::TryStreamExt;
 use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, PrimitiveLiteral, PrimitiveType, Type};
 use iceberg::table::Table;
 
+use futures::future::BoxFuture;
+
 use super::snapshots::{Commit, commits};
-use super::{Evaluation, SensorError, Status, WindowRequest, Windows, human_seconds};
+use super::{
+    Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest, Windows,
+    human_seconds,
+};
 use crate::config::{FreshnessConfig, SensorKind};
 use crate::history::{Point, SeriesKey};
 use crate::judging::{self, Measure};
 use crate::stats::{Direction, score};
-
-/// History series names of this sensor.
-pub const COMMIT_GAP: &str = "commit_gap_seconds";
 
 /// What the freshness sensor saw.
 #[derive(Clone, Debug)]
@@ -119,7 +121,7 @@ pub fn series(table_name: &str, observation: &FreshnessObservation) -> Vec<Point
 }
 
 pub fn gap_series(table_name: &str) -> SeriesKey {
-    SeriesKey::new(table_name, SensorKind::Freshness.as_str(), COMMIT_GAP, &[])
+    SeriesKey::new(table_name, SensorKind::Freshness.as_str(), Metric::CommitGapSeconds.as_str(), &[])
 }
 
 /// The gaps the cadence score needs: the `window` newest before now.
@@ -151,7 +153,7 @@ pub fn judge(
             ),
             None => "the table has no snapshot: it never received data".to_string(),
         };
-        return vec![Evaluation::new(table_name, kind, "freshness_seconds", Status::Critical, message)];
+        return vec![Evaluation::new(table_name, kind, Metric::FreshnessSeconds, Status::Critical, message)];
     };
     let age = observation.age_seconds().unwrap_or(0.0);
     let mut results = Vec::new();
@@ -165,7 +167,7 @@ pub fn judge(
     {
         message.push_str(&format!("; newer `{}` commit(s) since then changed no data", latest.operation.as_str()));
     }
-    let mut freshness = Evaluation::new(table_name, kind, "freshness_seconds", status, message)
+    let mut freshness = Evaluation::new(table_name, kind, Metric::FreshnessSeconds, status, message)
         .with_value(age)
         .at(last.timestamp_ms, Some(last.snapshot_id));
     if let Some(warn) = config.warn_after {
@@ -186,7 +188,7 @@ pub fn judge(
         let mut lag_result = Evaluation::new(
             table_name,
             kind,
-            "event_time_lag_seconds",
+            Metric::EventTimeLagSeconds,
             status,
             format!("newest `{}` is {} old{verdict} ({source})", event.column, human_seconds(lag)),
         )
@@ -277,7 +279,7 @@ fn judge_cadence(
             ),
         ),
     };
-    Evaluation::new(table_name, SensorKind::Freshness, "commit_gap_seconds", status, message)
+    Evaluation::new(table_name, SensorKind::Freshness, Metric::CommitGapSeconds, status, message)
         .with_value(age)
         .with_score(scored.as_ref(), Measure::CommitGap)
         .at(observation.now_ms, None)
@@ -456,6 +458,54 @@ fn array_max_ms(values: &ArrayRef) -> Option<i64> {
 }
 
 use futures::StreamExt;
+
+/// The freshness sensor. It judges the present moment (the age of the newest data commit), so it
+/// has one judged step; the closed commit gaps of the snapshot log before it are backfill.
+#[derive(Debug, Default)]
+pub struct FreshnessSensor {
+    bounds_cache: ManifestBoundsCache,
+}
+
+impl Sensor for FreshnessSensor {
+    fn kind(&self) -> SensorKind {
+        SensorKind::Freshness
+    }
+
+    fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>> {
+        Box::pin(async move {
+            let Some(config) = &input.config.freshness else { return Ok(Observed::default()) };
+            let name = input.config.name.as_str();
+            let observation = observe(input.table, name, config, input.now_ms, &self.bounds_cache).await?;
+            let readings = readings(config, &observation);
+            let mut gaps = series(name, &observation);
+            let newest_gap: Vec<Point> = gaps.pop().into_iter().collect();
+            let requests = window_requests(name, config, &observation);
+            let judged =
+                Step::judged(newest_gap, requests, false, move |windows| judge(name, config, &observation, windows));
+            Ok(Observed { steps: vec![Step::backfill(gaps), judged], readings })
+        })
+    }
+}
+
+/// The thresholds, the age and the event-time lag, as they are.
+fn readings(config: &FreshnessConfig, observation: &FreshnessObservation) -> Vec<Reading> {
+    let mut readings = Vec::new();
+    if let Some(warn) = config.warn_after {
+        readings.push(Reading::new(Gauge::FreshnessWarningThresholdSeconds, warn.as_secs_f64()));
+    }
+    if let Some(critical) = config.critical_after {
+        readings.push(Reading::new(Gauge::FreshnessCriticalThresholdSeconds, critical.as_secs_f64()));
+    }
+    if let (Some(age), Some(commit)) = (observation.age_seconds(), &observation.last_data_commit) {
+        readings.push(Reading::new(Gauge::FreshnessSeconds, age));
+        readings.push(Reading::new(Gauge::LastCommitTimestampSeconds, commit.timestamp_ms as f64 / 1000.0));
+    }
+    if let (Some(lag), Some(event)) = (observation.event_time_lag_seconds(), &observation.event_time) {
+        readings.push(Reading::new(Gauge::EventTimeLagSeconds, lag));
+        readings.push(Reading::new(Gauge::MaxEventTimestampSeconds, event.max_ms as f64 / 1000.0));
+    }
+    readings
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,12 +1,13 @@
-//! Sensors: what a table looks like now, read from Iceberg metadata (and data where it must).
+//! Sensors: what a table looks like now, read from Iceberg metadata (and data where it must),
+//! and the contract every kind implements ([`Sensor`]).
 //!
-//! Each kind has its own module with three parts:
-//! - `observe(table, config, now)`: reads metadata (IO allowed) and returns an observation.
-//!   It does not read history, emit metrics, sleep or retry: the pipeline and the scheduler do.
-//! - `series(observation)`: the points worth keeping in the history store (one per snapshot
-//!   where the snapshot log allows, which is what makes backfill free).
-//! - `judge(observation, windows, config, now)`: pure; turns the observation plus the history
-//!   windows into [`Evaluation`]s (status, value, z-score, expected band, why).
+//! A sensor observes a table and returns [`Step`]s, one per snapshot it has not judged yet, in
+//! commit order; each carries the history points it brings and, unless it only backfills, the
+//! window requests and a pure judge. The pipeline runs the same loop for every kind:
+//! backfill → windows → judge → append → record. Metrics are derived from the judged
+//! [`Evaluation`]s and the sensor's [`Reading`]s, so nothing downstream knows a kind's types.
+//!
+//! Adding a kind: one module implementing [`Sensor`], one line in [`registry`], its docs.
 
 pub mod distribution;
 pub mod freshness;
@@ -14,12 +15,13 @@ pub mod schema;
 pub mod snapshots;
 pub mod volume;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::config::SensorKind;
-use crate::history::{Point, SeriesKey};
+use crate::config::{SensorKind, TableConfig};
+use crate::history::{Event, Point, SeriesKey};
 /// The verdict type is the judging policy's; sensors and everything downstream use it from here.
 pub use crate::judging::Status;
 
@@ -28,7 +30,7 @@ pub use crate::judging::Status;
 pub struct Evaluation {
     pub table: String,
     pub sensor: SensorKind,
-    pub metric: String,
+    pub metric: Metric,
     pub status: Status,
     pub value: Option<f64>,
     pub zscore: Option<f64>,
@@ -52,11 +54,11 @@ pub struct Evaluation {
 
 impl Evaluation {
     /// A result with only the identifying fields set; the rest is filled by the caller.
-    pub fn new(table: &str, sensor: SensorKind, metric: &str, status: Status, message: String) -> Evaluation {
+    pub fn new(table: &str, sensor: SensorKind, metric: Metric, status: Status, message: String) -> Evaluation {
         Evaluation {
             table: table.to_string(),
             sensor,
-            metric: metric.to_string(),
+            metric,
             status,
             value: None,
             zscore: None,
@@ -74,7 +76,7 @@ impl Evaluation {
 
     /// An `error` result for a sensor that could not run.
     pub fn error(table: &str, sensor: SensorKind, error: &SensorError) -> Evaluation {
-        Evaluation::new(table, sensor, "run", Status::Error, error_chain(error))
+        Evaluation::new(table, sensor, Metric::Run, Status::Error, error_chain(error))
     }
 
     pub fn with_value(mut self, value: f64) -> Evaluation {
@@ -97,6 +99,238 @@ impl Evaluation {
             self.expected_upper = Some(upper);
         }
         self
+    }
+
+    /// A warning or critical on a metric whose anomalies are counted (`*_anomaly_total`).
+    pub fn is_counted_anomaly(&self) -> bool {
+        self.metric.counts_anomalies() && matches!(self.status, Status::Warning | Status::Critical)
+    }
+}
+
+/// What a result is about. Each variant owns its name: the `metric` of `check` output and of
+/// the `icewatch_result_severity` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// The sensor could not run (the status is `error`).
+    Run,
+    FreshnessSeconds,
+    EventTimeLagSeconds,
+    CommitGapSeconds,
+    RowsAdded,
+    RowsDeleted,
+    TotalRows,
+    SchemaChange,
+    SchemaExpectation,
+    ColumnCount,
+    /// One statistic of one column of a batch (`column` and `statistic` are set).
+    DistributionValue,
+    /// The drift tests of one column against its reference batches.
+    Drift,
+    /// One stage of a declared pipeline.
+    Stage,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Run => "run",
+            Metric::FreshnessSeconds => "freshness_seconds",
+            Metric::EventTimeLagSeconds => "event_time_lag_seconds",
+            Metric::CommitGapSeconds => "commit_gap_seconds",
+            Metric::RowsAdded => "rows_added",
+            Metric::RowsDeleted => "rows_deleted",
+            Metric::TotalRows => "total_rows",
+            Metric::SchemaChange => "schema_change",
+            Metric::SchemaExpectation => "schema_expectation",
+            Metric::ColumnCount => "column_count",
+            Metric::DistributionValue => "value",
+            Metric::Drift => "drift",
+            Metric::Stage => "stage",
+        }
+    }
+
+    /// Whether each anomalous value of this metric is counted once (per snapshot) in an
+    /// `*_anomaly_total` counter.
+    pub fn counts_anomalies(self) -> bool {
+        matches!(self, Metric::RowsAdded | Metric::DistributionValue)
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// A metric equals its name, so results can be found by the name users see.
+impl PartialEq<&str> for Metric {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
+impl Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A fact a sensor exports as it is, not judged (files, bytes, thresholds, drift statistics).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub gauge: Gauge,
+    /// The values of the family's labels after `table` (and `layer`, where it has one), in order.
+    pub labels: Vec<String>,
+    pub value: f64,
+}
+
+impl Reading {
+    pub fn new(gauge: Gauge, value: f64) -> Reading {
+        Reading { gauge, labels: Vec::new(), value }
+    }
+
+    pub fn labelled(gauge: Gauge, labels: &[&str], value: f64) -> Reading {
+        Reading { gauge, labels: labels.iter().map(|label| label.to_string()).collect(), value }
+    }
+}
+
+/// The exported families a [`Reading`] can set (docs/metrics.md describes each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Gauge {
+    FreshnessSeconds,
+    FreshnessWarningThresholdSeconds,
+    FreshnessCriticalThresholdSeconds,
+    LastCommitTimestampSeconds,
+    EventTimeLagSeconds,
+    MaxEventTimestampSeconds,
+    /// Labels: `partition_date`; only the newest date is kept per table.
+    RowCount,
+    RowsDeleted,
+    FilesAdded,
+    BytesAdded,
+    Files,
+    SizeBytes,
+    SchemaColumnCount,
+    /// A counter that catches up to the value. Labels: `change_type`.
+    SchemaChangesTotal,
+    /// Labels: `change_type`.
+    SchemaLastChangeTimestampSeconds,
+    SchemaExpectationViolations,
+    /// Labels: `column` (the drift families).
+    DriftPsi,
+    DriftKsStatistic,
+    DriftKsPvalue,
+    DriftChi2Pvalue,
+}
+
+/// A sensor kind. Implementations read the table (IO allowed) and return steps; they must not
+/// read or write history, set metrics, sleep or retry: the pipeline and the scheduler do. The
+/// pipeline bounds a run with the sensor's `timeout`, so `observe` may be cancelled at any
+/// await point and must leave nothing half-done behind.
+pub trait Sensor: Send + Sync {
+    fn kind(&self) -> SensorKind;
+
+    /// The series whose stored points tell which snapshots this sensor has already judged, and
+    /// how many of its newest points to read; `None` when the sensor keeps no such record.
+    /// Cost: one indexed history read per run.
+    fn progress(&self, _table: &TableConfig) -> Option<(SeriesKey, usize)> {
+        None
+    }
+
+    /// Observes the table and returns the steps to run, oldest first, and the readings of the
+    /// newest state. A table without this sensor's section returns no step. Cost: metadata
+    /// reads for the metadata kinds; for distribution, a scan of the files the unseen
+    /// snapshots added.
+    fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>>;
+}
+
+/// Every sensor kind this build has: one line per kind.
+pub fn registry() -> Vec<Box<dyn Sensor>> {
+    vec![
+        Box::new(freshness::FreshnessSensor::default()),
+        Box::new(volume::VolumeSensor),
+        Box::new(schema::SchemaSensor),
+        Box::new(distribution::DistributionSensor),
+    ]
+}
+
+/// What a sensor is given to observe one table.
+pub struct Input<'a> {
+    pub table: &'a iceberg::table::Table,
+    pub config: &'a TableConfig,
+    pub now_ms: i64,
+    /// What history holds of the sensor's progress series ([`Sensor::progress`]).
+    pub seen: Seen,
+    /// This sensor's latest result on this table in this process, if any.
+    pub previous: Option<SensorResult>,
+}
+
+/// The newest stored points of a sensor's progress series.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    /// Time of the newest stored point; `None` on first sight (nothing stored yet).
+    pub latest_ms: Option<i64>,
+    /// Snapshots of the newest stored points.
+    pub snapshot_ids: HashSet<i64>,
+}
+
+impl Seen {
+    pub fn first_sight(&self) -> bool {
+        self.latest_ms.is_none()
+    }
+}
+
+/// What a sensor saw: the steps to run and the readings of the newest state.
+#[derive(Default)]
+pub struct Observed<'a> {
+    pub steps: Vec<Step<'a>>,
+    pub readings: Vec<Reading>,
+}
+
+impl<'a> Observed<'a> {
+    /// One step that stores nothing and gives `evaluations` as the run's result.
+    pub fn verdict(evaluations: Vec<Evaluation>) -> Observed<'a> {
+        Observed {
+            steps: vec![Step::judged(Vec::new(), Vec::new(), false, move |_| evaluations)],
+            readings: Vec::new(),
+        }
+    }
+}
+
+/// One snapshot (or the present moment) to store and, unless it only backfills, to judge.
+pub struct Step<'a> {
+    /// Points this step brings to history, stored after its judge ran (a value never scores
+    /// against itself) and only where newer than what the store held before the run.
+    pub points: Vec<Point>,
+    pub events: Vec<Event>,
+    /// `None`: a backfill step, stored and not judged.
+    pub judging: Option<Judging<'a>>,
+}
+
+/// How a step is judged: the history it needs and a pure function of that history.
+pub struct Judging<'a> {
+    pub requests: Vec<WindowRequest>,
+    /// Whether this step's snapshot is new to the store, so its anomalies are counted.
+    pub counts_anomalies: bool,
+    pub judge: Box<dyn FnOnce(&Windows) -> Vec<Evaluation> + Send + 'a>,
+}
+
+impl<'a> Step<'a> {
+    pub fn backfill(points: Vec<Point>) -> Step<'a> {
+        Step { points, events: Vec::new(), judging: None }
+    }
+
+    pub fn judged(
+        points: Vec<Point>,
+        requests: Vec<WindowRequest>,
+        counts_anomalies: bool,
+        judge: impl FnOnce(&Windows) -> Vec<Evaluation> + Send + 'a,
+    ) -> Step<'a> {
+        Step {
+            points,
+            events: Vec::new(),
+            judging: Some(Judging { requests, counts_anomalies, judge: Box::new(judge) }),
+        }
     }
 }
 

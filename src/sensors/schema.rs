@@ -9,9 +9,11 @@ use iceberg::spec::{PrimitiveType, Schema, Type};
 use iceberg::table::Table;
 use serde::Serialize;
 
-use super::{Evaluation, Status, format_ms};
+use futures::future::BoxFuture;
+
+use super::{Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, format_ms};
 use crate::config::{SchemaConfig, SensorKind};
-use crate::history::Event;
+use crate::history::{Event, Point, SeriesKey};
 
 /// The `change_type` values (also the `schema_changes_total` label values).
 pub const CHANGE_TYPES: [&str; 6] =
@@ -255,7 +257,7 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
         let mut evaluation = Evaluation::new(
             table_name,
             kind,
-            "schema_change",
+            Metric::SchemaChange,
             status,
             format!("{} (schema {} → {}, at {when})", change.detail, change.from_schema_id, change.to_schema_id),
         )
@@ -276,7 +278,7 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
             Some(_) => continue,
         };
         let mut evaluation =
-            Evaluation::new(table_name, kind, "schema_expectation", status, message).at(observation.now_ms, None);
+            Evaluation::new(table_name, kind, Metric::SchemaExpectation, status, message).at(observation.now_ms, None);
         evaluation.column = Some(column.clone());
         results.push(evaluation);
     }
@@ -286,7 +288,7 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
                 let mut evaluation = Evaluation::new(
                     table_name,
                     kind,
-                    "schema_expectation",
+                    Metric::SchemaExpectation,
                     Status::Warning,
                     format!("unexpected column `{column}` ({found}) is not in `expect`"),
                 )
@@ -306,11 +308,67 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
         crate::config::duration_to_string(config.recent)
     );
     results.push(
-        Evaluation::new(table_name, kind, "column_count", Status::Ok, message)
+        Evaluation::new(table_name, kind, Metric::ColumnCount, Status::Ok, message)
             .with_value(observation.column_count as f64)
             .at(observation.now_ms, None),
     );
     results
+}
+
+/// The schema sensor. Its changes are read from the table's own schema history, so it needs no
+/// window: one judged step stores the change events and the column count.
+pub struct SchemaSensor;
+
+impl Sensor for SchemaSensor {
+    fn kind(&self) -> SensorKind {
+        SensorKind::Schema
+    }
+
+    fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>> {
+        Box::pin(async move {
+            let Some(config) = &input.config.schema else { return Ok(Observed::default()) };
+            let name = input.config.name.as_str();
+            let observation = observe(input.table, input.now_ms);
+            let column_count = Point {
+                series: SeriesKey::new(name, SensorKind::Schema.as_str(), Metric::ColumnCount.as_str(), &[]),
+                observed_at_ms: input.table.metadata().last_updated_ms(),
+                snapshot_id: input.table.metadata().current_snapshot_id(),
+                value: observation.column_count as f64,
+            };
+            let evaluations = judge(name, config, &observation);
+            let readings = readings(&observation, &evaluations);
+            let mut step = Step::judged(vec![column_count], Vec::new(), false, move |_| evaluations);
+            step.events = events(name, &observation);
+            Ok(Observed { steps: vec![step], readings })
+        })
+    }
+}
+
+/// The column count, the changes of each type the table's history holds (the counter catches
+/// up to them, so a restart neither loses nor double-counts a change), the newest change of
+/// each type and the expectations violated.
+fn readings(observation: &SchemaObservation, evaluations: &[Evaluation]) -> Vec<Reading> {
+    let mut readings = vec![Reading::new(Gauge::SchemaColumnCount, observation.column_count as f64)];
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
+    for change in &observation.changes {
+        *counts.entry(change.change_type).or_default() += 1;
+        let at = newest.entry(change.change_type).or_insert(change.changed_at_ms);
+        *at = (*at).max(change.changed_at_ms);
+    }
+    for (change_type, count) in counts {
+        readings.push(Reading::labelled(Gauge::SchemaChangesTotal, &[change_type], count as f64));
+    }
+    for (change_type, at_ms) in newest {
+        readings.push(Reading::labelled(
+            Gauge::SchemaLastChangeTimestampSeconds,
+            &[change_type],
+            at_ms as f64 / 1000.0,
+        ));
+    }
+    let violations = evaluations.iter().filter(|evaluation| evaluation.metric == Metric::SchemaExpectation).count();
+    readings.push(Reading::new(Gauge::SchemaExpectationViolations, violations as f64));
+    readings
 }
 
 #[cfg(test)]

@@ -4,15 +4,20 @@
 //! time window, optionally comparing like with like (same hour of day or of week). Deletes and
 //! overwrites are reported as deleted records, not as a drop; compactions are not volume.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
 use super::snapshots::{Commit, CommitOperation, commits};
-use super::{Evaluation, Status, WindowRequest, Windows, human_number};
-use crate::config::{Seasonality, SensorKind, VolumeConfig};
+use super::{
+    Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest, Windows,
+    human_number,
+};
+use crate::config::{Seasonality, SensorKind, TableConfig, VolumeConfig};
 use crate::history::{Point, SeriesKey};
 use crate::judging::{self, Measure};
 use crate::stats::{Direction, deviation_percent, score};
 
-pub const ROWS_ADDED: &str = "rows_added";
-pub const TOTAL_ROWS: &str = "total_rows";
 /// Most points read for one time window (a table committing every few seconds for 7 days).
 const MAX_WINDOW_POINTS: usize = 50_000;
 /// How close in time of day (or week) a past point must be to count as "like" under seasonality.
@@ -77,11 +82,11 @@ fn latest_data_change(history: &[Commit]) -> Option<Commit> {
 }
 
 pub fn rows_added_series(table_name: &str) -> SeriesKey {
-    SeriesKey::new(table_name, SensorKind::Volume.as_str(), ROWS_ADDED, &[])
+    SeriesKey::new(table_name, SensorKind::Volume.as_str(), Metric::RowsAdded.as_str(), &[])
 }
 
 pub fn total_rows_series(table_name: &str) -> SeriesKey {
-    SeriesKey::new(table_name, SensorKind::Volume.as_str(), TOTAL_ROWS, &[])
+    SeriesKey::new(table_name, SensorKind::Volume.as_str(), Metric::TotalRows.as_str(), &[])
 }
 
 /// Rows added per append and total rows per snapshot, backfilled from the snapshot log.
@@ -131,7 +136,7 @@ pub fn judge(
         results.push(Evaluation::new(
             table_name,
             kind,
-            ROWS_ADDED,
+            Metric::RowsAdded,
             status,
             "the table has no append commit yet".to_string(),
         ));
@@ -206,7 +211,7 @@ pub fn judge(
             ),
         }
     };
-    let mut evaluation = Evaluation::new(table_name, kind, ROWS_ADDED, status, message)
+    let mut evaluation = Evaluation::new(table_name, kind, Metric::RowsAdded, status, message)
         .with_value(rows)
         .with_score(scored.as_ref(), Measure::RowsAdded)
         .at(newest.timestamp_ms, Some(newest.snapshot_id));
@@ -225,7 +230,7 @@ pub fn judge(
             Evaluation::new(
                 table_name,
                 kind,
-                "rows_deleted",
+                Metric::RowsDeleted,
                 Status::Ok,
                 format!(
                     "the newest data commit is {article} `{}` that removed {} record(s) and wrote {} (net {}{}): a deliberate change, not a volume drop",
@@ -251,7 +256,7 @@ pub fn judge(
             Evaluation::new(
                 table_name,
                 kind,
-                TOTAL_ROWS,
+                Metric::TotalRows,
                 Status::Ok,
                 format!("{} rows{files}", human_number(total as f64)),
             )
@@ -286,6 +291,90 @@ fn seasonal_reference<'p>(past: &[&'p Point], at_ms: i64, config: &VolumeConfig)
     } else {
         (past.to_vec(), " (too few past appends at this time for seasonality)".to_string())
     }
+}
+
+/// The volume sensor: one step per append the store has not seen, each judged against the
+/// appends before it.
+pub struct VolumeSensor;
+
+impl Sensor for VolumeSensor {
+    fn kind(&self) -> SensorKind {
+        SensorKind::Volume
+    }
+
+    fn progress(&self, table: &TableConfig) -> Option<(SeriesKey, usize)> {
+        table.volume.as_ref().map(|_| (rows_added_series(table.name.as_str()), 1))
+    }
+
+    fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>> {
+        Box::pin(async move { Ok(steps(input)) })
+    }
+}
+
+/// Appends the store already holds are history. On first sight every append before the newest
+/// is backfilled unjudged; afterwards each unseen one is judged against the history before it,
+/// in commit order, so an anomaly between two runs is counted too. The newest append is judged
+/// last and gives the run's result.
+fn steps<'a>(input: &'a Input<'a>) -> Observed<'a> {
+    let Some(config) = &input.config.volume else { return Observed::default() };
+    let name = input.config.name.as_str();
+    let observation = Arc::new(observe(input.table, input.now_ms));
+    let added = rows_added_series(name);
+    let (added_points, total_points): (Vec<Point>, Vec<Point>) =
+        series(name, &observation).into_iter().partition(|point| point.series == added);
+    let mut steps = vec![Step::backfill(total_points)];
+    let newest_index = observation.appends.len().saturating_sub(1);
+    for (index, point) in added_points.into_iter().enumerate() {
+        let unseen = input.seen.latest_ms.is_none_or(|until| point.observed_at_ms > until);
+        if index == newest_index {
+            let observation = observation.clone();
+            let requests = window_requests(name, config, &observation);
+            steps.push(Step::judged(vec![point], requests, unseen, move |windows| {
+                judge(name, config, &observation, windows)
+            }));
+        } else if unseen && !input.seen.first_sight() {
+            let upto = VolumeObservation { appends: observation.appends[..=index].to_vec(), ..(*observation).clone() };
+            let requests = window_requests(name, config, &upto);
+            steps.push(Step::judged(vec![point], requests, true, move |windows| judge(name, config, &upto, windows)));
+        } else {
+            steps.push(Step::backfill(vec![point]));
+        }
+    }
+    if observation.appends.is_empty() {
+        let observation = observation.clone();
+        steps.push(Step::judged(Vec::new(), Vec::new(), false, move |windows| {
+            judge(name, config, &observation, windows)
+        }));
+    }
+    Observed { steps, readings: readings(&observation) }
+}
+
+/// The newest data commit's counts and the table's totals, as they are.
+fn readings(observation: &VolumeObservation) -> Vec<Reading> {
+    let mut readings = Vec::new();
+    if let Some(latest) = &observation.latest_data_commit {
+        let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
+        readings.push(Reading::new(Gauge::RowsDeleted, deleted as f64));
+        readings.push(Reading::new(Gauge::FilesAdded, latest.added_files.unwrap_or(0) as f64));
+        readings.push(Reading::new(Gauge::BytesAdded, latest.added_bytes.unwrap_or(0) as f64));
+    }
+    if let Some(current) = &observation.current {
+        if let Some(files) = current.total_files {
+            readings.push(Reading::new(Gauge::Files, files as f64));
+        }
+        if let Some(bytes) = current.total_bytes {
+            readings.push(Reading::new(Gauge::SizeBytes, bytes as f64));
+        }
+        if let Some(total) = current.total_records {
+            let date_ms =
+                observation.latest_data_commit.as_ref().map_or(current.timestamp_ms, |commit| commit.timestamp_ms);
+            let date = chrono::DateTime::from_timestamp_millis(date_ms)
+                .map(|time| time.format("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            readings.push(Reading::labelled(Gauge::RowCount, &[&date], total as f64));
+        }
+    }
+    readings
 }
 
 #[cfg(test)]

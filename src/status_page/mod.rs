@@ -158,7 +158,7 @@ async fn table_history(store: &HistoryStore, table: &TableConfig, view: &render:
                     .flat_map(|result| {
                         result.evaluations.iter().map(move |evaluation| (result.finished_at_ms, evaluation))
                     })
-                    .find(|(_, evaluation)| evaluation.metric == freshness::COMMIT_GAP);
+                    .find(|(_, evaluation)| evaluation.metric == crate::sensors::Metric::CommitGapSeconds);
                 if let Some((at_ms, evaluation)) = live
                     && let Some(value) = evaluation.value
                     && points.last().is_none_or(|last| last.at_ms < at_ms)

@@ -267,7 +267,7 @@ pub fn evaluations_table(results: &[SensorResult]) -> String {
         r#"<table class="evaluations"><thead><tr><th>status</th><th>sensor</th><th>check</th><th class="num">value</th><th class="num">expected</th><th>why</th></tr></thead><tbody>"#,
     );
     for evaluation in evaluations {
-        let mut check = escape(&evaluation.metric.replace('_', " "));
+        let mut check = escape(&evaluation.metric.as_str().replace('_', " "));
         if let Some(column) = &evaluation.column {
             let _ = write!(check, r#"<span class="column">column <code>{}</code></span>"#, escape(column));
         }
@@ -277,10 +277,14 @@ pub fn evaluations_table(results: &[SensorResult]) -> String {
         if let Some(change_type) = &evaluation.change_type {
             let _ = write!(check, r#"<span class="column">{}</span>"#, escape(&change_type.replace('_', " ")));
         }
-        let value = evaluation.value.map(|value| value_in_unit(&evaluation.metric, value)).unwrap_or_default();
+        let value = evaluation.value.map(|value| value_in_unit(evaluation.metric.as_str(), value)).unwrap_or_default();
         let expected = match (evaluation.expected_lower, evaluation.expected_upper) {
             (Some(lower), Some(upper)) => {
-                format!("{} – {}", value_in_unit(&evaluation.metric, lower), value_in_unit(&evaluation.metric, upper))
+                format!(
+                    "{} – {}",
+                    value_in_unit(evaluation.metric.as_str(), lower),
+                    value_in_unit(evaluation.metric.as_str(), upper)
+                )
             }
             _ => String::new(),
         };
@@ -290,7 +294,7 @@ pub fn evaluations_table(results: &[SensorResult]) -> String {
             r#"<tr class="status-{status}" data-sensor="{sensor}" data-metric="{metric}" data-status="{status}"><td>{pill}</td><td>{sensor}</td><td>{check}</td><td class="num">{value}{zscore}</td><td class="num">{expected}</td><td class="why">{message}</td></tr>"#,
             status = evaluation.status.as_str(),
             sensor = evaluation.sensor.as_str(),
-            metric = escape(&evaluation.metric),
+            metric = escape(evaluation.metric.as_str()),
             pill = pill(Some(evaluation.status)),
             value = escape(&value),
             expected = escape(&expected),
@@ -437,7 +441,7 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
         let mut evaluation = Evaluation::new(
             "bronze.events",
             SensorKind::Schema,
-            "schema_expectation",
+            crate::sensors::Metric::SchemaExpectation,
             status,
             format!("column `{HOSTILE}` is missing"),
         );

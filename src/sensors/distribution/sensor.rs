@@ -1,0 +1,114 @@
+//! The distribution sensor's steps: which batches to profile this run (the snapshots the store
+//! has not seen, on first sight the last `window` of them), one step per batch in commit order,
+//! and the drift tests of the newest batch against its reference batches.
+
+use futures::future::BoxFuture;
+
+use super::{drift, judge, observe, observe_reference, series, series_key, snapshots_to_profile, window_requests};
+use crate::config::{SensorKind, TableConfig};
+use crate::history::SeriesKey;
+use crate::sensors::{Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step};
+
+/// Profiles the batches the store has not seen, judging each against the batches before it;
+/// the newest also gets the drift tests. When nothing new was committed, the newest batch's
+/// last verdict in this process is kept, or it is profiled again: a batch is the files its
+/// snapshot added, so that costs one batch, not the table.
+pub struct DistributionSensor;
+
+impl Sensor for DistributionSensor {
+    fn kind(&self) -> SensorKind {
+        SensorKind::Distribution
+    }
+
+    fn progress(&self, table: &TableConfig) -> Option<(SeriesKey, usize)> {
+        let config = table.distribution.as_ref()?;
+        let (column, statistics) = config.columns.first()?;
+        let statistic = statistics.first()?;
+        Some((series_key(table.name.as_str(), column, *statistic), config.settings.window.max(1) * 4))
+    }
+
+    fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>> {
+        Box::pin(steps(input))
+    }
+}
+
+async fn steps<'a>(input: &'a Input<'a>) -> Result<Observed<'a>, SensorError> {
+    let Some(config) = &input.config.distribution else { return Ok(Observed::default()) };
+    if DistributionSensor.progress(input.config).is_none() {
+        return Ok(Observed::default());
+    }
+    let (table, name) = (input.table, input.config.name.as_str());
+    let stored = &input.seen.snapshot_ids;
+    let first_sight = stored.is_empty();
+    let mut pending = snapshots_to_profile(table, config, &|id| stored.contains(&id));
+    if pending.is_empty() {
+        let Some(newest) = snapshots_to_profile(table, config, &|_| false).pop() else {
+            let message = "no batch to profile yet: the table has no append".to_string();
+            return Ok(Observed::verdict(vec![value_result(name, Status::InsufficientHistory, message)]));
+        };
+        if let Some(previous) = &input.previous
+            && previous.evaluations.iter().any(|evaluation| evaluation.snapshot_id == Some(newest))
+        {
+            return Ok(Observed::verdict(previous.evaluations.clone()));
+        }
+        pending.push(newest);
+    }
+    if pending.len() > 1 {
+        tracing::info!(
+            table = name,
+            batches = pending.len(),
+            "profiling batches (each over the files its snapshot added)"
+        );
+    }
+    let profiles = observe(table, name, config, &pending).await?;
+    let Some(newest) = profiles.last() else {
+        let message = "the newest snapshots added no rows to profile".to_string();
+        return Ok(Observed::verdict(vec![value_result(name, Status::Ok, message)]));
+    };
+    let reference = observe_reference(table, name, config, newest.snapshot_id).await?;
+    let drift = drift(config, newest, &reference);
+    let readings = drift_readings(&drift);
+    let newest_is_new = !stored.contains(&newest.snapshot_id);
+    let newest_index = profiles.len() - 1;
+    let mut steps = Vec::with_capacity(profiles.len());
+    let mut drift = Some(drift);
+    for (index, profile) in profiles.into_iter().enumerate() {
+        let points = series(name, &profile);
+        let requests = window_requests(name, config, &profile);
+        if index == newest_index {
+            let drift = drift.take().unwrap_or_default();
+            steps.push(Step::judged(points, requests, newest_is_new, move |windows| {
+                judge(name, config, &profile, windows, Some(&drift))
+            }));
+        } else if first_sight {
+            steps.push(Step::backfill(points));
+        } else {
+            steps.push(Step::judged(points, requests, true, move |windows| {
+                judge(name, config, &profile, windows, None)
+            }));
+        }
+    }
+    Ok(Observed { steps, readings })
+}
+
+fn value_result(table: &str, status: Status, message: String) -> Evaluation {
+    Evaluation::new(table, SensorKind::Distribution, Metric::DistributionValue, status, message)
+}
+
+/// The drift statistics of each column, as they are (non-finite values are not exported).
+fn drift_readings(drift: &[(String, super::DriftResult)]) -> Vec<Reading> {
+    let mut readings = Vec::new();
+    for (column, result) in drift {
+        for (gauge, value) in [
+            (Gauge::DriftPsi, result.psi),
+            (Gauge::DriftKsStatistic, result.ks_statistic),
+            (Gauge::DriftKsPvalue, result.ks_p_value),
+            (Gauge::DriftChi2Pvalue, result.chi_square_p_value),
+        ] {
+            if let Some(value) = value.filter(|value| value.is_finite()) {
+                readings.push(Reading::labelled(gauge, &[column], value));
+            }
+        }
+    }
+    readings
+}
