@@ -15,5 +15,6 @@ mod metadata_sensors;
 mod ops;
 mod postgres;
 mod pushgateway;
+mod reports;
 mod service;
 mod status_page;
