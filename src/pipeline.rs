@@ -1,6 +1,7 @@
-//! The one place the stages meet: load the table → sensor observes → history window → judge
-//! (score) → append to history (after scoring, so a value never scores against itself) →
-//! metrics and the latest results. Everything it calls is a leaf; it owns no maths and no SQL.
+//! The one place the stages meet: load the table → the sensor observes (given what history
+//! holds of its progress) → for each step: history windows → judge → append (after judging, so a
+//! value never scores against itself) → metrics and the latest results. The loop is the same
+//! for every kind; it owns no maths, no SQL and nothing kind-specific.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

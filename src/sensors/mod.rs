@@ -312,8 +312,11 @@ pub struct Judging<'a> {
     pub requests: Vec<WindowRequest>,
     /// Whether this step's snapshot is new to the store, so its anomalies are counted.
     pub counts_anomalies: bool,
-    pub judge: Box<dyn FnOnce(&Windows) -> Vec<Evaluation> + Send + 'a>,
+    pub judge: Judge<'a>,
 }
+
+/// A step's judge: pure, it sees only the windows it asked for (and what it captured).
+pub type Judge<'a> = Box<dyn FnOnce(&Windows) -> Vec<Evaluation> + Send + 'a>;
 
 impl<'a> Step<'a> {
     pub fn backfill(points: Vec<Point>) -> Step<'a> {
