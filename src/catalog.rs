@@ -13,21 +13,35 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use crate::config::{CatalogConfig, CatalogKind, TableName};
+use crate::errors::root_cause;
 
 /// How long connecting to a catalog may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Why a catalog or a table could not be reached. Display never shows a password.
-#[derive(Debug, thiserror::Error)]
+/// Why a catalog or a table could not be reached. Display never shows a password: it names the
+/// redacted URI and the innermost cause on one line (`reason`); the driver's error itself stays
+/// reachable as `source()` for logs. Cloneable, so one failed load fails every sensor of a run
+/// with the same error.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot reach catalog `{uri}`: {reason}")]
-    Unreachable { uri: String, reason: String },
+    Unreachable {
+        uri: String,
+        reason: String,
+        #[source]
+        source: Option<Arc<iceberg::Error>>,
+    },
     #[error("invalid catalog setting `{key}`: {reason}")]
     InvalidSetting { key: String, reason: String },
     #[error("table `{table}` not found in catalog `{uri}`")]
     TableNotFound { table: String, uri: String },
     #[error("failed to load table `{table}`: {reason}")]
-    LoadTable { table: String, reason: String },
+    LoadTable {
+        table: String,
+        reason: String,
+        #[source]
+        source: Option<Arc<iceberg::Error>>,
+    },
 }
 
 impl CatalogError {
@@ -81,7 +95,7 @@ impl CatalogHandle {
                         .with_storage_factory(storage)
                         .load(config.name.clone(), properties)
                         .await
-                        .map_err(|error| unreachable(&uri, &error))?;
+                        .map_err(|error| unreachable(&uri, error))?;
                     Arc::new(catalog)
                 }
                 CatalogKind::Rest => {
@@ -89,7 +103,7 @@ impl CatalogHandle {
                         .with_storage_factory(storage)
                         .load(config.name.clone(), properties)
                         .await
-                        .map_err(|error| unreachable(&uri, &error))?;
+                        .map_err(|error| unreachable(&uri, error))?;
                     Arc::new(catalog)
                 }
             };
@@ -99,6 +113,7 @@ impl CatalogHandle {
             tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| CatalogError::Unreachable {
                 uri: uri.clone(),
                 reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+                source: None,
             })??;
         Ok(CatalogHandle { catalog, uri })
     }
@@ -119,48 +134,35 @@ impl CatalogHandle {
         let result = tokio::time::timeout(CONNECT_TIMEOUT, loading).await.map_err(|_| CatalogError::Unreachable {
             uri: self.uri.clone(),
             reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            source: None,
         })?;
         result.map_err(|error| match error.kind() {
             ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound => {
                 CatalogError::TableNotFound { table: name.to_string(), uri: self.uri.clone() }
             }
-            ErrorKind::DataInvalid | ErrorKind::FeatureUnsupported => {
-                CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) }
+            _ if error.kind() != ErrorKind::DataInvalid
+                && error.kind() != ErrorKind::FeatureUnsupported
+                && is_connection_error(&error) =>
+            {
+                unreachable(&self.uri, error)
             }
-            _ if is_connection_error(&error) => {
-                CatalogError::Unreachable { uri: self.uri.clone(), reason: root_cause(&error) }
-            }
-            _ => CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) },
+            _ => load_failed(name, error),
         })
     }
 }
 
 /// The catalog identifier of a configured table name.
 pub fn table_ident(name: &TableName) -> Result<TableIdent, CatalogError> {
-    let namespace = NamespaceIdent::from_vec(name.namespace.clone())
-        .map_err(|error| CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error) })?;
+    let namespace = NamespaceIdent::from_vec(name.namespace.clone()).map_err(|error| load_failed(name, error))?;
     Ok(TableIdent::new(namespace, name.name.clone()))
 }
 
-fn unreachable(uri: &str, error: &iceberg::Error) -> CatalogError {
-    CatalogError::Unreachable { uri: uri.to_string(), reason: root_cause(error) }
+fn unreachable(uri: &str, error: iceberg::Error) -> CatalogError {
+    CatalogError::Unreachable { uri: uri.to_string(), reason: root_cause(&error), source: Some(Arc::new(error)) }
 }
 
-/// The innermost cause's message, on one line: what a person can act on.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current: &(dyn std::error::Error + 'static) = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    let message = if std::ptr::eq(current, error) {
-        match error.downcast_ref::<iceberg::Error>() {
-            Some(iceberg_error) => iceberg_error.message().to_string(),
-            None => error.to_string(),
-        }
-    } else {
-        current.to_string()
-    };
-    message.lines().next().unwrap_or_default().trim().to_string()
+fn load_failed(name: &TableName, error: iceberg::Error) -> CatalogError {
+    CatalogError::LoadTable { table: name.to_string(), reason: root_cause(&error), source: Some(Arc::new(error)) }
 }
 
 fn is_connection_error(error: &iceberg::Error) -> bool {
@@ -210,6 +212,7 @@ fn check_sqlite_file(uri: &str, redacted: &str) -> Result<(), CatalogError> {
         Err(CatalogError::Unreachable {
             uri: redacted.to_string(),
             reason: format!("the catalog database file `{file}` does not exist"),
+            source: None,
         })
     }
 }

@@ -37,6 +37,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod errors;
 pub mod export;
 pub mod history;
 pub mod judging;

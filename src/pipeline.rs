@@ -86,16 +86,14 @@ impl Pipeline {
         Ok(handle)
     }
 
-    async fn load(&self, table: &TableConfig) -> Result<Table, SensorError> {
+    async fn load(&self, table: &TableConfig) -> Result<Table, CatalogError> {
         let catalog = self.catalog().await?;
-        match catalog.load_table(&table.name).await {
-            Err(error @ CatalogError::Unreachable { .. }) => {
-                // Reconnect next time: the pool may be broken.
-                *self.catalog.lock().await = None;
-                Err(error.into())
-            }
-            other => Ok(other?),
+        let loaded = catalog.load_table(&table.name).await;
+        if let Err(CatalogError::Unreachable { .. }) = loaded {
+            // Reconnect next time: the pool may be broken.
+            *self.catalog.lock().await = None;
         }
+        loaded
     }
 
     /// One pass over the tables named in `only` (all when empty), each table loaded once and
@@ -130,7 +128,7 @@ impl Pipeline {
             let kind_started = Instant::now();
             let outcome = match &loaded {
                 Ok(iceberg_table) => self.observe_with_timeout(iceberg_table, table, *kind).await,
-                Err(error) => Err(clone_load_error(error, table.name.as_str())),
+                Err(error) => Err(SensorError::Catalog(error.clone())),
             };
             let elapsed = if results.is_empty() { started.elapsed() } else { kind_started.elapsed() };
             results.push(self.finish(table, *kind, outcome, elapsed));
@@ -346,27 +344,5 @@ impl Pipeline {
         if let Ok(count) = self.history.point_count().await {
             self.metrics.icewatch_history_points.set(count as i64);
         }
-    }
-}
-
-/// A table that failed to load fails every sensor of the run with the same error.
-fn clone_load_error(error: &SensorError, table_name: &str) -> SensorError {
-    match error {
-        SensorError::Catalog(CatalogError::Unreachable { uri, reason }) => {
-            SensorError::Catalog(CatalogError::Unreachable { uri: uri.clone(), reason: reason.clone() })
-        }
-        SensorError::Catalog(CatalogError::TableNotFound { table, uri }) => {
-            SensorError::Catalog(CatalogError::TableNotFound { table: table.clone(), uri: uri.clone() })
-        }
-        SensorError::Catalog(CatalogError::InvalidSetting { key, reason }) => {
-            SensorError::Catalog(CatalogError::InvalidSetting { key: key.clone(), reason: reason.clone() })
-        }
-        SensorError::Catalog(CatalogError::LoadTable { table, reason }) => {
-            SensorError::Catalog(CatalogError::LoadTable { table: table.clone(), reason: reason.clone() })
-        }
-        other => SensorError::Catalog(CatalogError::LoadTable {
-            table: table_name.to_string(),
-            reason: crate::sensors::error_chain(other),
-        }),
     }
 }

@@ -413,20 +413,7 @@ impl SensorError {
     }
 }
 
-/// `error: cause: cause` on one line, for result messages.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(text.lines().next().unwrap_or_default());
-        }
-        source = cause.source();
-    }
-    message
-}
+pub use crate::errors::error_chain;
 
 /// Milliseconds since the epoch as RFC 3339 (UTC, seconds precision).
 pub fn format_ms(ms: i64) -> Option<String> {
