@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use iceberg::table::Table;
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -119,16 +119,23 @@ impl Pipeline {
         results
     }
 
-    /// Runs `kinds` on one table, loading its metadata once.
+    /// Runs `kinds` on one table, loading its metadata once. A panic while loading or in a
+    /// sensor is caught and becomes that run's `error` result (`reason="internal"`), so every
+    /// pass (the first, the one after a reload, `check`, a scheduled run) is isolated alike.
     pub async fn run_table(&self, table: &TableConfig, kinds: &[SensorKind]) -> Vec<SensorResult> {
         let started = Instant::now();
-        let loaded = self.load(table).await;
+        let loaded = isolated(self.load(table)).await;
         let mut results = Vec::new();
         for kind in kinds {
             let kind_started = Instant::now();
+            let internal =
+                |panic: String| SensorError::Internal { table: table.name.to_string(), sensor: *kind, panic };
             let outcome = match &loaded {
-                Ok(iceberg_table) => self.observe_with_timeout(iceberg_table, table, *kind).await,
-                Err(error) => Err(SensorError::Catalog(error.clone())),
+                Ok(Ok(iceberg_table)) => isolated(self.observe_with_timeout(iceberg_table, table, *kind))
+                    .await
+                    .unwrap_or_else(|panic| Err(internal(panic))),
+                Ok(Err(error)) => Err(SensorError::Catalog(error.clone())),
+                Err(panic) => Err(internal(panic.clone())),
             };
             let elapsed = if results.is_empty() { started.elapsed() } else { kind_started.elapsed() };
             results.push(self.finish(table, *kind, outcome, elapsed));
@@ -345,4 +352,15 @@ impl Pipeline {
             self.metrics.icewatch_history_points.set(count as i64);
         }
     }
+}
+
+/// Runs `future`, turning a panic into its message.
+async fn isolated<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    std::panic::AssertUnwindSafe(future).catch_unwind().await.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
 }

@@ -397,6 +397,9 @@ pub enum SensorError {
     },
     #[error("sensor `{sensor}` on table `{table}` timed out after {seconds}s")]
     Timeout { table: String, sensor: SensorKind, seconds: u64 },
+    /// A bug: the run panicked. The panic was caught, so only this run failed.
+    #[error("sensor `{sensor}` on table `{table}` failed on an internal error (a bug, please report it): {panic}")]
+    Internal { table: String, sensor: SensorKind, panic: String },
 }
 
 impl SensorError {
@@ -409,6 +412,7 @@ impl SensorError {
             SensorError::Scan { .. } => "query",
             SensorError::History { .. } => "history",
             SensorError::Timeout { .. } => "timeout",
+            SensorError::Internal { .. } => "internal",
         }
     }
 }

@@ -421,3 +421,91 @@ async fn tables_written_by_the_iceberg_crate_are_judged_too() {
     assert!((3_500.0..4_000.0).contains(&age), "age {age}");
     assert_eq!(status(one(&report, "rs.steady", "freshness", "commit_gap_seconds")), "ok");
 }
+
+/// A snapshot stamped `i64::MIN` (a writer bug seen in the wild) made the first pass panic and
+/// the service exit 101. Now the panic is that table's `error` result (`reason="internal"`), in
+/// `check` and in the first pass of `run`, and the other table is judged as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_table_is_an_internal_error_and_the_rest_is_still_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
+    let catalog =
+        icewatch::demo::open_sql_catalog(&catalog_uri, &dir.path().join("warehouse"), "default").await.unwrap();
+    let namespace = NamespaceIdent::new("rs".to_string());
+    catalog.create_namespace(&namespace, Default::default()).await.unwrap();
+    let schema = Schema::builder()
+        .with_fields(vec![Arc::new(NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)))])
+        .build()
+        .unwrap();
+    let arrow = Arc::new(ArrowSchema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for name in ["good", "bad"] {
+        let ident = TableIdent::new(namespace.clone(), name.to_string());
+        let creation = TableCreation::builder().name(name.to_string()).schema(schema.clone()).build();
+        catalog.create_table(&namespace, creation).await.unwrap();
+        for index in 0..6i64 {
+            let batch = RecordBatch::try_new(
+                arrow.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(index * 100..index * 100 + 100))],
+            )
+            .unwrap();
+            icewatch::demo::append_batch(&catalog, &ident, batch).await.unwrap();
+        }
+        let times: Vec<i64> = (0..6).map(|index| now_ms - (6 - index) * 3_600_000).collect();
+        let location = icewatch::demo::rewrite_table_metadata(&catalog_uri, "default", &ident, |metadata| {
+            icewatch::demo::retime_snapshots(metadata, &times)
+        })
+        .await
+        .unwrap();
+        if name == "bad" {
+            // Edited as text: the iceberg crate itself overflows parsing it (in a debug build).
+            let path = location.strip_prefix("file://").unwrap_or(&location);
+            let text = common::read(Path::new(path));
+            let stamped = format!("\"timestamp-ms\":{}", times[0]);
+            assert!(text.contains(&stamped), "{text}");
+            std::fs::write(path, text.replace(&stamped, &format!("\"timestamp-ms\":{}", i64::MIN))).unwrap();
+        }
+    }
+    let port = common::free_port();
+    let config = write_config(
+        dir.path(),
+        "sensors.toml",
+        "catalog.db",
+        &["rs.good", "rs.bad"],
+        &format!("\n[server]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+
+    let check_config = config.clone();
+    let (code, report) = tokio::task::spawn_blocking(move || check(&check_config)).await.unwrap();
+    assert_result_shape(&report);
+    assert_eq!(code, 1, "an error result is a problem, not a crash: {report:#}");
+    let internal: Vec<&Value> =
+        results(&report).iter().filter(|result| result["table"] == "rs.bad" && status(result) == "error").collect();
+    assert!(!internal.is_empty(), "{report:#}");
+    for result in &internal {
+        assert!(result["message"].as_str().unwrap().contains("internal error"), "{result:#}");
+    }
+    assert_eq!(status(one(&report, "rs.good", "volume", "rows_added")), "ok", "{report:#}");
+
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let mut service = common::ChildGuard::spawn(
+        "icewatch run",
+        Command::new(common::icewatch_bin()).arg("run").arg("--config").arg(&config),
+    );
+    let body = tokio::task::spawn_blocking(move || {
+        common::wait_for("the first pass's internal error", Duration::from_secs(60), || {
+            common::http_get(&metrics_url).filter(|body| {
+                body.lines().any(|line| {
+                    line.starts_with("icewatch_sensor_errors_total{")
+                        && line.contains("reason=\"internal\"")
+                        && line.contains("table=\"rs.bad\"")
+                })
+            })
+        })
+    })
+    .await
+    .unwrap();
+    assert!(body.lines().any(|line| line.starts_with("data_rows_added{") && line.contains("rs.good")), "{body}");
+    assert!(service.child.try_wait().unwrap().is_none(), "the service is still running");
+    service.terminate(Duration::from_secs(20)).expect("icewatch run stops on SIGTERM");
+}
