@@ -217,7 +217,21 @@ pub struct HistoryStore {
     backend: Backend,
     /// Redacted, for error messages.
     location: Arc<str>,
+    tally: Arc<PointTally>,
 }
+
+/// How many points the store holds, without counting rows on every scrape: counted once at
+/// open, kept current by this process's appends, and recounted in the background when older
+/// than [`RECOUNT_AFTER`] (other processes, `check` or a replica, may write the same store).
+#[derive(Debug, Default)]
+struct PointTally {
+    points: std::sync::atomic::AtomicU64,
+    counted_at: std::sync::Mutex<Option<std::time::Instant>>,
+    recounting: std::sync::atomic::AtomicBool,
+}
+
+/// How old the point tally may get before a background recount.
+const RECOUNT_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl fmt::Debug for HistoryStore {
     /// Only the redacted location: pool internals could carry connection options.
@@ -270,8 +284,9 @@ impl HistoryStore {
                 Backend::Postgres(pool)
             }
         };
-        let store = HistoryStore { backend, location: Arc::from(redacted.as_str()) };
+        let store = HistoryStore { backend, location: Arc::from(redacted.as_str()), tally: Arc::default() };
         store.migrate().await?;
+        store.recount().await?;
         Ok(store)
     }
 
@@ -288,8 +303,10 @@ impl HistoryStore {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        let store = HistoryStore { backend: Backend::Sqlite(pool), location: Arc::from(location) };
+        let store =
+            HistoryStore { backend: Backend::Sqlite(pool), location: Arc::from(location), tally: Arc::default() };
         store.migrate().await?;
+        store.recount().await?;
         Ok(store)
     }
 
@@ -399,6 +416,7 @@ impl HistoryStore {
             transaction.commit().await.map_err(&query_error)?;
             inserted
         });
+        self.tally.points.fetch_add(inserted, std::sync::atomic::Ordering::Relaxed);
         Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
     }
 
@@ -525,6 +543,7 @@ impl HistoryStore {
             transaction.commit().await.map_err(&query_error)?;
             inserted
         });
+        self.tally.points.fetch_add(inserted, std::sync::atomic::Ordering::Relaxed);
         Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
     }
 
@@ -549,7 +568,35 @@ impl HistoryStore {
             .collect()
     }
 
-    /// How many points are stored, over all series.
+    /// How many points the store holds, from the tally (no query; see [`PointTally`]). Starts a
+    /// background recount when the tally is stale.
+    pub fn stored_points(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let stale = self.tally.counted_at.lock().ok().and_then(|at| *at).is_none_or(|at| at.elapsed() > RECOUNT_AFTER);
+        if stale && !self.tally.recounting.swap(true, Ordering::AcqRel) && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.recount().await {
+                    tracing::warn!(error = %crate::errors::error_chain(&error), "failed to recount history points");
+                }
+                store.tally.recounting.store(false, Ordering::Release);
+            });
+        }
+        self.tally.points.load(Ordering::Relaxed)
+    }
+
+    /// Counts the points (a full count: at open and in the background only).
+    async fn recount(&self) -> Result<(), HistoryError> {
+        let count = self.point_count().await?;
+        self.tally.points.store(count, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut at) = self.tally.counted_at.lock() {
+            *at = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    /// How many points are stored, over all series (a full count).
     pub async fn point_count(&self) -> Result<u64, HistoryError> {
         let query_error = self.query_error("count points");
         let count: i64 = on_backend!(&self.backend, pool => {
@@ -669,6 +716,7 @@ mod tests {
         assert_eq!(store.append(&batch).await.unwrap(), 3);
         assert_eq!(store.append(&batch).await.unwrap(), 0);
         assert_eq!(store.point_count().await.unwrap(), 3);
+        assert_eq!(store.stored_points(), 3, "the tally follows appends, duplicates not counted");
         assert!(store.contains(&series, 1, None).await.unwrap());
         assert!(store.contains(&series, 1, Some(0)).await.unwrap());
         assert!(!store.contains(&series, 1, Some(8)).await.unwrap());
@@ -688,6 +736,7 @@ mod tests {
         let error = store.append(&batch).await.unwrap_err();
         assert!(matches!(error, HistoryError::NonFiniteValue { observed_at_ms: 2, .. }), "{error}");
         assert_eq!(store.point_count().await.unwrap(), 0);
+        assert_eq!(store.stored_points(), 0);
     }
 
     #[tokio::test]
