@@ -151,6 +151,70 @@ impl CatalogHandle {
     }
 }
 
+/// A catalog connected on first use and shared by every sensor. Connecting never holds a lock
+/// the others need: one attempt runs at a time and every caller awaits that same attempt. A
+/// failed attempt is remembered and returned at once until its backoff (1 s, doubling to 60 s)
+/// has passed, so a catalog that is down costs each run nothing. A connected handle is kept
+/// when a query fails: its pool replaces broken connections itself, and reconnecting would
+/// repeat the SQL catalog's `CREATE TABLE IF NOT EXISTS`, which needs write access.
+pub struct CatalogConnection {
+    config: CatalogConfig,
+    slot: std::sync::Mutex<Slot>,
+}
+
+type Connecting = futures::future::Shared<futures::future::BoxFuture<'static, Result<CatalogHandle, CatalogError>>>;
+
+enum Slot {
+    Idle { backoff: Duration },
+    Connecting { attempt: Connecting, backoff: Duration },
+    Connected(CatalogHandle),
+    Failed { error: CatalogError, retry_at: std::time::Instant, backoff: Duration },
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl CatalogConnection {
+    pub fn new(config: CatalogConfig) -> CatalogConnection {
+        CatalogConnection { config, slot: std::sync::Mutex::new(Slot::Idle { backoff: FIRST_BACKOFF }) }
+    }
+
+    /// The connected catalog, connecting when needed (or the last failure, within its backoff).
+    pub async fn get(&self) -> Result<CatalogHandle, CatalogError> {
+        use futures::FutureExt;
+        let attempt = {
+            let mut slot = self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*slot {
+                Slot::Connected(handle) => return Ok(handle.clone()),
+                Slot::Failed { error, retry_at, .. } if std::time::Instant::now() < *retry_at => {
+                    return Err(error.clone());
+                }
+                Slot::Connecting { attempt, .. } => attempt.clone(),
+                Slot::Idle { backoff } | Slot::Failed { backoff, .. } => {
+                    let config = self.config.clone();
+                    let attempt = async move { CatalogHandle::connect(&config).await }.boxed().shared();
+                    *slot = Slot::Connecting { attempt: attempt.clone(), backoff: *backoff };
+                    attempt
+                }
+            }
+        };
+        let outcome = attempt.await;
+        let mut slot = self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Slot::Connecting { backoff, .. } = &*slot {
+            let backoff = *backoff;
+            *slot = match &outcome {
+                Ok(handle) => Slot::Connected(handle.clone()),
+                Err(error) => Slot::Failed {
+                    error: error.clone(),
+                    retry_at: std::time::Instant::now() + backoff,
+                    backoff: (backoff * 2).min(MAX_BACKOFF),
+                },
+            };
+        }
+        outcome
+    }
+}
+
 /// The catalog identifier of a configured table name.
 pub fn table_ident(name: &TableName) -> Result<TableIdent, CatalogError> {
     let namespace = NamespaceIdent::from_vec(name.namespace.clone()).map_err(|error| load_failed(name, error))?;

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use iceberg::table::Table;
-use tokio::sync::Mutex as AsyncMutex;
 
-use crate::catalog::{CatalogError, CatalogHandle};
+use crate::catalog::{CatalogConnection, CatalogError, CatalogHandle};
 use crate::config::{Config, SensorKind, TableConfig};
 use crate::export::metrics::Metrics;
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
@@ -27,7 +26,7 @@ pub enum PipelineError {
 
 pub struct Pipeline {
     config: Arc<Config>,
-    catalog: AsyncMutex<Option<CatalogHandle>>,
+    catalog: CatalogConnection,
     history: HistoryStore,
     metrics: Arc<Metrics>,
     /// Every sensor kind of this build ([`crate::sensors::registry`]).
@@ -48,8 +47,8 @@ impl Pipeline {
             tracing::warn!(error = %crate::sensors::error_chain(&error), "failed to replay stored OpenLineage events");
         }
         Ok(Pipeline {
+            catalog: CatalogConnection::new(config.catalog.clone()),
             config,
-            catalog: AsyncMutex::new(None),
             history,
             metrics,
             sensors: crate::sensors::registry(),
@@ -75,25 +74,13 @@ impl Pipeline {
         &self.history
     }
 
-    /// The connected catalog, connecting (again) when needed.
+    /// The connected catalog, connecting when needed ([`CatalogConnection`]).
     pub async fn catalog(&self) -> Result<CatalogHandle, CatalogError> {
-        let mut slot = self.catalog.lock().await;
-        if let Some(handle) = slot.as_ref() {
-            return Ok(handle.clone());
-        }
-        let handle = CatalogHandle::connect(&self.config.catalog).await?;
-        *slot = Some(handle.clone());
-        Ok(handle)
+        self.catalog.get().await
     }
 
     async fn load(&self, table: &TableConfig) -> Result<Table, CatalogError> {
-        let catalog = self.catalog().await?;
-        let loaded = catalog.load_table(&table.name).await;
-        if let Err(CatalogError::Unreachable { .. }) = loaded {
-            // Reconnect next time: the pool may be broken.
-            *self.catalog.lock().await = None;
-        }
-        loaded
+        self.catalog().await?.load_table(&table.name).await
     }
 
     /// One pass over the tables named in `only` (all when empty), each table loaded once and
