@@ -191,7 +191,7 @@ async fn prepare_reload(
     if restart_only(&config.server, &started_with.server) {
         tracing::warn!("`[server]` listen, TLS and basic auth changes take effect at the next restart");
     }
-    if format!("{:?}", config.pushgateway) != format!("{:?}", started_with.pushgateway) {
+    if config.pushgateway != started_with.pushgateway {
         tracing::warn!("`[pushgateway]` changes take effect at the next restart");
     }
     let pipeline = Pipeline::new(Arc::new(config), metrics.clone())
