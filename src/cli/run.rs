@@ -6,6 +6,7 @@
 //! SIGTERM/SIGINT it stops new runs, waits for running ones up to `server.shutdown_grace`,
 //! pushes a last time (with `icewatch_up` 0), closes the history store and exits 0.
 
+use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SensorKind, ServerConfig};
+use crate::config::{Config, SensorKind, ServerConfig, TableName};
 use crate::export::metrics::Metrics;
 use crate::export::pushgateway::{PushgatewayClient, PushgatewayOptions};
 use crate::pipeline::Pipeline;
@@ -205,9 +206,9 @@ async fn prepare_reload(
 struct Generation {
     pipeline: Arc<Pipeline>,
     stop: CancellationToken,
-    running: Pin<Box<dyn Future<Output = ShutdownReport>>>,
+    running: Pin<Box<dyn Future<Output = ShutdownReport<SensorJob>>>>,
     /// Set once `running` has finished (it only does after `stop` or the shutdown).
-    report: Option<ShutdownReport>,
+    report: Option<ShutdownReport<SensorJob>>,
 }
 
 impl Generation {
@@ -237,7 +238,8 @@ impl Generation {
         if let Some(report) = &self.report
             && !report.still_running.is_empty()
         {
-            tracing::warn!(runs = ?report.still_running, "sensor runs still going at the end of the grace period were stopped");
+            let runs: Vec<String> = report.still_running.iter().map(SensorJob::to_string).collect();
+            tracing::warn!(?runs, "sensor runs still going at the end of the grace period were stopped");
         }
         self.pipeline
     }
@@ -251,7 +253,7 @@ async fn run_generation(
     pusher: Option<Arc<Pusher>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> ShutdownReport {
+) -> ShutdownReport<SensorJob> {
     let config = pipeline.config().clone();
     match pipeline.catalog().await {
         Ok(catalog) => {
@@ -272,14 +274,14 @@ async fn run_generation(
         pusher.request();
     }
 
-    let jobs: Vec<Job> = config
+    let jobs: Vec<Job<SensorJob>> = config
         .tables
         .iter()
         .flat_map(|table| {
             table.sensor_kinds().into_iter().filter_map(move |kind| {
                 let settings = table.settings(kind)?;
                 Some(Job {
-                    key: job_key(table.name.as_str(), kind),
+                    key: SensorJob { table: table.name.clone(), kind },
                     schedule: settings.schedule.cron.clone(),
                     timeout: settings.timeout + Duration::from_secs(5),
                 })
@@ -289,28 +291,25 @@ async fn run_generation(
     // Counters of events that may never happen are exported at 0 from the start, so rate()
     // and increase() over them answer 0 rather than nothing.
     for job in &jobs {
-        if let Some((table, kind)) = parse_job_key(&job.key) {
-            metrics.icewatch_sensor_skipped_runs_total.with_label_values(&[table, kind.as_str()]);
-        }
+        metrics.icewatch_sensor_skipped_runs_total.with_label_values(&[job.key.table.as_str(), job.key.kind.as_str()]);
     }
     let options = SchedulerOptions {
         concurrency: config.defaults.concurrency,
         shutdown_grace: config.server.shutdown_grace,
         ..SchedulerOptions::default()
     };
-    let events: Arc<dyn SchedulerEvents> = Arc::new(MetricEvents { metrics });
+    let events: Arc<dyn SchedulerEvents<SensorJob>> = Arc::new(MetricEvents { metrics });
     run_scheduler(
         jobs,
         options,
         Clock::system(),
         events,
-        move |key| {
+        move |job: SensorJob| {
             let pipeline = pipeline.clone();
             let pusher = pusher.clone();
             let state = state.clone();
             async move {
-                let Some((table, kind)) = parse_job_key(&key) else { return };
-                if let Some(result) = pipeline.run_sensor(table, kind).await
+                if let Some(result) = pipeline.run_sensor(job.table.as_str(), job.kind).await
                     && result.status() != crate::sensors::Status::Error
                 {
                     state.ready.store(true, Ordering::Relaxed);
@@ -325,14 +324,18 @@ async fn run_generation(
     .await
 }
 
-fn job_key(table: &str, kind: SensorKind) -> String {
-    format!("{table}/{kind}")
+/// The scheduler's key of one sensor of one table. Its text, `bronze.raw_trades/volume`, names
+/// the job in the scheduler's logs and seeds its jitter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SensorJob {
+    table: TableName,
+    kind: SensorKind,
 }
 
-fn parse_job_key(key: &str) -> Option<(&str, SensorKind)> {
-    let (table, kind) = key.rsplit_once('/')?;
-    let kind = SensorKind::TABLE_KINDS.into_iter().find(|candidate| candidate.as_str() == kind)?;
-    Some((table, kind))
+impl fmt::Display for SensorJob {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}/{}", self.table, self.kind)
+    }
 }
 
 /// Scheduler events become service metrics.
@@ -340,13 +343,13 @@ struct MetricEvents {
     metrics: Arc<Metrics>,
 }
 
-impl SchedulerEvents for MetricEvents {
-    fn run_started(&self, _key: &str, lag: Duration) {
+impl SchedulerEvents<SensorJob> for MetricEvents {
+    fn run_started(&self, _job: &SensorJob, lag: Duration) {
         self.metrics.icewatch_scheduler_lag_seconds.set(lag.as_secs_f64());
     }
 
-    fn run_finished(&self, key: &str, outcome: RunOutcome, elapsed: Duration) {
-        let Some((table, kind)) = parse_job_key(key) else { return };
+    fn run_finished(&self, job: &SensorJob, outcome: RunOutcome, elapsed: Duration) {
+        let (table, kind) = (job.table.as_str(), job.kind);
         match outcome {
             RunOutcome::Completed => {}
             RunOutcome::TimedOut => {
@@ -364,10 +367,11 @@ impl SchedulerEvents for MetricEvents {
         }
     }
 
-    fn run_skipped(&self, key: &str) {
-        if let Some((table, kind)) = parse_job_key(key) {
-            self.metrics.icewatch_sensor_skipped_runs_total.with_label_values(&[table, kind.as_str()]).inc();
-        }
+    fn run_skipped(&self, job: &SensorJob) {
+        self.metrics
+            .icewatch_sensor_skipped_runs_total
+            .with_label_values(&[job.table.as_str(), job.kind.as_str()])
+            .inc();
     }
 }
 
