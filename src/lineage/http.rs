@@ -13,7 +13,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::LineageError;
-use crate::server::AppState;
+use crate::service::AppState;
 
 /// Largest accepted event body; a larger one is answered 413 before it is read whole.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
