@@ -1,9 +1,12 @@
 //! HTTP endpoints of the service: `/metrics` (Prometheus text format 0.0.4), `/healthz`
 //! (liveness), `/readyz` (config loaded and the catalog answered), `/api/v1/results` (the
 //! latest result of every sensor as JSON), `POST /-/reload` (re-read `sensors.toml`), the status
-//! page (`/`, `/tables/{name}`; see `status_page`) and `/api/v1/lineage` (see `lineage::routes`).
+//! page (`/`, `/tables/{name}`; see `status_page`) and `/api/v1/lineage` (`server::lineage`: the
+//! HTTP side of the `lineage` module, kept here so that `lineage` stays below the pipeline).
 //! Builds the router over the service's [`AppState`]; binding, TLS, auth and serving are the
 //! service's (auth wraps the router as a layer, so routes added here are protected too).
+
+mod lineage;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::oneshot;
 
+pub use lineage::MAX_EVENT_BYTES;
+
 use crate::service::{AppState, ReloadRequest};
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -25,7 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/results", get(results))
         .route("/-/reload", post(reload))
         .merge(crate::status_page::routes())
-        .merge(crate::lineage::routes())
+        .merge(lineage::routes())
         .with_state(state)
 }
 
