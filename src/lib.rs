@@ -47,6 +47,7 @@ pub mod redact;
 pub mod scheduler;
 pub mod sensors;
 pub mod server;
+pub mod service;
 pub mod stats;
 pub mod status_page;
 pub mod web_config;

@@ -1,7 +1,8 @@
 //! Turns each job's cron schedule into runs: bounded concurrency, a timeout per run, no overlapping
 //! runs of one job, per-job jitter, catch-up without stampedes, and a graceful shutdown. It knows
-//! nothing about sensors or metrics: what a run does is the caller's closure, and what happened is
-//! reported through [`SchedulerEvents`].
+//! nothing about sensors or metrics: a job is named by the caller's key type `K`, what a run does
+//! is the caller's closure (it gets the key back), and what happened is reported through
+//! [`SchedulerEvents`]. It imports nothing from the rest of the crate.
 //!
 //! Time comes from a [`Clock`], so tests drive the scheduler with tokio's paused clock.
 //!
@@ -20,6 +21,7 @@
 //!        └── first tick after (now - jitter): every tick missed while paused is served by this run
 //! ```
 
+use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -38,11 +40,12 @@ use tokio_util::sync::CancellationToken;
 /// least this often bounds how late a tick can start after either.
 const MAX_SLEEP_STEP: Duration = Duration::from_secs(10);
 
-/// One scheduled unit of work (one sensor of one table).
+/// One scheduled unit of work (one sensor of one table, for the service).
 #[derive(Clone, Debug)]
-pub struct Job {
-    /// Unique and stable: `bronze.raw_trades/volume`. Also seeds the job's jitter.
-    pub key: String,
+pub struct Job<K> {
+    /// Unique among the jobs and stable across restarts. Its `Display` text
+    /// (`bronze.raw_trades/volume`) names the job in logs and seeds its jitter.
+    pub key: K,
     /// Cron expression with seconds (6 or 7 fields), evaluated in UTC.
     pub schedule: cron::Schedule,
     /// A run still going after this long is dropped and reported as [`RunOutcome::TimedOut`].
@@ -79,24 +82,37 @@ pub enum RunOutcome {
 
 /// What the scheduler tells the rest of the service (metrics, logs). Called from scheduler tasks:
 /// implementations must be quick and must not block.
-pub trait SchedulerEvents: Send + Sync + 'static {
+pub trait SchedulerEvents<K>: Send + Sync + 'static {
     /// A run got its concurrency permit and starts now. `lag` is how late that is against the
     /// job's planned start (cron time + the job's jitter): timer slack, a saturated concurrency
     /// pool, or a pause of the whole process all show up here.
-    fn run_started(&self, key: &str, lag: Duration);
-    fn run_finished(&self, key: &str, outcome: RunOutcome, elapsed: Duration);
+    fn run_started(&self, key: &K, lag: Duration);
+    fn run_finished(&self, key: &K, outcome: RunOutcome, elapsed: Duration);
     /// A tick came while the job's previous run was still going (or still waiting for a permit).
-    fn run_skipped(&self, key: &str);
+    fn run_skipped(&self, key: &K);
 }
 
 /// What [`run_scheduler`] returns once it has shut down.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ShutdownReport {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownReport<K> {
     /// Jobs whose run was going when shutdown was requested and finished within the grace period.
-    pub drained: Vec<String>,
+    pub drained: Vec<K>,
     /// Jobs whose run was still going when the grace period ended (those runs were aborted).
-    pub still_running: Vec<String>,
+    pub still_running: Vec<K>,
 }
+
+// By hand: the derive would ask for `K: Default`.
+impl<K> Default for ShutdownReport<K> {
+    fn default() -> Self {
+        ShutdownReport { drained: Vec::new(), still_running: Vec::new() }
+    }
+}
+
+/// What the scheduler needs of a job key: cloned into each run, printed in logs and hashed (as
+/// text) into the jitter, handed across tasks.
+pub trait JobKey: Clone + fmt::Display + Send + Sync + 'static {}
+
+impl<K: Clone + fmt::Display + Send + Sync + 'static> JobKey for K {}
 
 /// Wall-clock time for cron, moving with tokio's timer so tests can pause and advance it.
 #[derive(Clone, Copy, Debug)]
@@ -146,16 +162,17 @@ pub fn jitter_for(key: &str, max_jitter: Duration) -> Duration {
 ///
 /// `run_job` gets the job's key; its future is dropped when the job's timeout passes, so it must
 /// be cancel-safe (no half-written state that matters).
-pub async fn run_scheduler<F, Fut>(
-    jobs: Vec<Job>,
+pub async fn run_scheduler<K, F, Fut>(
+    jobs: Vec<Job<K>>,
     options: SchedulerOptions,
     clock: Clock,
-    events: Arc<dyn SchedulerEvents>,
+    events: Arc<dyn SchedulerEvents<K>>,
     run_job: F,
     shutdown: CancellationToken,
-) -> ShutdownReport
+) -> ShutdownReport<K>
 where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
+    K: JobKey,
+    F: Fn(K) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let shared = Arc::new(Shared {
@@ -167,7 +184,7 @@ where
     });
     let mut tickers = JoinSet::new();
     for job in jobs {
-        let jitter = jitter_for(&job.key, options.max_jitter);
+        let jitter = jitter_for(&job.key.to_string(), options.max_jitter);
         tickers.spawn(tick_job(job, jitter, Arc::clone(&shared)));
     }
 
@@ -205,29 +222,29 @@ where
     report
 }
 
-struct Shared<F> {
+struct Shared<K, F> {
     clock: Clock,
-    events: Arc<dyn SchedulerEvents>,
+    events: Arc<dyn SchedulerEvents<K>>,
     run_job: F,
     semaphore: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
 /// A job's current run; aborted when dropped, so nothing outlives the scheduler.
-struct RunHandle {
-    key: String,
+struct RunHandle<K> {
+    key: K,
     /// Set once the run has its permit (a run still waiting for one is not "running").
     started: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
-impl RunHandle {
+impl<K> RunHandle<K> {
     fn is_finished(&self) -> bool {
         self.handle.as_ref().is_none_or(JoinHandle::is_finished)
     }
 }
 
-impl Drop for RunHandle {
+impl<K> Drop for RunHandle<K> {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
             handle.abort();
@@ -236,13 +253,14 @@ impl Drop for RunHandle {
 }
 
 /// Drives one job until shutdown; returns its run if one is still going (or may be).
-async fn tick_job<F, Fut>(job: Job, jitter: Duration, shared: Arc<Shared<F>>) -> Option<RunHandle>
+async fn tick_job<K, F, Fut>(job: Job<K>, jitter: Duration, shared: Arc<Shared<K, F>>) -> Option<RunHandle<K>>
 where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
+    K: JobKey,
+    F: Fn(K) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let jitter_delta = delta(jitter);
-    let mut current: Option<RunHandle> = None;
+    let mut current: Option<RunHandle<K>> = None;
     let mut next = next_tick(&job.schedule, shared.clock.now());
     while let Some(tick) = next {
         let Some(tick) = wait_for_tick(&job.schedule, tick, jitter_delta, &shared).await else {
@@ -278,11 +296,11 @@ where
 /// Sleeps until `tick + jitter`, re-reading the clock at least every [`MAX_SLEEP_STEP`]. Returns
 /// the tick to serve (moved earlier if the wall clock stepped back across a tick), or `None` on
 /// shutdown.
-async fn wait_for_tick<F>(
+async fn wait_for_tick<K, F>(
     schedule: &cron::Schedule,
     mut tick: DateTime<Utc>,
     jitter: TimeDelta,
-    shared: &Shared<F>,
+    shared: &Shared<K, F>,
 ) -> Option<DateTime<Utc>> {
     loop {
         if shared.shutdown.is_cancelled() {
@@ -310,14 +328,15 @@ async fn wait_for_tick<F>(
 }
 
 /// One run: wait for a permit (unless shutting down), then the job under its timeout.
-async fn run_once<F, Fut>(
-    key: String,
+async fn run_once<K, F, Fut>(
+    key: K,
     timeout: Duration,
     planned: DateTime<Utc>,
     started_flag: Arc<AtomicBool>,
-    shared: Arc<Shared<F>>,
+    shared: Arc<Shared<K, F>>,
 ) where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
+    K: JobKey,
+    F: Fn(K) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permit = tokio::select! {
@@ -440,16 +459,16 @@ mod tests {
         }
     }
 
-    impl SchedulerEvents for Recorder {
-        fn run_started(&self, key: &str, lag: Duration) {
+    impl SchedulerEvents<String> for Recorder {
+        fn run_started(&self, key: &String, lag: Duration) {
             let at = self.origin.elapsed();
             self.events.lock().unwrap().push(Event::Started { key: key.into(), at, lag });
         }
-        fn run_finished(&self, key: &str, outcome: RunOutcome, elapsed: Duration) {
+        fn run_finished(&self, key: &String, outcome: RunOutcome, elapsed: Duration) {
             let at = self.origin.elapsed();
             self.events.lock().unwrap().push(Event::Finished { key: key.into(), at, outcome, elapsed });
         }
-        fn run_skipped(&self, key: &str) {
+        fn run_skipped(&self, key: &String) {
             let at = self.origin.elapsed();
             self.events.lock().unwrap().push(Event::Skipped { key: key.into(), at });
         }
@@ -458,12 +477,12 @@ mod tests {
     struct Harness {
         recorder: Arc<Recorder>,
         shutdown: CancellationToken,
-        scheduler: JoinHandle<ShutdownReport>,
+        scheduler: JoinHandle<ShutdownReport<String>>,
     }
 
     impl Harness {
         /// Requests shutdown and returns the report and how long the scheduler took to return.
-        async fn stop(self) -> (ShutdownReport, Duration) {
+        async fn stop(self) -> (ShutdownReport<String>, Duration) {
             let asked = Instant::now();
             self.shutdown.cancel();
             let report = self.scheduler.await.unwrap();
@@ -472,7 +491,7 @@ mod tests {
     }
 
     /// The clock starts at 2024-01-01T00:00:00Z, so `*/10` ticks at 10 s, 20 s, ... after start.
-    fn start<F, Fut>(jobs: Vec<Job>, options: SchedulerOptions, run_job: F) -> Harness
+    fn start<F, Fut>(jobs: Vec<Job<String>>, options: SchedulerOptions, run_job: F) -> Harness
     where
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -485,7 +504,7 @@ mod tests {
         Harness { recorder, shutdown, scheduler }
     }
 
-    fn job(key: &str, cron: &str, timeout: Duration) -> Job {
+    fn job(key: &str, cron: &str, timeout: Duration) -> Job<String> {
         Job { key: key.into(), schedule: cron::Schedule::from_str(cron).unwrap(), timeout }
     }
 
@@ -688,6 +707,61 @@ mod tests {
             assert_eq!(at, vec![secs(10) + jitter, secs(20) + jitter], "{key}");
             assert!(recorder.started(key).iter().all(|(_, lag)| lag.is_zero()), "jitter is not lag");
         }
+    }
+
+    /// A key of the caller's own type, printed as `table/kind`.
+    #[derive(Clone, Debug, PartialEq)]
+    struct TypedKey {
+        table: &'static str,
+        kind: u8,
+    }
+
+    impl fmt::Display for TypedKey {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(formatter, "{}/{}", self.table, self.kind)
+        }
+    }
+
+    struct TypedRecorder(Mutex<Vec<TypedKey>>);
+
+    impl SchedulerEvents<TypedKey> for TypedRecorder {
+        fn run_started(&self, key: &TypedKey, _lag: Duration) {
+            self.0.lock().unwrap().push(key.clone());
+        }
+        fn run_finished(&self, _key: &TypedKey, _outcome: RunOutcome, _elapsed: Duration) {}
+        fn run_skipped(&self, _key: &TypedKey) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_typed_key_comes_back_as_it_went_in_and_its_text_seeds_the_jitter() {
+        let key = TypedKey { table: "a.orders", kind: 7 };
+        let max_jitter = secs(2);
+        let jitter = jitter_for("a.orders/7", max_jitter);
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let run = {
+            let runs = runs.clone();
+            let origin = Instant::now();
+            move |key: TypedKey| {
+                runs.lock().unwrap().push((key, origin.elapsed()));
+                futures::future::ready(())
+            }
+        };
+        let events = Arc::new(TypedRecorder(Mutex::new(Vec::new())));
+        let shutdown = CancellationToken::new();
+        let clock = Clock::anchored(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap());
+        let jobs = vec![Job {
+            key: key.clone(),
+            schedule: cron::Schedule::from_str("*/10 * * * * *").unwrap(),
+            timeout: secs(5),
+        }];
+        let options = SchedulerOptions { max_jitter, ..options(4) };
+        let scheduler = tokio::spawn(run_scheduler(jobs, options, clock, events.clone(), run, shutdown.clone()));
+        tokio::time::sleep(secs(15)).await;
+        shutdown.cancel();
+        assert_eq!(scheduler.await.unwrap(), ShutdownReport::default());
+
+        assert_eq!(runs.lock().unwrap().clone(), vec![(key.clone(), secs(10) + jitter)]);
+        assert_eq!(events.0.lock().unwrap().clone(), vec![key]);
     }
 
     #[tokio::test(start_paused = true)]

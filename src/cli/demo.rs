@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, parse_duration};
 use crate::demo::{DemoOptions, prepare, run_writer};
+use crate::{server, service};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -57,13 +58,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
         config.server.listen, args.interval
     );
     let shutdown = CancellationToken::new();
-    tokio::spawn(super::run::stop_on_signal(shutdown.clone()));
+    tokio::spawn(service::stop_on_signal(shutdown.clone()));
     let writer_shutdown = shutdown.clone();
     let writer_warehouse = warehouse.clone();
     let writer = tokio::spawn(async move {
         run_writer(&writer_warehouse, args.interval, args.seed, async move { writer_shutdown.cancelled().await }).await
     });
-    let served = super::run::serve(Arc::new(config), shutdown.clone()).await;
+    let served = service::serve(Arc::new(config), server::router, shutdown.clone()).await;
     shutdown.cancel();
     match writer.await {
         Ok(Err(error)) => tracing::error!(error = %crate::sensors::error_chain(&error), "the simulated writer stopped"),

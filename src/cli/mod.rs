@@ -8,8 +8,6 @@ mod report;
 mod run;
 mod validate;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exit code: a check found a problem at or above `--fail-on`.
@@ -37,7 +35,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: sensors on their schedules, /metrics, optional Pushgateway.
-    Run(ConfigArgs),
+    Run(run::RunArgs),
     /// One pass of every sensor, a report, and an exit code for orchestrators.
     Check(check::CheckArgs),
     /// Parse and validate the config; with --online also load every table and check columns.
@@ -49,19 +47,12 @@ pub enum Command {
     Lineage(lineage::LineageArgs),
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ConfigArgs {
-    /// Path of sensors.toml.
-    #[arg(long, short, default_value = "sensors.toml", env = "ICEWATCH_CONFIG")]
-    pub config: PathBuf,
-}
-
 /// Runs the parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => run::run(&args.config).await,
+            Command::Run(args) => run::run(args).await,
             Command::Check(args) => check::check(args).await,
             Command::Validate(args) => validate::validate(args).await,
             Command::Demo(args) => demo::demo(args).await,

@@ -91,7 +91,7 @@ pub struct HistoryConfig {
 
 /// `[server]`: where `/metrics` listens, how it shuts down, and its optional TLS and basic auth
 /// (the same model as the Prometheus exporters' web config: bcrypt-hashed passwords).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// After SIGTERM/SIGINT (or a reload), how long running sensor runs may finish.
@@ -126,7 +126,7 @@ impl std::fmt::Debug for PasswordHash {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushgatewayConfig {
     pub url: String,
     pub job: String,

@@ -2,11 +2,11 @@
 //! run events; stage health, root cause and propagation lag from the latest sensor results
 //! ([`health`]); the `pipeline_*` metrics; the run that wrote a snapshot. It owns the lineage
 //! state of the service (OpenLineage runs, learned edges, previous stage health). It must not
-//! run sensors or read tables: it only reads results the pipeline already produced.
+//! run sensors or read tables: it only reads results the pipeline already produced. Its HTTP
+//! endpoint (`/api/v1/lineage`) is `server`'s, which reads it through the pipeline.
 
 mod graph;
 pub mod health;
-mod http;
 pub mod openlineage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -22,7 +22,6 @@ use crate::sensors::Status;
 
 pub use graph::{GraphFormat, render_graph};
 pub use health::{Health, PipelineStatus, StageStatus};
-pub use http::{MAX_EVENT_BYTES, routes};
 pub use openlineage::{DatasetRef, EventError, RunEvent, RunState, parse_event};
 
 /// History-store event kind of a received OpenLineage event (payload: the event as posted).

@@ -29,7 +29,7 @@ use crate::judging::Measure;
 use crate::lineage::PipelineStatus;
 use crate::pipeline::Pipeline;
 use crate::sensors::{freshness, volume};
-use crate::server::AppState;
+use crate::service::AppState;
 use crate::stats::Direction;
 
 /// Most points drawn in one chart (the newest).

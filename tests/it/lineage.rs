@@ -323,7 +323,7 @@ async fn openlineage_events_build_the_edge_link_the_snapshot_and_fail_the_stage(
     let (status, _) = post(port, b"{\"eventType\": \"START\",");
     assert_eq!(status, 400);
     let mut huge = start.clone().into_bytes();
-    huge.extend(std::iter::repeat_n(b' ', icewatch::lineage::MAX_EVENT_BYTES));
+    huge.extend(std::iter::repeat_n(b' ', icewatch::server::MAX_EVENT_BYTES));
     let (status, _) = post(port, &huge);
     assert_eq!(status, 413);
     let after = lineage_view(port);

@@ -1,6 +1,7 @@
 //! `GET /api/v1/lineage` (the graph and stage health as JSON) and `POST /api/v1/lineage`
 //! (one OpenLineage RunEvent per request, at most [`MAX_EVENT_BYTES`]). Only the HTTP shape
-//! lives here: validation is `openlineage`'s, state and storage are [`super::Lineage`]'s.
+//! lives here: validation is `lineage::openlineage`'s, state and storage are
+//! [`crate::lineage::Lineage`]'s.
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::LineageError;
-use crate::server::AppState;
+use crate::lineage::LineageError;
+use crate::service::AppState;
 
 /// Largest accepted event body; a larger one is answered 413 before it is read whole.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;

@@ -1,59 +1,26 @@
 //! HTTP endpoints of the service: `/metrics` (Prometheus text format 0.0.4), `/healthz`
 //! (liveness), `/readyz` (config loaded and the catalog answered), `/api/v1/results` (the
 //! latest result of every sensor as JSON), `POST /-/reload` (re-read `sensors.toml`), the status
-//! page (`/`, `/tables/{name}`; see `status_page`) and `/api/v1/lineage` (see `lineage::routes`).
-//! Builds the router; binding, TLS, auth and serving are `run`'s (auth wraps the router as a
-//! layer, so routes added here are protected too).
+//! page (`/`, `/tables/{name}`; see `status_page`) and `/api/v1/lineage` (`server::lineage`: the
+//! HTTP side of the `lineage` module, kept here so that `lineage` stays below the pipeline).
+//! Builds the router over the service's [`AppState`]; binding, TLS, auth and serving are the
+//! service's (auth wraps the router as a layer, so routes added here are protected too).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+mod lineage;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::pipeline::Pipeline;
+pub use lineage::MAX_EVENT_BYTES;
 
-/// A request to re-read the configuration; `reply` (when someone waits) gets the outcome, the
-/// error chain as text when the new configuration was rejected.
-pub struct ReloadRequest {
-    pub reply: Option<oneshot::Sender<Result<(), String>>>,
-}
-
-/// What the handlers share. The pipeline is swapped whole when the configuration is reloaded;
-/// a handler takes the current one once and uses it to the end of the request.
-pub struct AppState {
-    pipeline: RwLock<Arc<Pipeline>>,
-    /// Set once the catalog has answered.
-    pub ready: AtomicBool,
-    reload: Option<mpsc::Sender<ReloadRequest>>,
-}
-
-impl AppState {
-    /// `reload`: where `POST /-/reload` sends its requests (`None`: the endpoint answers 503).
-    pub fn new(pipeline: Arc<Pipeline>, reload: Option<mpsc::Sender<ReloadRequest>>) -> AppState {
-        AppState { pipeline: RwLock::new(pipeline), ready: AtomicBool::new(false), reload }
-    }
-
-    /// The pipeline of the configuration in force.
-    pub fn pipeline(&self) -> Arc<Pipeline> {
-        match self.pipeline.read() {
-            Ok(pipeline) => pipeline.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Puts the pipeline of a newly loaded configuration in force.
-    pub fn set_pipeline(&self, pipeline: Arc<Pipeline>) {
-        match self.pipeline.write() {
-            Ok(mut slot) => *slot = pipeline,
-            Err(poisoned) => *poisoned.into_inner() = pipeline,
-        }
-    }
-}
+use crate::service::{AppState, ReloadRequest};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -63,7 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/results", get(results))
         .route("/-/reload", post(reload))
         .merge(crate::status_page::routes())
-        .merge(crate::lineage::routes())
+        .merge(lineage::routes())
         .with_state(state)
 }
 
@@ -91,7 +58,7 @@ async fn results(State(state): State<Arc<AppState>>) -> Response {
 /// `POST /-/reload`: 200 once the new configuration runs, 500 with the reasons when it was
 /// rejected (the old one keeps running), as Prometheus' own `/-/reload` answers.
 async fn reload(State(state): State<Arc<AppState>>) -> Response {
-    let Some(sender) = &state.reload else {
+    let Some(sender) = state.reload_requests() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "reloading is not available\n").into_response();
     };
     let (reply, outcome) = oneshot::channel();
