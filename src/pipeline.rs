@@ -14,8 +14,9 @@ use crate::catalog::{CatalogConnection, CatalogError, CatalogHandle};
 use crate::config::{Config, SensorKind, TableConfig};
 use crate::export::metrics::Metrics;
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
-use crate::lineage::Lineage;
-use crate::sensors::{Evaluation, Input, Seen, Sensor, SensorError, SensorResult, Step, WindowRequest, Windows};
+use crate::sensors::{
+    Evaluation, Input, ResultListener, Seen, Sensor, SensorError, SensorResult, Step, WindowRequest, Windows,
+};
 
 /// Why the pipeline could not start at all (a failing sensor never gets here).
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +33,8 @@ pub struct Pipeline {
     /// Every sensor kind of this build ([`crate::sensors::registry`]).
     sensors: Vec<Box<dyn Sensor>>,
     results: Mutex<BTreeMap<(String, SensorKind), SensorResult>>,
-    /// Pipelines and OpenLineage runs of this configuration, re-evaluated after every run.
-    lineage: Lineage,
+    /// Told the latest results after every run ([`Pipeline::subscribe`]).
+    listeners: std::sync::RwLock<Vec<Arc<dyn ResultListener>>>,
 }
 
 impl Pipeline {
@@ -42,10 +43,6 @@ impl Pipeline {
     /// at start-up becomes `error` results, not a crash.
     pub async fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Pipeline, PipelineError> {
         let history = HistoryStore::open(&config.history.location).await?;
-        let lineage = Lineage::new(config.clone(), metrics.clone(), history.clone());
-        if let Err(error) = lineage.restore().await {
-            tracing::warn!(error = %crate::sensors::error_chain(&error), "failed to replay stored OpenLineage events");
-        }
         Ok(Pipeline {
             catalog: CatalogConnection::new(config.catalog.clone()),
             config,
@@ -53,13 +50,13 @@ impl Pipeline {
             metrics,
             sensors: crate::sensors::registry(),
             results: Mutex::new(BTreeMap::new()),
-            lineage,
+            listeners: std::sync::RwLock::new(Vec::new()),
         })
     }
 
-    /// Pipeline stages, root causes and OpenLineage runs of this configuration.
-    pub fn lineage(&self) -> &Lineage {
-        &self.lineage
+    /// Tells `listener` the latest results after every run from now on.
+    pub fn subscribe(&self, listener: Arc<dyn ResultListener>) {
+        self.listeners.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(listener);
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -177,7 +174,13 @@ impl Pipeline {
         if let Ok(mut results) = self.results.lock() {
             results.insert((name.to_string(), kind), result.clone());
         }
-        self.lineage.refresh(&self.latest_results());
+        let listeners = self.listeners.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if !listeners.is_empty() {
+            let latest = self.latest_results();
+            for listener in listeners {
+                listener.results_changed(&latest);
+            }
+        }
         result
     }
 

@@ -47,9 +47,11 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         }
     }
     let pipeline = Pipeline::new(config, Arc::new(Metrics::new())).await?;
+    let lineage = crate::lineage::Lineage::attach(&pipeline);
+    lineage.replay().await;
     let results = pipeline.run_all(&args.tables).await;
     // Lineage lines: stage root causes, and the OpenLineage run that wrote an anomalous snapshot.
-    let results = pipeline.lineage().check_results(results);
+    let results = lineage.check_results(results);
     let level = match args.fail_on {
         FailOn::Warning => Status::Warning,
         FailOn::Critical => Status::Critical,

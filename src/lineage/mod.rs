@@ -17,8 +17,9 @@ use serde::Serialize;
 use crate::config::{Config, SensorKind};
 use crate::export::metrics::Metrics;
 use crate::history::{Event, HistoryError, HistoryStore};
-use crate::sensors::SensorResult;
+use crate::pipeline::Pipeline;
 use crate::sensors::Status;
+use crate::sensors::{ResultListener, SensorResult};
 
 pub use graph::{GraphFormat, render_graph};
 pub use health::{Health, PipelineStatus, StageStatus};
@@ -198,6 +199,24 @@ pub struct LineageView {
 }
 
 impl Lineage {
+    /// The lineage of `pipeline`'s configuration, following the pipeline's results from now on.
+    /// The stored OpenLineage events are not replayed yet: call [`Lineage::replay`] (the service
+    /// does once its listener is up, so a large store never delays `/healthz`).
+    pub fn attach(pipeline: &Pipeline) -> Arc<Lineage> {
+        let lineage =
+            Arc::new(Lineage::new(pipeline.config().clone(), pipeline.metrics().clone(), pipeline.history().clone()));
+        pipeline.subscribe(lineage.clone());
+        lineage
+    }
+
+    /// [`Lineage::restore`], logging a failure instead of returning it (lineage then starts
+    /// from what new events bring).
+    pub async fn replay(&self) {
+        if let Err(error) = self.restore().await {
+            tracing::warn!(error = %crate::errors::error_chain(&error), "failed to replay stored OpenLineage events");
+        }
+    }
+
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, history: HistoryStore) -> Lineage {
         Lineage { config, metrics, history, state: Mutex::new(State::default()) }
     }
@@ -378,5 +397,11 @@ impl Lineage {
             }
         }
         merged
+    }
+}
+
+impl ResultListener for Lineage {
+    fn results_changed(&self, latest: &[SensorResult]) {
+        self.refresh(latest);
     }
 }

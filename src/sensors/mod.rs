@@ -337,6 +337,13 @@ impl<'a> Step<'a> {
     }
 }
 
+/// Something that follows the results as they come (lineage re-derives the pipelines' health
+/// from them). Called after every run with the latest result of every sensor; it must be quick
+/// and must not block: it runs on the pipeline's task.
+pub trait ResultListener: Send + Sync {
+    fn results_changed(&self, latest: &[SensorResult]);
+}
+
 /// The results of one sensor run, kept for the status page and `check`.
 #[derive(Clone, Debug)]
 pub struct SensorResult {

@@ -25,16 +25,16 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 async fn show(State(state): State<Arc<AppState>>) -> Response {
-    let pipeline = state.pipeline();
-    pipeline.lineage().refresh(&pipeline.latest_results());
-    axum::Json(pipeline.lineage().view()).into_response()
+    let (pipeline, lineage) = (state.pipeline(), state.lineage());
+    lineage.refresh(&pipeline.latest_results());
+    axum::Json(lineage.view()).into_response()
 }
 
 async fn receive(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let pipeline = state.pipeline();
-    match pipeline.lineage().ingest(&body).await {
+    let (pipeline, lineage) = (state.pipeline(), state.lineage());
+    match lineage.ingest(&body).await {
         Ok(event) => {
-            pipeline.lineage().refresh(&pipeline.latest_results());
+            lineage.refresh(&pipeline.latest_results());
             let links: Vec<_> = event
                 .outputs
                 .iter()

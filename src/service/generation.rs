@@ -15,6 +15,7 @@ use super::jobs::{MetricEvents, SensorJob, sensor_jobs};
 use super::pusher::Pusher;
 use crate::config::Config;
 use crate::export::metrics::Metrics;
+use crate::lineage::Lineage;
 use crate::pipeline::Pipeline;
 use crate::scheduler::{Clock, SchedulerEvents, SchedulerOptions, ShutdownReport, run_scheduler};
 use crate::sensors::Status;
@@ -69,7 +70,7 @@ pub(super) async fn prepare_reload(
     current: &Generation,
     started_with: &Config,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<Arc<Pipeline>> {
+) -> anyhow::Result<(Arc<Pipeline>, Arc<Lineage>)> {
     let path = current.pipeline.config().source.clone();
     let config = Config::load(&path)?;
     for warning in restart_only_changes(&config, started_with) {
@@ -78,7 +79,9 @@ pub(super) async fn prepare_reload(
     let pipeline = Pipeline::new(Arc::new(config), metrics.clone())
         .await
         .context("failed to open the history store of the new configuration")?;
-    Ok(Arc::new(pipeline))
+    let lineage = Lineage::attach(&pipeline);
+    lineage.replay().await;
+    Ok((Arc::new(pipeline), lineage))
 }
 
 /// What differs between `new` and the configuration the service `started_with` that a reload

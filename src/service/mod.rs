@@ -32,6 +32,7 @@ pub use state::{AppState, ReloadRequest};
 
 use crate::config::{Config, ServerConfig};
 use crate::export::metrics::Metrics;
+use crate::lineage::Lineage;
 use crate::pipeline::Pipeline;
 use crate::web_config::{BasicAuth, TlsListener, require_basic_auth, tls_acceptor};
 use generation::{Generation, prepare_reload};
@@ -85,8 +86,9 @@ pub async fn serve(config: Arc<Config>, routes: Routes, shutdown: CancellationTo
     let metrics = Arc::new(Metrics::new());
     metrics.icewatch_up.set(1);
     let pipeline = Arc::new(Pipeline::new(config.clone(), metrics.clone()).await?);
+    let lineage = Lineage::attach(&pipeline);
     let (reload_sender, mut reloads) = mpsc::channel(4);
-    let state = Arc::new(AppState::new(pipeline.clone(), Some(reload_sender.clone())));
+    let state = Arc::new(AppState::new(pipeline.clone(), lineage, Some(reload_sender.clone())));
 
     // The server outlives the sensor runs: it stops after the last push, so /metrics answers
     // while runs drain.
@@ -94,6 +96,8 @@ pub async fn serve(config: Arc<Config>, routes: Routes, shutdown: CancellationTo
     let server = start_server(&config.server, routes(state.clone()), server_stop.clone()).await?;
     tracing::info!(address = %config.server.listen, tls = config.server.tls.is_some(), basic_auth = !config.server.basic_auth_users.is_empty(), tables = config.tables.len(), "icewatch serving /metrics");
     tokio::spawn(reload_on_hangup(reload_sender, shutdown.clone()));
+    // Replayed with the listener up: liveness answers meanwhile, readiness waits for the first pass.
+    state.lineage().replay().await;
 
     let pusher = match &config.pushgateway {
         Some(push) => Some(Arc::new(Pusher::new(push, metrics.clone(), state.clone())?)),
@@ -112,9 +116,9 @@ pub async fn serve(config: Arc<Config>, routes: Routes, shutdown: CancellationTo
             },
         };
         let outcome = match prepare_reload(&current, &config, &metrics).await {
-            Ok(next) => {
+            Ok((next, lineage)) => {
                 let old = current.stop().await;
-                state.set_pipeline(next.clone());
+                state.set_pipeline(next.clone(), lineage);
                 old.history().close().await;
                 let configured = next.config().clone();
                 let forgotten = metrics.forget_tables(&|table| configured.table(table).is_some());

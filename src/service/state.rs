@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::lineage::Lineage;
 use crate::pipeline::Pipeline;
 
 /// A request to re-read the configuration; `reply` (when someone waits) gets the outcome, the
@@ -18,7 +19,7 @@ pub struct ReloadRequest {
 /// What the handlers share. The pipeline is swapped whole when the configuration is reloaded;
 /// a handler takes the current one once and uses it to the end of the request.
 pub struct AppState {
-    pipeline: RwLock<Arc<Pipeline>>,
+    pipeline: RwLock<(Arc<Pipeline>, Arc<Lineage>)>,
     /// Set once the catalog has answered.
     pub ready: AtomicBool,
     reload: Option<mpsc::Sender<ReloadRequest>>,
@@ -26,24 +27,27 @@ pub struct AppState {
 
 impl AppState {
     /// `reload`: where `POST /-/reload` sends its requests (`None`: the endpoint answers 503).
-    pub fn new(pipeline: Arc<Pipeline>, reload: Option<mpsc::Sender<ReloadRequest>>) -> AppState {
-        AppState { pipeline: RwLock::new(pipeline), ready: AtomicBool::new(false), reload }
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        lineage: Arc<Lineage>,
+        reload: Option<mpsc::Sender<ReloadRequest>>,
+    ) -> AppState {
+        AppState { pipeline: RwLock::new((pipeline, lineage)), ready: AtomicBool::new(false), reload }
     }
 
     /// The pipeline of the configuration in force.
     pub fn pipeline(&self) -> Arc<Pipeline> {
-        match self.pipeline.read() {
-            Ok(pipeline) => pipeline.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.pipeline.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone()
     }
 
-    /// Puts the pipeline of a newly loaded configuration in force.
-    pub fn set_pipeline(&self, pipeline: Arc<Pipeline>) {
-        match self.pipeline.write() {
-            Ok(mut slot) => *slot = pipeline,
-            Err(poisoned) => *poisoned.into_inner() = pipeline,
-        }
+    /// The lineage (stages, root causes, OpenLineage runs) of the configuration in force.
+    pub fn lineage(&self) -> Arc<Lineage> {
+        self.pipeline.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+
+    /// Puts the pipeline of a newly loaded configuration, and its lineage, in force.
+    pub fn set_pipeline(&self, pipeline: Arc<Pipeline>, lineage: Arc<Lineage>) {
+        *self.pipeline.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (pipeline, lineage);
     }
 
     /// Where reload requests go; `None` when this state was built without a service behind it.

@@ -55,7 +55,7 @@ fn html_response(status: StatusCode, body: String) -> Response {
 
 async fn overview(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Response {
     let pipeline = state.pipeline();
-    let body = render_overview(&pipeline, &pipeline.lineage().view().pipelines);
+    let body = render_overview(&pipeline, &state.lineage().view().pipelines);
     if wants_fragment(&query) {
         return html_response(StatusCode::OK, body);
     }
@@ -68,7 +68,7 @@ async fn table(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let pipeline = state.pipeline();
-    let (status, body) = match render_table(&pipeline, &pipeline.lineage().view().pipelines, &name).await {
+    let (status, body) = match render_table(&pipeline, &state.lineage().view().pipelines, &name).await {
         Some(body) => (StatusCode::OK, body),
         None => (StatusCode::NOT_FOUND, render::unknown_table(&name)),
     };
