@@ -456,18 +456,6 @@ impl SplitMix64 {
     }
 }
 
-/// Linear-interpolation quantile (type 7, numpy's and DuckDB's `quantile_cont`) of sorted data.
-pub fn quantile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let position = q * (sorted.len() - 1) as f64;
-    let lower = position.floor() as usize;
-    let upper = position.ceil() as usize;
-    let fraction = position - lower as f64;
-    Some(sorted[lower] + (sorted[upper] - sorted[lower]) * fraction)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,14 +546,5 @@ mod tests {
         for (position, &count) in hits.iter().enumerate() {
             assert!((300..=500).contains(&count), "position {position}: {count}");
         }
-    }
-
-    #[test]
-    fn quantiles_interpolate_linearly() {
-        let sorted = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(quantile_sorted(&sorted, 0.5), Some(2.5));
-        assert_eq!(quantile_sorted(&sorted, 0.0), Some(1.0));
-        assert_eq!(quantile_sorted(&sorted, 1.0), Some(4.0));
-        assert_eq!(quantile_sorted(&[], 0.5), None);
     }
 }

@@ -36,7 +36,7 @@ use iceberg::spec::{
 use iceberg::table::Table;
 use serde::Serialize;
 
-use self::accumulate::{ColumnAccumulator, ValueKind, Wanted, quantile_sorted};
+use self::accumulate::{ColumnAccumulator, ValueKind, Wanted};
 use super::snapshots::{Commit, CommitOperation, commits};
 use super::{Evaluation, Metric, SensorError, Status, WindowRequest, Windows, human_number};
 use crate::config::{DistributionConfig, Scope, SensorKind, Statistic};
@@ -928,7 +928,7 @@ fn scan_value(accumulator: &ColumnAccumulator, sorted: &[f64], statistic: Statis
         Statistic::MeanLength => numbers.then(|| accumulator.length_sum as f64 / accumulator.count as f64),
         quantile => {
             let level = quantile.quantile()?;
-            quantile_sorted(sorted, level)
+            stats::quantile_sorted(sorted, level)
         }
     };
     value.filter(|value| value.is_finite())
