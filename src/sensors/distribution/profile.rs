@@ -63,12 +63,9 @@ async fn profile_many(
     let total = wanted.len();
     let mut profiles = Vec::with_capacity(total);
     for (index, commit) in wanted.into_iter().enumerate() {
-        let snapshot = metadata.snapshot_by_id(commit.snapshot_id).ok_or_else(|| SensorError::Metadata {
+        let snapshot = metadata.snapshot_by_id(commit.snapshot_id).ok_or_else(|| SensorError::SnapshotNotFound {
             table: table_name.to_string(),
-            source: iceberg::Error::new(
-                iceberg::ErrorKind::DataInvalid,
-                format!("snapshot {} is not in the table metadata", commit.snapshot_id),
-            ),
+            snapshot_id: commit.snapshot_id,
         })?;
         let started = std::time::Instant::now();
         let profile = profile_snapshot(table, table_name, config, &columns, snapshot, purpose).await?;
