@@ -23,9 +23,10 @@
 //! The rooms, in the order a profile is made: `selection` (which snapshots are batches),
 //! `metadata` (a batch's manifest entries and the statistics they answer), `plan` (what to
 //! take from metadata and what to scan, pure), `scan` (reading the Parquet files into
-//! `accumulate`'s column accumulators), `profile` (those put together), then `judge`
-//! (z-scores against earlier batches) and `drift` (tests against reference batches). `sensor`
-//! turns them into the steps of the [`Sensor`] contract.
+//! `accumulate`'s column accumulators, which keep `sketch`'s HyperLogLog and samples),
+//! `profile` (those put together), then `judge` (z-scores against earlier batches) and
+//! `drift` (tests against reference batches). `sensor` turns them into the steps of the
+//! [`Sensor`] contract.
 //!
 //! [`Sensor`]: crate::sensors::Sensor
 
@@ -38,6 +39,7 @@ mod profile;
 mod scan;
 mod selection;
 mod sensor;
+mod sketch;
 #[cfg(test)]
 mod synthetic;
 
@@ -47,13 +49,13 @@ use serde::Serialize;
 
 use crate::config::Statistic;
 
-pub use self::accumulate::HLL_STANDARD_ERROR;
 pub use self::drift::{DriftResult, MIN_DRIFT_SAMPLE, PSI_BINS, TOP_CATEGORIES, drift};
 pub use self::judge::{judge, series, series_key, window_requests};
 pub use self::plan::{DRIFT_SAMPLE, QUANTILE_SAMPLE, REFERENCE_ROW_CAP};
 pub use self::profile::{observe, observe_reference};
 pub use self::selection::{reference_snapshots, snapshots_to_profile};
 pub use self::sensor::DistributionSensor;
+pub use self::sketch::HLL_STANDARD_ERROR;
 
 /// Where a value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

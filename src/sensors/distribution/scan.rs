@@ -12,8 +12,9 @@ use iceberg::scan::FileScanTask;
 use iceberg::spec::{Schema, SnapshotRef};
 use iceberg::table::Table;
 
-use super::accumulate::{self, ColumnAccumulator, ValueKind, Wanted};
+use super::accumulate::{ColumnAccumulator, ValueKind, Wanted};
 use super::metadata::Batch;
+use super::sketch;
 use crate::config::{Scope, Statistic};
 use crate::sensors::SensorError;
 use crate::stats;
@@ -86,9 +87,9 @@ pub(super) async fn scan(
     row_cap: Option<u64>,
     seed: i64,
 ) -> Result<Scanned, SensorError> {
-    let seed = accumulate::mix64(seed as u64);
+    let seed = sketch::mix64(seed as u64);
     if row_cap.is_some() {
-        tasks.sort_by_key(|task| accumulate::hash_bytes(task.data_file_path.as_bytes()) ^ seed);
+        tasks.sort_by_key(|task| sketch::hash_bytes(task.data_file_path.as_bytes()) ^ seed);
         let mut planned = 0u64;
         let mut kept = 0;
         for task in &tasks {
@@ -122,7 +123,7 @@ pub(super) async fn scan(
             }
             let reader =
                 table.reader_builder().with_data_file_concurrency_limit(1).with_batch_size(READ_BATCH_ROWS).build();
-            let worker_seed = accumulate::mix64(seed ^ group_index as u64);
+            let worker_seed = sketch::mix64(seed ^ group_index as u64);
             handles.push((
                 columns,
                 tokio::spawn(async move {
@@ -181,7 +182,7 @@ async fn read_group(
     let mut columns: Vec<ColumnAccumulator> = kinds
         .iter()
         .enumerate()
-        .map(|(index, (kind, wanted))| ColumnAccumulator::new(*kind, *wanted, accumulate::mix64(seed ^ index as u64)))
+        .map(|(index, (kind, wanted))| ColumnAccumulator::new(*kind, *wanted, sketch::mix64(seed ^ index as u64)))
         .collect();
     let stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
     let result = reader.read(stream)?;

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use datafusion::arrow::array::Float64Array;
 
-use super::accumulate::{self, ColumnAccumulator, ValueKind, Wanted};
+use super::accumulate::{ColumnAccumulator, ValueKind, Wanted};
 use super::scan::{scan_value, sorted_sample};
+use super::sketch;
 use super::{BatchProfile, ColumnSample, ColumnStatistic, DRIFT_SAMPLE, QUANTILE_SAMPLE, ValueSource};
 use crate::config::{DistributionConfig, DriftConfig, Scope, SensorSettings, Statistic};
 use crate::stats::Direction;
@@ -17,7 +18,7 @@ pub(super) struct Normal(pub(super) u64);
 impl Normal {
     pub(super) fn uniform(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        ((accumulate::mix64(self.0) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        ((sketch::mix64(self.0) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
     pub(super) fn sample(&mut self, mean: f64, stddev: f64) -> f64 {
         let (u, v) = (self.uniform(), self.uniform());
