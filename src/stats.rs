@@ -1,7 +1,7 @@
 //! Pure statistics: rolling baselines, z-scores with a floored standard deviation, deviation
-//! from a rolling mean, and drift tests (KS, PSI, chi-square). No IO, no async, no clocks: every
-//! function is a deterministic map from numbers to numbers, and never returns NaN or infinity
-//! (when a number cannot be produced, the answer is `None`).
+//! from a rolling mean, quantiles, and drift tests (KS, PSI, chi-square). No IO, no async, no
+//! clocks: every function is a deterministic map from numbers to numbers, and never returns NaN
+//! or infinity (when a number cannot be produced, the answer is `None`).
 
 use std::collections::BTreeMap;
 
