@@ -1,7 +1,7 @@
 //! Pure statistics: rolling baselines, z-scores with a floored standard deviation, deviation
-//! from a rolling mean, and drift tests (KS, PSI, chi-square). No IO, no async, no clocks: every
-//! function is a deterministic map from numbers to numbers, and never returns NaN or infinity
-//! (when a number cannot be produced, the answer is `None`).
+//! from a rolling mean, quantiles, and drift tests (KS, PSI, chi-square). No IO, no async, no
+//! clocks: every function is a deterministic map from numbers to numbers, and never returns NaN
+//! or infinity (when a number cannot be produced, the answer is `None`).
 
 use std::collections::BTreeMap;
 
@@ -262,7 +262,8 @@ const PSI_EPSILON: f64 = 1e-4;
 /// Population Stability Index of `actual` against `expected`, with `bins` bins cut at the
 /// quantiles of `expected` (linear interpolation; repeated cut points are merged, so a column
 /// with few distinct values gets fewer bins). Empty bins count as [`PSI_EPSILON`]. Non-finite
-/// values are ignored; `None` when `bins` is 0 or either side has no finite value.
+/// values are ignored; `None` when `bins` is 0, either side has no finite value, or a cut point
+/// is not finite (a reference spanning more than `f64::MAX`).
 ///
 /// Rule of thumb: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 significant shift.
 pub fn psi(expected: &[f64], actual: &[f64], bins: usize) -> Option<f64> {
@@ -271,7 +272,8 @@ pub fn psi(expected: &[f64], actual: &[f64], bins: usize) -> Option<f64> {
     if bins == 0 || expected.is_empty() || actual.is_empty() {
         return None;
     }
-    let mut cuts: Vec<f64> = (1..bins).map(|bin| quantile_sorted(&expected, bin as f64 / bins as f64)).collect();
+    let mut cuts: Vec<f64> =
+        (1..bins).map(|bin| quantile_sorted(&expected, bin as f64 / bins as f64)).collect::<Option<_>>()?;
     cuts.dedup();
     let histogram = |sorted: &[f64]| {
         let mut counts = vec![0u64; cuts.len() + 1];
@@ -311,13 +313,19 @@ fn psi_from_counts(expected: &[u64], actual: &[u64]) -> Option<f64> {
     value.is_finite().then_some(value)
 }
 
-/// Linear-interpolation quantile (R type 7, numpy's default) of sorted, non-empty data.
-fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+/// The `q` quantile of `sorted` (ascending) by linear interpolation between the closest ranks:
+/// R's type 7, numpy's default, DuckDB's `quantile_cont`. `None` when `sorted` is empty, `q`
+/// is outside `[0, 1]` (or NaN), or the interpolation is not finite.
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
     let position = q * (sorted.len() - 1) as f64;
     let lower = position.floor() as usize;
     let upper = position.ceil() as usize;
     let fraction = position - lower as f64;
-    sorted[lower] + (sorted[upper] - sorted[lower]) * fraction
+    let value = sorted[lower] + (sorted[upper] - sorted[lower]) * fraction;
+    value.is_finite().then_some(value)
 }
 
 /// Counts of both sides over the union of their categories, in name order.
@@ -559,6 +567,21 @@ mod tests {
         assert!(psi(&constant, &[6.0; 10], 10).unwrap() > 1.0);
     }
 
+    #[test]
+    fn quantiles_interpolate_linearly() {
+        let sorted = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile_sorted(&sorted, 0.5), Some(2.5));
+        assert_eq!(quantile_sorted(&sorted, 0.0), Some(1.0));
+        assert_eq!(quantile_sorted(&sorted, 1.0), Some(4.0));
+        assert_eq!(quantile_sorted(&[], 0.5), None);
+        // numpy.quantile([1, 2, 3, 4], 0.1) = 1.3: position 0.3 between the first two values.
+        assert!(close(quantile_sorted(&sorted, 0.1).unwrap(), 1.3, 1e-12));
+        assert_eq!(quantile_sorted(&[7.0], 0.99), Some(7.0));
+        for outside in [-0.01, 1.01, f64::NAN] {
+            assert_eq!(quantile_sorted(&sorted, outside), None, "{outside}");
+        }
+    }
+
     fn finite() -> impl Strategy<Value = f64> {
         -1e12f64..1e12f64
     }
@@ -677,6 +700,18 @@ mod tests {
             if let Some(score) = score(value, &window, &params) {
                 prop_assert!(score.expected_lower <= score.mean && score.mean <= score.expected_upper);
             }
+        }
+
+        #[test]
+        fn quantiles_are_monotone_and_within_the_data(
+            values in prop::collection::vec(finite(), 1..60),
+            q in 0.0f64..=1.0,
+            r in 0.0f64..=1.0,
+        ) {
+            let sorted = finite_sorted(&values);
+            let (low, high) = (q.min(r), q.max(r));
+            let (at_low, at_high) = (quantile_sorted(&sorted, low).unwrap(), quantile_sorted(&sorted, high).unwrap());
+            prop_assert!(sorted[0] <= at_low && at_low <= at_high && at_high <= sorted[sorted.len() - 1]);
         }
 
         #[test]

@@ -390,6 +390,10 @@ pub enum SensorError {
         #[source]
         source: iceberg::Error,
     },
+    /// A snapshot the table's history names is missing from the metadata it was read from:
+    /// the metadata is inconsistent (the history comes from the same metadata).
+    #[error("snapshot {snapshot_id} of table `{table}` is not in the table metadata")]
+    SnapshotNotFound { table: String, snapshot_id: i64 },
     #[error("failed to scan table `{table}`")]
     Scan {
         table: String,
@@ -416,6 +420,7 @@ impl SensorError {
             SensorError::Catalog(error) => error.reason(),
             SensorError::ColumnNotFound { .. } => "column_not_found",
             SensorError::Metadata { .. } => "metadata_invalid",
+            SensorError::SnapshotNotFound { .. } => "snapshot_not_found",
             SensorError::Scan { .. } => "query",
             SensorError::History { .. } => "history",
             SensorError::Timeout { .. } => "timeout",
