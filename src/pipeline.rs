@@ -140,9 +140,12 @@ impl Pipeline {
         kind: SensorKind,
     ) -> Result<Vec<Evaluation>, SensorError> {
         let timeout = table.settings(kind).map_or(self.config.defaults.timeout, |settings| settings.timeout);
-        tokio::time::timeout(timeout, self.observe_and_judge(iceberg_table, table, kind)).await.unwrap_or_else(|_| {
-            Err(SensorError::Timeout { table: table.name.to_string(), sensor: kind, seconds: timeout.as_secs() })
-        })
+        let deadline = Instant::now() + timeout;
+        tokio::time::timeout(timeout, self.observe_and_judge(iceberg_table, table, kind, deadline))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SensorError::Timeout { table: table.name.to_string(), sensor: kind, seconds: timeout.as_secs() })
+            })
     }
 
     fn finish(
@@ -193,6 +196,7 @@ impl Pipeline {
         iceberg_table: &Table,
         table: &TableConfig,
         kind: SensorKind,
+        deadline: Instant,
     ) -> Result<Vec<Evaluation>, SensorError> {
         // Lineage is judged per pipeline (from every table's results) by `Lineage`, not per table.
         let Some(sensor) = self.sensors.iter().find(|sensor| sensor.kind() == kind) else { return Ok(Vec::new()) };
@@ -206,6 +210,7 @@ impl Pipeline {
             table: iceberg_table,
             config: table,
             now_ms: chrono::Utc::now().timestamp_millis(),
+            deadline,
             seen,
             previous,
         };

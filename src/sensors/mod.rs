@@ -259,6 +259,10 @@ pub struct Input<'a> {
     pub table: &'a iceberg::table::Table,
     pub config: &'a TableConfig,
     pub now_ms: i64,
+    /// When the pipeline cancels this run (the sensor's `timeout`). A sensor whose work can be
+    /// split (distribution: one batch at a time) returns what it has well before it, so the
+    /// next run resumes instead of starting over.
+    pub deadline: std::time::Instant,
     /// What history holds of the sensor's progress series ([`Sensor::progress`]).
     pub seen: Seen,
     /// This sensor's latest result on this table in this process, if any.

@@ -196,3 +196,66 @@ async fn profiles_match_duckdb_and_flag_the_bad_batch() {
     assert!(matches!(&error, SensorError::ColumnNotFound { column, .. } if column.starts_with("nope")), "{error}");
     assert_eq!(error.reason(), "column_not_found");
 }
+
+/// A profile over a spent time budget keeps the newest batch and leaves the older ones for the
+/// next run; a reference batch whose data file is gone degrades drift to a warning that names
+/// the file, instead of failing the whole sensor ("Failed to load Parquet metadata, source:
+/// External:" before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_keeps_the_newest_batch_and_a_missing_reference_file_degrades_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    python("distribution_write.py", dir.path());
+    let config = sensors_toml(dir.path(), "added", None);
+    let sensor = config.tables[0].distribution.clone().unwrap();
+    let catalog = CatalogHandle::connect(&config.catalog).await.unwrap();
+    let table = catalog.load_table(&TableName::parse("db.events").unwrap()).await.unwrap();
+
+    let ids = snapshots_to_profile(&table, &sensor, &|_| false);
+    let now = std::time::Instant::now();
+    let spent = distribution::observe_until(&table, "db.events", &sensor, &ids, now).await.unwrap();
+    let spent_ids: Vec<i64> = spent.iter().map(|profile| profile.snapshot_id).collect();
+    assert_eq!(spent_ids, vec![*ids.last().unwrap()], "only the newest batch within a spent budget");
+    let ample =
+        distribution::observe_until(&table, "db.events", &sensor, &ids, now + std::time::Duration::from_secs(600))
+            .await
+            .unwrap();
+    let ample_ids: Vec<i64> = ample.iter().map(|profile| profile.snapshot_id).collect();
+    assert_eq!(ample_ids, ids, "every batch, oldest first, within an ample budget");
+
+    // Remove the data file a reference batch of the newest one added.
+    let newest = *ids.last().unwrap();
+    let reference = distribution::reference_snapshots(&table, &sensor, newest);
+    let snapshot = table.metadata().snapshot_by_id(reference[0]).unwrap().clone();
+    let list = table.manifest_list_reader(&snapshot).load().await.unwrap();
+    let mut added = Vec::new();
+    for manifest in list.entries().iter().filter(|manifest| manifest.added_snapshot_id == reference[0]) {
+        let loaded = manifest.load_manifest(table.file_io()).await.unwrap();
+        added.extend(loaded.entries().iter().map(|entry| entry.data_file().file_path().to_string()));
+    }
+    let gone = added.first().expect("the reference batch added a file").clone();
+
+    // The sensor profiled the history once; then the file goes, and a restarted service profiles
+    // the newest batch again, reading its reference.
+    let config = std::sync::Arc::new(config);
+    let run = || async {
+        let metrics = std::sync::Arc::new(icewatch::export::metrics::Metrics::new());
+        let pipeline = icewatch::pipeline::Pipeline::new(config.clone(), metrics).await.unwrap();
+        pipeline.run_all(&[]).await.into_iter().find(|result| result.sensor.as_str() == "distribution").unwrap()
+    };
+    let before = run().await;
+    // (`mean` of the string column `label` is configured on purpose: that one is an error result.)
+    let ran = |result: &icewatch::sensors::SensorResult| {
+        result.evaluations.iter().all(|evaluation| evaluation.metric != "run")
+    };
+    assert!(ran(&before), "{before:#?}");
+    std::fs::remove_file(gone.strip_prefix("file://").unwrap_or(&gone)).unwrap();
+    let result = run().await;
+    assert!(ran(&result), "the sensor ran: {result:#?}");
+    let drifts: Vec<_> = result.evaluations.iter().filter(|evaluation| evaluation.metric == "drift").collect();
+    assert!(!drifts.is_empty(), "{:#?}", result.evaluations);
+    for drift in drifts {
+        assert!(drift.status >= Status::Warning, "{drift:#?}");
+        assert!(drift.message.starts_with("reference incomplete: 1 of 5 reference batch(es)"), "{}", drift.message);
+        assert!(drift.message.contains(&gone), "the missing file is named: {}", drift.message);
+    }
+}

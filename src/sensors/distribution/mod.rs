@@ -52,7 +52,7 @@ use crate::config::Statistic;
 pub use self::drift::{DriftResult, MIN_DRIFT_SAMPLE, PSI_BINS, TOP_CATEGORIES, drift};
 pub use self::judge::{judge, series, series_key, window_requests};
 pub use self::plan::{DRIFT_SAMPLE, QUANTILE_SAMPLE, REFERENCE_ROW_CAP};
-pub use self::profile::{observe, observe_reference};
+pub use self::profile::{observe, observe_readable_reference, observe_reference, observe_until};
 pub use self::selection::{reference_snapshots, snapshots_to_profile};
 pub use self::sensor::DistributionSensor;
 pub use self::sketch::HLL_STANDARD_ERROR;

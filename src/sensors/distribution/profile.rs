@@ -30,7 +30,22 @@ pub async fn observe(
     config: &DistributionConfig,
     snapshot_ids: &[i64],
 ) -> Result<Vec<BatchProfile>, SensorError> {
-    profile_many(table, table_name, config, snapshot_ids, Purpose::Statistics).await
+    let (profiles, _) = profile_many(table, table_name, config, snapshot_ids, Purpose::Statistics, None).await?;
+    Ok(profiles)
+}
+
+/// [`observe`] within a time budget: batches are profiled newest first and no new one is
+/// started after `until` (the newest is always profiled), then returned oldest first. What was
+/// not profiled is left for the next run, which resumes with it instead of starting over.
+pub async fn observe_until(
+    table: &Table,
+    table_name: &str,
+    config: &DistributionConfig,
+    snapshot_ids: &[i64],
+    until: std::time::Instant,
+) -> Result<Vec<BatchProfile>, SensorError> {
+    let (profiles, _) = profile_many(table, table_name, config, snapshot_ids, Purpose::Statistics, Some(until)).await?;
+    Ok(profiles)
 }
 
 /// Profiles the drift reference of `newest`: samples only (no statistics), each batch read up
@@ -43,7 +58,24 @@ pub async fn observe_reference(
     newest: i64,
 ) -> Result<Vec<BatchProfile>, SensorError> {
     let ids = reference_snapshots(table, config, newest);
-    profile_many(table, table_name, config, &ids, Purpose::Reference).await
+    let (profiles, unreadable) = profile_many(table, table_name, config, &ids, Purpose::Reference, None).await?;
+    match unreadable.into_iter().next() {
+        Some((_, error)) => Err(error),
+        None => Ok(profiles),
+    }
+}
+
+/// [`observe_reference`], keeping the batches that could be read: a reference batch whose
+/// files cannot be read (a data file missing from storage, say) is left out and returned with
+/// its error, so drift is tested against what remains instead of failing the sensor.
+pub async fn observe_readable_reference(
+    table: &Table,
+    table_name: &str,
+    config: &DistributionConfig,
+    newest: i64,
+) -> Result<(Vec<BatchProfile>, Vec<(i64, SensorError)>), SensorError> {
+    let ids = reference_snapshots(table, config, newest);
+    profile_many(table, table_name, config, &ids, Purpose::Reference, None).await
 }
 
 async fn profile_many(
@@ -52,7 +84,8 @@ async fn profile_many(
     config: &DistributionConfig,
     snapshot_ids: &[i64],
     purpose: Purpose,
-) -> Result<Vec<BatchProfile>, SensorError> {
+    until: Option<std::time::Instant>,
+) -> Result<(Vec<BatchProfile>, Vec<(i64, SensorError)>), SensorError> {
     let metadata = table.metadata();
     let columns = configured_columns(metadata.current_schema(), table_name, config)?;
     let history = commits(metadata);
@@ -62,13 +95,35 @@ async fn profile_many(
         .collect();
     let total = wanted.len();
     let mut profiles = Vec::with_capacity(total);
+    let mut unreadable = Vec::new();
+    let mut wanted = wanted;
+    if until.is_some() {
+        wanted.reverse();
+    }
     for (index, commit) in wanted.into_iter().enumerate() {
+        if until.is_some_and(|until| index > 0 && std::time::Instant::now() >= until) {
+            tracing::warn!(
+                table = table_name,
+                profiled = index,
+                of = total,
+                "distribution time budget used up: the older batches are profiled by the next run"
+            );
+            break;
+        }
         let snapshot = metadata.snapshot_by_id(commit.snapshot_id).ok_or_else(|| SensorError::SnapshotNotFound {
             table: table_name.to_string(),
             snapshot_id: commit.snapshot_id,
         })?;
         let started = std::time::Instant::now();
-        let profile = profile_snapshot(table, table_name, config, &columns, snapshot, purpose).await?;
+        let profile = match profile_snapshot(table, table_name, config, &columns, snapshot, purpose).await {
+            Ok(profile) => profile,
+            Err(error @ (SensorError::Scan { .. } | SensorError::Metadata { .. })) if purpose == Purpose::Reference => {
+                tracing::warn!(table = table_name, snapshot_id = commit.snapshot_id, error = %crate::errors::error_chain(&error), "a drift reference batch could not be read; drift is tested without it");
+                unreadable.push((commit.snapshot_id, error));
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         tracing::info!(
             table = table_name,
             snapshot_id = commit.snapshot_id,
@@ -81,7 +136,10 @@ async fn profile_many(
         );
         profiles.push(profile);
     }
-    Ok(profiles)
+    if until.is_some() {
+        profiles.reverse();
+    }
+    Ok((profiles, unreadable))
 }
 
 async fn profile_snapshot(

@@ -101,6 +101,7 @@ pub(super) async fn scan(
         }
         tasks.truncate(kept.max(1).min(tasks.len()));
     }
+    let paths: Vec<String> = tasks.iter().map(|task| task.data_file_path.clone()).collect();
     let cores = std::thread::available_parallelism().map_or(2, |count| count.get());
     let file_groups = cores.min(tasks.len()).max(1);
     let column_groups = (cores / file_groups).clamp(1, field_ids.len().max(1));
@@ -126,19 +127,19 @@ pub(super) async fn scan(
             let worker_seed = sketch::mix64(seed ^ group_index as u64);
             handles.push((
                 columns,
-                tokio::spawn(async move {
+                AbortOnDrop(tokio::spawn(async move {
                     read_group(reader, job_tasks, &ids, &job_kinds, per_group_cap, worker_seed).await
-                }),
+                })),
             ));
         }
     }
     let mut slots: Vec<Option<ColumnAccumulator>> = (0..field_ids.len()).map(|_| None).collect();
     let (mut files, mut rows, mut bytes) = (0usize, 0u64, 0u64);
-    for (job, (columns, handle)) in handles.into_iter().enumerate() {
-        let part = handle
-            .await
-            .map_err(|error| scan_error(table_name, error))?
-            .map_err(|error| scan_error(table_name, error))?;
+    for (job, (columns, mut handle)) in handles.into_iter().enumerate() {
+        let part = match (&mut handle.0).await.map_err(|error| scan_error(table_name, error))? {
+            Ok(part) => part,
+            Err(error) => return Err(read_failure(table, table_name, &paths, error).await),
+        };
         // Column groups of one file group read the same rows: count them once.
         if job % column_groups == 0 {
             files += part.files;
@@ -161,7 +162,7 @@ pub(super) async fn scan(
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub enum ReadError {
     #[error(transparent)]
     Iceberg(#[from] iceberg::Error),
     #[error(transparent)]
@@ -222,6 +223,36 @@ fn column_by_field_id(
     batch.columns().get(by_id.unwrap_or(position))
 }
 
+/// A spawned scan task that is aborted when dropped: a sensor run that times out (or fails on
+/// another task) stops its reads instead of leaving them running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A data file the table's manifests list but storage does not have (the reader's error says
+/// only "Failed to load Parquet metadata"; this one is what to act on).
+#[derive(Debug, thiserror::Error)]
+#[error("data file `{path}` is missing from storage")]
+pub struct MissingDataFile {
+    pub path: String,
+}
+
+/// The error of a failed read, naming the data file when one of the batch's files is missing
+/// (the reader's own error names none).
+async fn read_failure(table: &Table, table_name: &str, paths: &[String], error: ReadError) -> SensorError {
+    for path in paths {
+        if let Ok(false) = table.file_io().exists(path).await {
+            tracing::debug!(path, error = %crate::errors::error_chain(&error), "read failed on a missing data file");
+            return scan_error(table_name, MissingDataFile { path: path.clone() });
+        }
+    }
+    scan_error(table_name, error)
+}
+
 fn scan_error(table_name: &str, error: impl std::error::Error + Send + Sync + 'static) -> SensorError {
     SensorError::Scan { table: table_name.to_string(), source: Box::new(error) }
 }
@@ -265,4 +296,32 @@ pub(super) fn scan_value(
         }
     };
     value.filter(|value| value.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::AbortOnDrop;
+
+    /// A run that times out drops its scan; the spawned reads must stop with it.
+    #[tokio::test]
+    async fn dropping_a_scan_task_aborts_it() {
+        let held = Arc::new(());
+        let in_task = held.clone();
+        let task = AbortOnDrop(tokio::spawn(async move {
+            let _held = in_task;
+            std::future::pending::<()>().await;
+        }));
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&held), 2, "the task holds its clone while it runs");
+        drop(task);
+        for _ in 0..100 {
+            if Arc::strong_count(&held) == 1 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the task still runs after its handle was dropped");
+    }
 }

@@ -4,7 +4,9 @@
 
 use futures::future::BoxFuture;
 
-use super::{drift, judge, observe, observe_reference, series, series_key, snapshots_to_profile, window_requests};
+use super::{
+    drift, judge, observe_readable_reference, observe_until, series, series_key, snapshots_to_profile, window_requests,
+};
 use crate::config::{SensorKind, TableConfig};
 use crate::history::SeriesKey;
 use crate::sensors::{Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step};
@@ -60,15 +62,28 @@ async fn steps<'a>(input: &'a Input<'a>) -> Result<Observed<'a>, SensorError> {
             "profiling batches (each over the files its snapshot added)"
         );
     }
-    let profiles = observe(table, name, config, &pending).await?;
+    // Leave 40 % of the run's time for the reference, drift and history.
+    let budget = input.deadline.saturating_duration_since(std::time::Instant::now()).mul_f64(0.6);
+    let profiles = observe_until(table, name, config, &pending, std::time::Instant::now() + budget).await?;
     let Some(newest) = profiles.last() else {
         let message = "the newest snapshots added no rows to profile".to_string();
         return Ok(Observed::verdict(vec![value_result(name, Status::Ok, message)]));
     };
-    let reference = observe_reference(table, name, config, newest.snapshot_id).await?;
+    let (reference, unreadable) = observe_readable_reference(table, name, config, newest.snapshot_id).await?;
     let drift = drift(config, newest, &reference);
+    let incomplete: Option<String> = unreadable.first().map(|(snapshot_id, error)| {
+        format!(
+            "reference incomplete: {} of {} reference batch(es) could not be read (snapshot {snapshot_id}: {})",
+            unreadable.len(),
+            unreadable.len() + reference.len(),
+            crate::errors::error_chain(error)
+        )
+    });
     let readings = drift_readings(&drift);
     let newest_is_new = !stored.contains(&newest.snapshot_id);
+    // Batches older than the newest one stored were left by an earlier run (its time budget ran
+    // out): judged now, but not counted as new anomalies.
+    let is_new = |profile: &super::BatchProfile| input.seen.latest_ms.is_none_or(|until| profile.timestamp_ms > until);
     let newest_index = profiles.len() - 1;
     let mut steps = Vec::with_capacity(profiles.len());
     let mut drift = Some(drift);
@@ -77,18 +92,32 @@ async fn steps<'a>(input: &'a Input<'a>) -> Result<Observed<'a>, SensorError> {
         let requests = window_requests(name, config, &profile);
         if index == newest_index {
             let drift = drift.take().unwrap_or_default();
+            let incomplete = incomplete.clone();
             steps.push(Step::judged(points, requests, newest_is_new, move |windows| {
-                judge(name, config, &profile, windows, Some(&drift))
+                let mut evaluations = judge(name, config, &profile, windows, Some(&drift));
+                if let Some(incomplete) = incomplete {
+                    degrade_drift(&mut evaluations, &incomplete);
+                }
+                evaluations
             }));
         } else if first_sight {
             steps.push(Step::backfill(points));
         } else {
-            steps.push(Step::judged(points, requests, true, move |windows| {
+            let counts = is_new(&profile);
+            steps.push(Step::judged(points, requests, counts, move |windows| {
                 judge(name, config, &profile, windows, None)
             }));
         }
     }
     Ok(Observed { steps, readings })
+}
+
+/// A drift test over an incomplete reference is at least a warning, and says what is missing.
+fn degrade_drift(evaluations: &mut [Evaluation], incomplete: &str) {
+    for evaluation in evaluations.iter_mut().filter(|evaluation| evaluation.metric == Metric::Drift) {
+        evaluation.status = evaluation.status.max(Status::Warning);
+        evaluation.message = format!("{incomplete}; {}", evaluation.message);
+    }
 }
 
 fn value_result(table: &str, status: Status, message: String) -> Evaluation {
