@@ -1,12 +1,19 @@
 //! `sensors.toml`: the validated configuration the rest of icewatch reads.
 //!
-//! Loading goes file text → spanned TOML document ([`parse`]) → the typed [`Config`] below, with
-//! every problem collected (not just the first) and pointing at `file:line:col`. Checks that need
-//! a catalog (does the table / column exist) live in `icewatch validate --online`, not here.
-//! This module owns no IO beyond reading the file and the environment (`${VAR}`).
+//! Loading goes file text → spanned TOML document ([`parse`]) → the sections ([`sections`], read
+//! with [`reader`], one table of keys each) → the checks across sections ([`validate`]) → the
+//! typed [`Config`] below, with every problem collected (not just the first) and pointing at
+//! `file:line:col`. Checks that need a catalog (does the table / column exist) live in
+//! `icewatch validate --online`, not here. This module owns no IO beyond reading the file and
+//! the environment (`${VAR}`).
 
 mod diagnostics;
+#[cfg(test)]
+mod key_docs;
 mod parse;
+mod reader;
+mod sections;
+mod validate;
 mod values;
 
 use std::collections::BTreeMap;
