@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml_edit::ImDocument;
 
-use super::diagnostics::line_column;
+use super::diagnostics::{Locations, line_column};
 use super::reader::Reader;
 use super::{Config, ConfigError, Problem};
 
@@ -24,6 +24,15 @@ pub(super) fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error, path: &Path) -
 }
 
 pub(super) fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    parse_with_locations(text, path, env).map(|(config, _)| config)
+}
+
+/// [`parse`], also returning where the keys that name catalog objects were written.
+pub(super) fn parse_with_locations(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Locations), ConfigError> {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut reader = Reader::new(text, base_dir, env);
     let config = match ImDocument::parse(text.to_string()) {
@@ -36,9 +45,9 @@ pub(super) fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String
             None
         }
     };
-    let problems = reader.finish();
+    let (problems, locations) = reader.finish();
     match config {
-        Some(config) if problems.is_empty() => Ok(config),
+        Some(config) if problems.is_empty() => Ok((config, locations)),
         _ => Err(ConfigError::Invalid { path: path.to_path_buf(), problems }),
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use toml_edit::{Item, TableLike, Value};
 
-use super::diagnostics::{did_you_mean, line_column};
+use super::diagnostics::{Locations, did_you_mean, line_column};
 use super::values::{is_invisible, parse_duration};
 use super::{Problem, Schedule};
 use crate::stats::Direction;
@@ -37,12 +37,13 @@ pub(super) fn key_names(tables: &[&[Key]]) -> Vec<&'static str> {
 
 const DIRECTIONS: &[&str] = &["spike", "drop", "both"];
 
-/// Reads sections of one file, collecting problems.
+/// Reads sections of one file, collecting problems (and the places later checks need).
 pub(super) struct Reader<'a> {
     text: &'a str,
     base_dir: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
+    locations: Locations,
 }
 
 /// A spanned view of one table of the document and its key path.
@@ -87,14 +88,20 @@ pub(super) fn type_name(item: &Item) -> &'static str {
 impl<'a> Reader<'a> {
     /// A reader of `text`, resolving relative paths against `base_dir` and `${VAR}` with `env`.
     pub(super) fn new(text: &'a str, base_dir: PathBuf, env: &'a dyn Fn(&str) -> Option<String>) -> Reader<'a> {
-        Reader { text, base_dir, env, problems: Vec::new() }
+        Reader { text, base_dir, env, problems: Vec::new(), locations: Locations::default() }
     }
 
-    /// The problems found, in file order.
-    pub(super) fn finish(self) -> Vec<Problem> {
+    /// The problems found, in file order, and the places remembered for later checks.
+    pub(super) fn finish(self) -> (Vec<Problem>, Locations) {
         let mut problems = self.problems;
         problems.sort_by_key(|problem| (problem.line, problem.column));
-        problems
+        (problems, self.locations)
+    }
+
+    /// Keeps where `key_path` was written, for checks made after loading (`validate --online`).
+    pub(super) fn remember(&mut self, key_path: &str, span: Option<(usize, usize)>) {
+        let (line, column) = line_column(self.text, span.map_or(0, |(start, _)| start));
+        self.locations.insert(key_path, line, column);
     }
 
     pub(super) fn problem(&mut self, span: Option<Range<usize>>, key_path: &str, message: impl Into<String>) {

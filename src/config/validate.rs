@@ -1,13 +1,81 @@
 //! Checks across sections, on what the sections read: a pipeline's stages against each other
-//! (unique names, existing upstreams, no cycle) and against `[tables]`. Every problem points at
-//! `file:line:col`.
+//! (unique names, existing upstreams, no cycle) and against `[tables]`; and the online checks
+//! (`validate --online`: every table loads, every column the config names exists), which get the
+//! catalog's answers through [`TableColumns`] so that config never imports the catalog. Every
+//! problem points at `file:line:col`.
 
 use std::collections::BTreeSet;
 
-use super::diagnostics::did_you_mean;
-use super::reader::{Reader, join};
+use super::diagnostics::{Locations, did_you_mean};
+use super::reader::{Reader, escape_invisible, join};
 use super::sections::PipelineDraft;
-use super::{PipelineConfig, StageConfig, TableConfig};
+use super::{Config, PipelineConfig, Problem, StageConfig, TableConfig, TableName};
+
+/// One table's current schema, as the online checks ask about it. The caller that can reach the
+/// catalog implements it (the CLI, over the Iceberg schema).
+pub trait TableColumns {
+    /// Whether the table has a column called `name` (a nested field by its dotted name too).
+    fn has_column(&self, name: &str) -> bool;
+    /// The table's top-level column names, in schema order: the "did you mean" candidates.
+    fn column_names(&self) -> Vec<&str>;
+}
+
+/// The problems `validate --online` finds, in file order: a table that does not load (`schema`
+/// gives why, at the key that declared the table), and a `freshness.timestamp_column` or
+/// `distribution.columns` entry naming a column the table does not have (at the key that
+/// named it). `locations` is what [`Config::load_with_locations`] returned with `config`.
+pub fn online_problems<'s>(
+    config: &Config,
+    locations: &Locations,
+    mut schema: impl FnMut(&TableName) -> Result<&'s dyn TableColumns, String>,
+) -> Vec<Problem> {
+    let place = |key_path: &str| locations.get(key_path).unwrap_or((1, 1));
+    let mut problems = Vec::new();
+    for table in &config.tables {
+        let table_path = join("tables", table.name.as_str());
+        let columns = match schema(&table.name) {
+            Ok(columns) => columns,
+            Err(reason) => {
+                let (line, column) = place(&table_path);
+                problems.push(Problem { line, column, key_path: String::new(), message: escape_invisible(&reason) });
+                continue;
+            }
+        };
+        for (name, key_path, named_at) in named_columns(table, &table_path) {
+            if columns.has_column(name) {
+                continue;
+            }
+            let suggestion = did_you_mean(name, &columns.column_names())
+                .map(|candidate| format!(" (did you mean `{candidate}`?)"))
+                .unwrap_or_default();
+            let (line, column) = place(&named_at);
+            problems.push(Problem {
+                line,
+                column,
+                key_path: escape_invisible(&key_path),
+                message: escape_invisible(&format!("column `{name}` not found in table `{}`{suggestion}", table.name)),
+            });
+        }
+    }
+    problems.sort_by_key(|problem| (problem.line, problem.column));
+    problems
+}
+
+/// The columns `table`'s sensors name: (column, key path in messages, key path of its place).
+fn named_columns<'t>(table: &'t TableConfig, table_path: &str) -> Vec<(&'t str, String, String)> {
+    let mut named = Vec::new();
+    if let Some(column) = table.freshness.as_ref().and_then(|freshness| freshness.timestamp_column.as_deref()) {
+        let key_path = join(&join(table_path, "freshness"), "timestamp_column");
+        named.push((column, key_path.clone(), key_path));
+    }
+    if let Some(distribution) = &table.distribution {
+        let key_path = join(&join(table_path, "distribution"), "columns");
+        for (column, _) in &distribution.columns {
+            named.push((column.as_str(), key_path.clone(), join(&key_path, column)));
+        }
+    }
+    named
+}
 
 /// Makes each pipeline draft a pipeline, reporting a stage naming a table not declared under
 /// `[tables]`, a stage name used twice, an upstream that is not a stage of the pipeline, and a
@@ -127,7 +195,58 @@ fn find_cycle(stages: &[StageConfig]) -> Option<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+
+    /// A table with the given top-level columns (and nested `address.city`).
+    struct Columns(&'static [&'static str]);
+
+    impl TableColumns for Columns {
+        fn has_column(&self, name: &str) -> bool {
+            self.0.contains(&name) || name == "address.city"
+        }
+
+        fn column_names(&self) -> Vec<&str> {
+            self.0.to_vec()
+        }
+    }
+
+    const TEXT: &str = r#"[catalog]
+type = "sql"
+uri = "sqlite://catalog.db"
+warehouse = "warehouse"
+
+[tables."bronze.trades".freshness]
+timestamp_column = "event_ts"
+
+[tables."bronze.trades".distribution]
+columns = { price = ["mean"], quantty = ["mean"], "address.city" = ["distinct_count"] }
+
+[tables."bronze.missing".volume]
+"#;
+
+    #[test]
+    fn online_problems_point_at_the_key_that_named_the_table_or_column() {
+        let path = Path::new("/srv/icewatch/sensors.toml");
+        let (config, locations) = super::super::parse::parse_with_locations(TEXT, path, &|_| None).expect("valid");
+        let trades = Columns(&["ts", "price", "quantity"]);
+        let problems = online_problems(&config, &locations, |name| match name.as_str() {
+            "bronze.trades" => Ok(&trades as &dyn TableColumns),
+            other => Err(format!("table `{other}` not found in catalog `sqlite://catalog.db`")),
+        });
+        let rendered: Vec<String> = problems.iter().map(|problem| problem.at(path).to_string()).collect();
+        assert_eq!(
+            rendered,
+            [
+                "/srv/icewatch/sensors.toml:7:20: `tables.\"bronze.trades\".freshness.timestamp_column`: \
+                 column `event_ts` not found in table `bronze.trades`",
+                "/srv/icewatch/sensors.toml:10:31: `tables.\"bronze.trades\".distribution.columns`: \
+                 column `quantty` not found in table `bronze.trades` (did you mean `quantity`?)",
+                "/srv/icewatch/sensors.toml:12:9: table `bronze.missing` not found in catalog `sqlite://catalog.db`",
+            ]
+        );
+    }
 
     #[test]
     fn a_cycle_is_reported_in_data_flow_order() {

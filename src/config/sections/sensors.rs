@@ -1,6 +1,6 @@
 //! The sensor sub-tables of `[tables."ns.name"]`: `freshness`, `volume`, `schema` and
 //! `distribution` (with its `drift` table), each into its `*Config` with the shared scoring
-//! settings resolved (`tables.rs`).
+//! settings resolved (`tables.rs`). Catalog checks of the columns they name are `validate.rs`'s.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -135,13 +135,15 @@ impl Reader<'_> {
         Some(FreshnessConfig { warn_after: warn_after.or(critical_after), critical_after, timestamp_column, settings })
     }
 
+    /// A column name; its place is kept for `validate --online`, which looks the column up.
     fn column_name(&mut self, section: &Section<'_>, key: &str) -> Option<String> {
         let column = self.string(section, key)?;
+        let span = Reader::value_span(section, key);
         if column.is_empty() {
-            let span = Reader::value_span(section, key);
             self.problem_at(span, &join(&section.path, key), "a column name cannot be empty");
             return None;
         }
+        self.remember(&join(&section.path, key), span);
         Some(column)
     }
 
@@ -209,6 +211,8 @@ impl Reader<'_> {
             Some(map) => {
                 for (column, item) in map.table.iter() {
                     let column_path = join(&map.path, column);
+                    // The key names the column: `validate --online` points at it.
+                    self.remember(&column_path, span_pair(map.table.key(column).and_then(|key| key.span())));
                     let Some(array) = item.as_array() else {
                         let span = Reader::value_span(&map, column);
                         self.problem_at(

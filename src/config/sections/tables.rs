@@ -172,6 +172,8 @@ impl Reader<'_> {
         for (key, _) in section.table.iter() {
             let path = join("tables", key);
             let key_span = span_pair(section.table.key(key).and_then(|key| key.span()));
+            // `validate --online` names a table that does not load at the key that declared it.
+            self.remember(&path, key_span);
             let name = match TableName::parse(key) {
                 Ok(name) => Some(name),
                 Err(message) => {
