@@ -1,12 +1,15 @@
 //! `icewatch validate`: parse and validate the config; `--online` also connects to the catalog,
-//! loads every table and checks that every column the config names exists.
+//! loads every table and has the config's online checks ([`online_problems`]) look up every
+//! column the config names. This file only connects, loads and prints.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use iceberg::spec::SchemaRef;
 
 use crate::catalog::CatalogHandle;
-use crate::config::Config;
+use crate::config::{Config, TableColumns, online_problems};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -19,7 +22,7 @@ pub struct ValidateArgs {
 }
 
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
-    let config = Config::load(&args.config)?;
+    let (config, locations) = Config::load_with_locations(&args.config)?;
     if !args.online {
         println!(
             "`{}` is valid: {} table(s), {} pipeline(s)",
@@ -30,36 +33,18 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let catalog = CatalogHandle::connect(&config.catalog).await.context("online validation failed")?;
-    let mut problems = Vec::new();
+    // Each table's current schema, or why it did not load.
+    let mut schemas: BTreeMap<&str, Result<CurrentSchema, String>> = BTreeMap::new();
     for table in &config.tables {
-        let loaded = match catalog.load_table(&table.name).await {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                problems.push(error.to_string());
-                continue;
-            }
-        };
-        let schema = loaded.metadata().current_schema();
-        let mut named: Vec<(&str, &str)> = Vec::new();
-        if let Some(column) = table.freshness.as_ref().and_then(|freshness| freshness.timestamp_column.as_deref()) {
-            named.push((column, "freshness.timestamp_column"));
-        }
-        if let Some(distribution) = &table.distribution {
-            named.extend(distribution.columns.iter().map(|(column, _)| (column.as_str(), "distribution.columns")));
-        }
-        for (column, key) in named {
-            if schema.field_by_name(column).is_none() {
-                let known: Vec<&str> = schema.as_struct().fields().iter().map(|field| field.name.as_str()).collect();
-                let suggestion = crate::config::did_you_mean(column, &known)
-                    .map(|candidate| format!(" (did you mean `{candidate}`?)"))
-                    .unwrap_or_default();
-                problems.push(format!(
-                    "`tables.\"{}\".{key}`: column `{column}` not found in table `{}`{suggestion}",
-                    table.name, table.name
-                ));
-            }
-        }
+        let loaded = catalog.load_table(&table.name).await;
+        let schema = loaded.map(|loaded| CurrentSchema(loaded.metadata().current_schema().clone()));
+        schemas.insert(table.name.as_str(), schema.map_err(|error| error.to_string()));
     }
+    let problems = online_problems(&config, &locations, |name| match schemas.get(name.as_str()) {
+        Some(Ok(schema)) => Ok(schema as &dyn TableColumns),
+        Some(Err(reason)) => Err(reason.clone()),
+        None => Err(format!("table `{name}` was not loaded")),
+    });
     if problems.is_empty() {
         println!(
             "`{}` is valid and all {} table(s) load from `{}`",
@@ -71,8 +56,21 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     } else {
         eprintln!("{} problem(s) found online in `{}`:", problems.len(), args.config.display());
         for problem in &problems {
-            eprintln!("  {problem}");
+            eprintln!("  {}", problem.at(&args.config));
         }
         Ok(super::EXIT_USAGE)
+    }
+}
+
+/// A loaded table's current Iceberg schema, as the config's online checks see it.
+struct CurrentSchema(SchemaRef);
+
+impl TableColumns for CurrentSchema {
+    fn has_column(&self, name: &str) -> bool {
+        self.0.field_by_name(name).is_some()
+    }
+
+    fn column_names(&self) -> Vec<&str> {
+        self.0.as_struct().fields().iter().map(|field| field.name.as_str()).collect()
     }
 }

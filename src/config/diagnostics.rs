@@ -1,8 +1,10 @@
 //! Config problems with their place in the file: `file:line:col`, the key path, what was
-//! expected. Knows how to turn a byte offset into a line and column; nothing else.
+//! expected; and the [`Locations`] of keys that checks after loading point at. Knows how to turn
+//! a byte offset into a line and column; nothing else.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One problem found in a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,6 +14,32 @@ pub struct Problem {
     /// Dotted key path, e.g. `tables."bronze.raw_trades".volume.deviation_percent`.
     pub key_path: String,
     pub message: String,
+}
+
+impl Problem {
+    /// `file:line:col: `key.path`: message`, as every config problem is printed.
+    pub fn at<'a>(&'a self, path: &'a Path) -> impl fmt::Display + 'a {
+        ProblemAt { path, problem: self }
+    }
+}
+
+/// Where some keys of a loaded config were written (line and column of their value, or of the
+/// key when the key itself names something), by key path. The loader keeps the places of the
+/// keys that name catalog objects, so `validate --online` points at them like offline problems.
+#[derive(Clone, Debug, Default)]
+pub struct Locations {
+    places: BTreeMap<String, (usize, usize)>,
+}
+
+impl Locations {
+    pub(super) fn insert(&mut self, key_path: &str, line: usize, column: usize) {
+        self.places.insert(key_path.to_string(), (line, column));
+    }
+
+    /// Line and column of `key_path`, when the loader kept it.
+    pub(super) fn get(&self, key_path: &str) -> Option<(usize, usize)> {
+        self.places.get(key_path).copied()
+    }
 }
 
 /// Why a config could not be loaded.
@@ -38,17 +66,17 @@ impl ConfigError {
     }
 }
 
-fn render_problems(path: &std::path::Path, problems: &[Problem]) -> String {
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
     let mut out =
         format!("{} problem{} in `{}`", problems.len(), if problems.len() == 1 { "" } else { "s" }, path.display());
     for problem in problems {
-        out.push_str(&format!("\n  {}", ProblemAt { path, problem }));
+        out.push_str(&format!("\n  {}", problem.at(path)));
     }
     out
 }
 
 struct ProblemAt<'a> {
-    path: &'a std::path::Path,
+    path: &'a Path,
     problem: &'a Problem,
 }
 

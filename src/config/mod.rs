@@ -1,12 +1,20 @@
 //! `sensors.toml`: the validated configuration the rest of icewatch reads.
 //!
-//! Loading goes file text → spanned TOML document ([`parse`]) → the typed [`Config`] below, with
-//! every problem collected (not just the first) and pointing at `file:line:col`. Checks that need
-//! a catalog (does the table / column exist) live in `icewatch validate --online`, not here.
-//! This module owns no IO beyond reading the file and the environment (`${VAR}`).
+//! Loading goes file text → spanned TOML document ([`parse`]) → the sections ([`sections`], read
+//! with [`reader`], one table of keys each) → the checks across sections ([`validate`]) → the
+//! typed [`Config`] below, with every problem collected (not just the first) and pointing at
+//! `file:line:col`. Checks that need a catalog (does the table / column exist, for
+//! `icewatch validate --online`) are in [`validate`] too, and get the catalog's answers through
+//! [`TableColumns`]: this module never imports the catalog or the sensors. It owns no IO beyond
+//! reading the file and the environment (`${VAR}`).
 
 mod diagnostics;
+#[cfg(test)]
+mod key_docs;
 mod parse;
+mod reader;
+mod sections;
+mod validate;
 mod values;
 
 use std::collections::BTreeMap;
@@ -14,7 +22,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use diagnostics::{ConfigError, Problem, did_you_mean};
+pub use diagnostics::{ConfigError, Locations, Problem, did_you_mean};
+pub use validate::{TableColumns, online_problems};
 pub use values::{Scope, Secret, SensorKind, Statistic, TableName, duration_to_string, parse_duration};
 
 use crate::history::HistoryLocation;
@@ -43,12 +52,18 @@ pub struct Config {
 impl Config {
     /// Reads, parses and validates `path`. Every problem in the file is reported at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_locations(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning where the keys naming tables and columns were written,
+    /// for [`online_problems`].
+    pub fn load_with_locations(path: &Path) -> Result<(Config, Locations), ConfigError> {
         let bytes = std::fs::read(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
             _ => ConfigError::Read { path: path.to_path_buf(), source },
         })?;
         let text = std::str::from_utf8(&bytes).map_err(|error| parse::not_utf8(&bytes, &error, path))?;
-        Config::from_str(text, path)
+        parse::parse_with_locations(text, path, &|name| std::env::var(name).ok())
     }
 
     /// Parses `text` as if it had been read from `path` (relative paths resolve against the

@@ -62,6 +62,6 @@ fn control_and_bidi_characters_are_escaped_in_problems() {
 
 #[test]
 fn escape_invisible_leaves_ordinary_unicode_alone() {
-    assert_eq!(parse::escape_invisible("ns.tëst☃"), "ns.tëst☃");
-    assert_eq!(parse::escape_invisible("a\nb\u{200b}"), r"a\u{000a}b\u{200b}");
+    assert_eq!(reader::escape_invisible("ns.tëst☃"), "ns.tëst☃");
+    assert_eq!(reader::escape_invisible("a\nb\u{200b}"), r"a\u{000a}b\u{200b}");
 }

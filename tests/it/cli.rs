@@ -216,6 +216,17 @@ fn validate_online_on_the_demo_warehouse() {
         "{stderr}"
     );
     assert!(stderr.contains("table `bronze.no_such_table` not found"), "{stderr}");
+    // Each online problem points at the key that named the table or column, like offline ones.
+    for problem in stderr.lines().skip(1) {
+        let place: Vec<&str> = problem.trim_start().splitn(4, ':').collect();
+        assert!(
+            place.len() == 4
+                && place[0] == "demo/broken.toml"
+                && place[1].parse::<usize>().is_ok()
+                && place[2].parse::<usize>().is_ok(),
+            "{problem}"
+        );
+    }
 
     // `check` on one table: a JSON report whose exit code is the process's.
     let (code, stdout, stderr) = run(&mut icewatch_in(
