@@ -13,6 +13,13 @@
 //!                           ─▶ latest results (check, status page) ─▶ lineage (pipeline health)
 //! ```
 //!
+//! # What is public
+//!
+//! The library's API is what the binary, the integration tests, the examples and the benchmarks
+//! use: `cli`, `config`, `catalog`, `pipeline`, `sensors` (the contract and the distribution
+//! profile), `history`, `export`, `demo` and `server`. Everything else is `pub(crate)`, so the
+//! compiler reports what nothing uses.
+//!
 //! # Glossary
 //!
 //! - **table**: an Iceberg table named in `sensors.toml` (`namespace.name`), with a `layer`.
@@ -37,17 +44,17 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod errors;
+pub(crate) mod errors;
 pub mod export;
 pub mod history;
-pub mod judging;
-pub mod lineage;
+pub(crate) mod judging;
+pub(crate) mod lineage;
 pub mod pipeline;
-pub mod redact;
-pub mod scheduler;
+pub(crate) mod redact;
+pub(crate) mod scheduler;
 pub mod sensors;
 pub mod server;
-pub mod service;
-pub mod stats;
-pub mod status_page;
-pub mod web_config;
+pub(crate) mod service;
+pub(crate) mod stats;
+pub(crate) mod status_page;
+pub(crate) mod web_config;

@@ -129,6 +129,7 @@ impl Clock {
     }
 
     /// A clock that reads `start` now and advances with tokio's (possibly paused) timer.
+    #[cfg(test)]
     pub fn anchored(start: DateTime<Utc>) -> Clock {
         Clock { anchor: Some((start, Instant::now())) }
     }

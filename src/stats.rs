@@ -166,7 +166,8 @@ pub fn mean(values: &[f64]) -> Option<f64> {
 
 /// Sample (n - 1) standard deviation of the finite values, computed with Welford's update so a
 /// series of large, nearly equal numbers does not cancel catastrophically; `None` with fewer
-/// than two finite values.
+/// than two finite values. (The tests' reference for the scores' spread.)
+#[cfg(test)]
 pub fn sample_stddev(values: &[f64]) -> Option<f64> {
     let (count, _, m2) = welford(values.iter().copied().filter(|value| value.is_finite()));
     if count < 2 {

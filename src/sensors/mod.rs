@@ -10,10 +10,10 @@
 //! Adding a kind: one module implementing [`Sensor`], one line in [`registry`], its docs.
 
 pub mod distribution;
-pub mod freshness;
-pub mod schema;
+pub(crate) mod freshness;
+pub(crate) mod schema;
 pub mod snapshots;
-pub mod volume;
+pub(crate) mod volume;
 
 use std::collections::{HashMap, HashSet};
 

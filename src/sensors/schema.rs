@@ -15,10 +15,6 @@ use super::{Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorE
 use crate::config::{SchemaConfig, SensorKind};
 use crate::history::{Event, Point, SeriesKey};
 
-/// The `change_type` values (also the `schema_changes_total` label values).
-pub const CHANGE_TYPES: [&str; 6] =
-    ["column_added", "column_dropped", "column_renamed", "type_changed", "type_promoted", "nullability_changed"];
-
 /// One change between two consecutive schemas.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SchemaChange {

@@ -25,7 +25,6 @@ const SEASONAL_TOLERANCE_MS: i64 = 45 * 60 * 1000;
 
 #[derive(Clone, Debug)]
 pub struct VolumeObservation {
-    pub now_ms: i64,
     /// Every append of the current branch, oldest first (an empty append is still an append).
     pub appends: Vec<Commit>,
     /// The newest commit that changed data (append, overwrite or delete). When one table
@@ -39,10 +38,9 @@ pub struct VolumeObservation {
     pub totals: Vec<(i64, i64, u64)>,
 }
 
-pub fn observe(table: &iceberg::table::Table, now_ms: i64) -> VolumeObservation {
+pub fn observe(table: &iceberg::table::Table) -> VolumeObservation {
     let history = commits(table.metadata());
     VolumeObservation {
-        now_ms,
         appends: history.iter().filter(|commit| commit.is_append()).cloned().collect(),
         latest_data_commit: latest_data_change(&history),
         current: history.last().cloned(),
@@ -318,7 +316,7 @@ impl Sensor for VolumeSensor {
 fn steps<'a>(input: &'a Input<'a>) -> Observed<'a> {
     let Some(config) = &input.config.volume else { return Observed::default() };
     let name = input.config.name.as_str();
-    let observation = Arc::new(observe(input.table, input.now_ms));
+    let observation = Arc::new(observe(input.table));
     let added = rows_added_series(name);
     let (added_points, total_points): (Vec<Point>, Vec<Point>) =
         series(name, &observation).into_iter().partition(|point| point.series == added);
@@ -401,7 +399,6 @@ mod tests {
             .map(|(index, rows)| append(index as i64 + 1, index as i64 * 3_600_000, *rows))
             .collect();
         let observation = VolumeObservation {
-            now_ms: appends.last().unwrap().timestamp_ms,
             appends: appends.clone(),
             latest_data_commit: appends.last().cloned(),
             current: appends.last().cloned(),

@@ -83,7 +83,6 @@ pub fn volume_points(table: &str, config: &VolumeConfig, preceding: &[Point], sh
         );
         // The judge reads only the newest append and the window of stored points before it.
         let observation = volume::VolumeObservation {
-            now_ms: point.observed_at_ms,
             appends: vec![commit.clone()],
             latest_data_commit: Some(commit.clone()),
             current: Some(commit),

@@ -20,8 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use charts::{Chart, ChartPoint};
-pub use lineage::LineageMarks;
-pub use render::REFRESH_SECONDS;
 
 use crate::config::{SensorKind, Statistic, TableConfig};
 use crate::history::{HistoryError, HistoryStore, Point, SeriesKey};
