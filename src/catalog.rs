@@ -35,6 +35,15 @@ pub enum CatalogError {
     InvalidSetting { key: String, reason: String },
     #[error("table `{table}` not found in catalog `{uri}`")]
     TableNotFound { table: String, uri: String },
+    /// Reading the table's metadata failed in the operating system or storage (too many open
+    /// files, permission denied, connection reset): not a sign the metadata is wrong.
+    #[error("failed to read the metadata of table `{table}`: {reason}")]
+    Io {
+        table: String,
+        reason: String,
+        #[source]
+        source: Option<Arc<iceberg::Error>>,
+    },
     #[error("failed to load table `{table}`: {reason}")]
     LoadTable {
         table: String,
@@ -50,6 +59,7 @@ impl CatalogError {
         match self {
             CatalogError::Unreachable { .. } | CatalogError::InvalidSetting { .. } => "catalog_unavailable",
             CatalogError::TableNotFound { .. } => "table_not_found",
+            CatalogError::Io { .. } => "io",
             CatalogError::LoadTable { .. } => "metadata_invalid",
         }
     }
@@ -136,18 +146,7 @@ impl CatalogHandle {
             reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
             source: None,
         })?;
-        result.map_err(|error| match error.kind() {
-            ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound => {
-                CatalogError::TableNotFound { table: name.to_string(), uri: self.uri.clone() }
-            }
-            _ if error.kind() != ErrorKind::DataInvalid
-                && error.kind() != ErrorKind::FeatureUnsupported
-                && is_connection_error(&error) =>
-            {
-                unreachable(&self.uri, error)
-            }
-            _ => load_failed(name, error),
-        })
+        result.map_err(|error| classify_load_error(name, &self.uri, error))
     }
 }
 
@@ -215,6 +214,43 @@ impl CatalogConnection {
     }
 }
 
+/// What a failed `load_table` means, from the error's kind and causes: a missing table, a
+/// catalog server that answered an HTTP error (its status kept in the message), a connection or
+/// OS-level failure (`io`, the OS error kept), or metadata that does not parse.
+fn classify_load_error(name: &TableName, uri: &str, error: iceberg::Error) -> CatalogError {
+    match error.kind() {
+        ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound => {
+            return CatalogError::TableNotFound { table: name.to_string(), uri: uri.to_string() };
+        }
+        ErrorKind::DataInvalid | ErrorKind::FeatureUnsupported => return load_failed(name, error),
+        _ => {}
+    }
+    if let Some(status) = http_status(&error) {
+        return CatalogError::Unreachable {
+            uri: uri.to_string(),
+            reason: format!("the catalog answered HTTP {status}"),
+            source: Some(Arc::new(error)),
+        };
+    }
+    if is_connection_error(&error) {
+        return unreachable(uri, error);
+    }
+    if crate::errors::os_error(&error).is_some() {
+        return CatalogError::Io { table: name.to_string(), reason: root_cause(&error), source: Some(Arc::new(error)) };
+    }
+    load_failed(name, error)
+}
+
+/// The HTTP status a REST catalog answered with, when the error is an unexpected response (the
+/// REST client keeps it only in the error's context, so it is read from its text).
+fn http_status(error: &iceberg::Error) -> Option<String> {
+    let text = error.to_string();
+    let start = text.find("status: ")? + "status: ".len();
+    let status: String = text[start..].chars().take_while(|c| *c != ',' && *c != '\n' && *c != '}').collect();
+    let status = status.trim();
+    status.split(' ').next()?.parse::<u16>().ok().map(|_| status.to_string())
+}
+
 /// The catalog identifier of a configured table name.
 pub fn table_ident(name: &TableName) -> Result<TableIdent, CatalogError> {
     let namespace = NamespaceIdent::from_vec(name.namespace.clone()).map_err(|error| load_failed(name, error))?;
@@ -278,5 +314,46 @@ fn check_sqlite_file(uri: &str, redacted: &str) -> Result<(), CatalogError> {
             reason: format!("the catalog database file `{file}` does not exist"),
             source: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> TableName {
+        TableName::parse("db.orders").unwrap()
+    }
+
+    /// The REST client's error for an unexpected answer, as iceberg-catalog-rest builds it.
+    fn rest_answer(status: &str) -> iceberg::Error {
+        iceberg::Error::new(ErrorKind::Unexpected, "Received response with unexpected status code")
+            .with_context("status", status)
+            .with_context("headers", "{\"content-type\": \"application/json\"}")
+    }
+
+    #[test]
+    fn a_rest_server_error_is_the_catalog_being_unavailable_with_its_status() {
+        let error = classify_load_error(&table(), "https://rest", rest_answer("500 Internal Server Error"));
+        assert_eq!(error.reason(), "catalog_unavailable");
+        assert!(error.to_string().contains("HTTP 500 Internal Server Error"), "{error}");
+        let error = classify_load_error(&table(), "https://rest", rest_answer("503 Service Unavailable"));
+        assert!(error.to_string().contains("HTTP 503"), "{error}");
+    }
+
+    #[test]
+    fn an_os_error_is_io_and_keeps_the_os_message() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let error = iceberg::Error::new(ErrorKind::Unexpected, "Failure in doing io operation").with_source(emfile);
+        let classified = classify_load_error(&table(), "sqlite://catalog.db", error);
+        assert_eq!(classified.reason(), "io");
+        let message = crate::errors::error_chain(&classified);
+        assert!(message.contains("os error 24"), "{message}");
+    }
+
+    #[test]
+    fn metadata_that_does_not_parse_stays_metadata_invalid() {
+        let error = iceberg::Error::new(ErrorKind::DataInvalid, "Failed to parse table metadata");
+        assert_eq!(classify_load_error(&table(), "sqlite://catalog.db", error).reason(), "metadata_invalid");
     }
 }

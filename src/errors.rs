@@ -40,6 +40,19 @@ pub fn root_cause(error: &(dyn Error + 'static)) -> String {
     message.lines().next().unwrap_or_default().trim().to_string()
 }
 
+/// The operating-system error somewhere in `error`'s causes (too many open files, permission
+/// denied, connection reset), if any.
+pub fn os_error<'e>(error: &'e (dyn Error + 'static)) -> Option<&'e std::io::Error> {
+    let mut current: Option<&(dyn Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        current = cause.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -423,6 +423,9 @@ impl SensorError {
         match self {
             SensorError::Catalog(error) => error.reason(),
             SensorError::ColumnNotFound { .. } => "column_not_found",
+            // An OS-level failure (too many open files, a reset connection) is `io`, whatever
+            // was being read.
+            SensorError::Metadata { .. } | SensorError::Scan { .. } if crate::errors::os_error(self).is_some() => "io",
             SensorError::Metadata { .. } => "metadata_invalid",
             SensorError::SnapshotNotFound { .. } => "snapshot_not_found",
             SensorError::Scan { .. } => "query",
