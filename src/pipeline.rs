@@ -39,8 +39,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Opens the history store (an error stops the service: nothing could be recorded). The
-    /// catalog is connected on first use (and retried with backoff after a failed attempt), so a catalog that is down
-    /// at start-up becomes `error` results, not a crash.
+    /// catalog is connected on first use and retried with backoff after a failed attempt, so a
+    /// catalog that is down at start-up becomes `error` results, not a crash.
     pub async fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Pipeline, PipelineError> {
         let history = HistoryStore::open(&config.history.location).await?;
         Ok(Pipeline {
