@@ -428,44 +428,14 @@ async fn tables_written_by_the_iceberg_crate_are_judged_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_table_is_an_internal_error_and_the_rest_is_still_judged() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog_uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
-    let catalog =
-        icewatch::demo::open_sql_catalog(&catalog_uri, &dir.path().join("warehouse"), "default").await.unwrap();
-    let namespace = NamespaceIdent::new("rs".to_string());
-    catalog.create_namespace(&namespace, Default::default()).await.unwrap();
-    let schema = Schema::builder()
-        .with_fields(vec![Arc::new(NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)))])
-        .build()
-        .unwrap();
-    let arrow = Arc::new(ArrowSchema::new(vec![Field::new("id", DataType::Int64, false)]));
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    for name in ["good", "bad"] {
-        let ident = TableIdent::new(namespace.clone(), name.to_string());
-        let creation = TableCreation::builder().name(name.to_string()).schema(schema.clone()).build();
-        catalog.create_table(&namespace, creation).await.unwrap();
-        for index in 0..6i64 {
-            let batch = RecordBatch::try_new(
-                arrow.clone(),
-                vec![Arc::new(Int64Array::from_iter_values(index * 100..index * 100 + 100))],
-            )
-            .unwrap();
-            icewatch::demo::append_batch(&catalog, &ident, batch).await.unwrap();
-        }
-        let times: Vec<i64> = (0..6).map(|index| now_ms - (6 - index) * 3_600_000).collect();
-        let location = icewatch::demo::rewrite_table_metadata(&catalog_uri, "default", &ident, |metadata| {
-            icewatch::demo::retime_snapshots(metadata, &times)
-        })
-        .await
-        .unwrap();
-        if name == "bad" {
-            // Edited as text: the iceberg crate itself overflows parsing it (in a debug build).
-            let path = location.strip_prefix("file://").unwrap_or(&location);
-            let text = common::read(Path::new(path));
-            let stamped = format!("\"timestamp-ms\":{}", times[0]);
-            assert!(text.contains(&stamped), "{text}");
-            std::fs::write(path, text.replace(&stamped, &format!("\"timestamp-ms\":{}", i64::MIN))).unwrap();
-        }
-    }
+    let locations = hourly_tables(dir.path(), &["good", "bad"]).await;
+    // Edited as text: the iceberg crate itself overflows parsing it (in a debug build).
+    let (location, first_ms) = &locations[1];
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    let text = common::read(Path::new(path));
+    let stamped = format!("\"timestamp-ms\":{first_ms}");
+    assert!(text.contains(&stamped), "{text}");
+    std::fs::write(path, text.replace(&stamped, &format!("\"timestamp-ms\":{}", i64::MIN))).unwrap();
     let port = common::free_port();
     let config = write_config(
         dir.path(),
@@ -508,4 +478,39 @@ async fn a_panicking_table_is_an_internal_error_and_the_rest_is_still_judged() {
     assert!(body.lines().any(|line| line.starts_with("data_rows_added{") && line.contains("rs.good")), "{body}");
     assert!(service.child.try_wait().unwrap().is_none(), "the service is still running");
     service.terminate(Duration::from_secs(20)).expect("icewatch run stops on SIGTERM");
+}
+
+/// Tables `rs.<name>` in a SQL catalog at `dir/catalog.db`, written by the iceberg crate: six
+/// appends of 100 rows each, re-timed one an hour up to an hour ago. Returns each table's
+/// metadata location and the time of its first snapshot.
+async fn hourly_tables(dir: &Path, names: &[&str]) -> Vec<(String, i64)> {
+    let catalog_uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.display());
+    let catalog = icewatch::demo::open_sql_catalog(&catalog_uri, &dir.join("warehouse"), "default").await.unwrap();
+    let namespace = NamespaceIdent::new("rs".to_string());
+    catalog.create_namespace(&namespace, Default::default()).await.unwrap();
+    let schema = Schema::builder()
+        .with_fields(vec![Arc::new(NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)))])
+        .build()
+        .unwrap();
+    let arrow = Arc::new(ArrowSchema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut locations = Vec::new();
+    for name in names {
+        let ident = TableIdent::new(namespace.clone(), name.to_string());
+        let creation = TableCreation::builder().name(name.to_string()).schema(schema.clone()).build();
+        catalog.create_table(&namespace, creation).await.unwrap();
+        for index in 0..6i64 {
+            let ids = Int64Array::from_iter_values(index * 100..index * 100 + 100);
+            let batch = RecordBatch::try_new(arrow.clone(), vec![Arc::new(ids)]).unwrap();
+            icewatch::demo::append_batch(&catalog, &ident, batch).await.unwrap();
+        }
+        let times: Vec<i64> = (0..6).map(|index| now_ms - (6 - index) * 3_600_000).collect();
+        let location = icewatch::demo::rewrite_table_metadata(&catalog_uri, "default", &ident, |metadata| {
+            icewatch::demo::retime_snapshots(metadata, &times)
+        })
+        .await
+        .unwrap();
+        locations.push((location, times[0]));
+    }
+    locations
 }
