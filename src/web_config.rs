@@ -3,10 +3,8 @@
 //! wraps whatever router `server` builds and knows no routes, metrics or sensors.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -15,18 +13,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::server::TlsStream;
 
 use crate::config::{PasswordHash, ServerTlsConfig};
-
-/// A TLS handshake that takes longer than this is dropped (a stuck client holds no slot).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for the HTTP server to take them.
-const ACCEPT_QUEUE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
@@ -141,72 +131,6 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, WebCon
         return Err(WebConfigError::NoCertificate { path: path.to_path_buf() });
     }
     Ok(certificates)
-}
-
-/// A listener that hands the HTTP server only connections whose TLS handshake finished.
-/// Handshakes run in their own tasks, so a slow client does not hold up the others.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-    accept_task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
-        let local_addr = listener.local_addr()?;
-        let (sender, ready) = mpsc::channel(ACCEPT_QUEUE);
-        let accept_task = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(connection) => connection,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off, as axum does.
-                        tracing::warn!(%error, "failed to accept a connection");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let handshaken = sender.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = handshaken.send((tls, peer)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-                if sender.is_closed() {
-                    return;
-                }
-            }
-        });
-        Ok(TlsListener { ready, local_addr, accept_task })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept task only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local_addr)
-    }
 }
 
 #[cfg(test)]
