@@ -89,9 +89,9 @@ async fn reload_on_hangup(reloads: mpsc::Sender<ReloadRequest>, shutdown: Cancel
 pub async fn serve(config: Arc<Config>, routes: Routes, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     metrics.icewatch_up.set(1);
-    // TLS is checked before anything connects anywhere: a bad certificate stops start-up with
-    // its reason.
-    let protection = Protection::new(&config.server)?;
+    // Auth and TLS are checked before anything connects anywhere: a bad hash or certificate
+    // stops start-up with its reason.
+    let protection = Protection::new(&config.server, &metrics)?;
     let pipeline = Arc::new(Pipeline::new(config.clone(), metrics.clone()).await?);
     let lineage = Lineage::attach(&pipeline);
     let (reload_sender, mut reloads) = mpsc::channel(4);
@@ -170,8 +170,9 @@ struct Protection {
 }
 
 impl Protection {
-    fn new(server: &ServerConfig) -> anyhow::Result<Protection> {
-        let auth = BasicAuth::new(&server.basic_auth_users);
+    fn new(server: &ServerConfig, metrics: &Metrics) -> anyhow::Result<Protection> {
+        let busy = metrics.icewatch_http_refused_total.with_label_values(&["auth_busy"]);
+        let auth = BasicAuth::new(&server.basic_auth_users, busy)?;
         let tls = server.tls.as_ref().map(tls_acceptor).transpose()?;
         Ok(Protection { tls, auth })
     }
