@@ -61,9 +61,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     })
 }
 
-/// Configuration problems exit with 2; everything else that stops a command with 1.
+/// Configuration problems exit with 2 (including the `[server]` TLS files and password hashes
+/// that are only read when the server starts); everything else that stops a command with 1.
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
-    let is_config = error.chain().any(|cause| cause.downcast_ref::<crate::config::ConfigError>().is_some());
+    let is_config = error.chain().any(|cause| {
+        cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || cause.downcast_ref::<crate::web_config::WebConfigError>().is_some()
+    });
     if is_config { EXIT_USAGE } else { EXIT_PROBLEM }
 }
 

@@ -76,6 +76,7 @@ pub struct Metrics {
     pub icewatch_history_points: IntGauge,
     pub icewatch_push_failures_total: prometheus::IntCounter,
     pub icewatch_last_push_success_timestamp_seconds: prometheus::Gauge,
+    pub icewatch_http_refused_total: IntCounterVec,
     /// The `partition_date` label currently exported per table (only one is kept).
     row_count_dates: Mutex<HashMap<String, String>>,
     /// Every family with a `table` label, for [`Metrics::forget_tables`].
@@ -455,6 +456,12 @@ impl Metrics {
             icewatch_history_points,
             icewatch_push_failures_total,
             icewatch_last_push_success_timestamp_seconds,
+            icewatch_http_refused_total: counter(
+                r,
+                "icewatch_http_refused_total",
+                "Connections and requests the HTTP server closed or refused to protect itself, by reason.",
+                &["reason"],
+            ),
             row_count_dates: Mutex::new(HashMap::new()),
             table_families: declarations.table_families.take(),
             registry: declarations.registry,

@@ -20,6 +20,12 @@ use tokio::sync::oneshot;
 
 pub use lineage::MAX_EVENT_BYTES;
 
+// The service answers 413 to any body declared over its limit before a route sees it.
+const _: () = assert!(
+    MAX_EVENT_BYTES <= crate::service::MAX_REQUEST_BODY_BYTES,
+    "lineage events must fit the server's body limit"
+);
+
 use crate::service::{AppState, ReloadRequest};
 
 pub fn router(state: Arc<AppState>) -> Router {

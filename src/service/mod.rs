@@ -14,8 +14,10 @@
 //! - `generation`: one configuration's pipeline and scheduler; preparing a reload.
 //! - `jobs`: a scheduler job per sensor of a table, and the scheduler-event metrics.
 //! - `pusher`: the Pushgateway pusher.
+//! - `http`: the accept loop, with the server's timeouts and connection cap.
 
 mod generation;
+mod http;
 mod jobs;
 mod pusher;
 mod state;
@@ -26,15 +28,17 @@ use anyhow::Context;
 use axum::Router;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+pub use http::{BODY_TIMEOUT, HEADER_READ_TIMEOUT, MAX_REQUEST_BODY_BYTES};
 pub use state::{AppState, ReloadRequest};
 
 use crate::config::{Config, ServerConfig};
 use crate::export::metrics::Metrics;
 use crate::lineage::Lineage;
 use crate::pipeline::Pipeline;
-use crate::web_config::{BasicAuth, TlsListener, require_basic_auth, tls_acceptor};
+use crate::web_config::{BasicAuth, require_basic_auth, tls_acceptor};
 use generation::{Generation, prepare_reload};
 use pusher::Pusher;
 
@@ -85,6 +89,9 @@ async fn reload_on_hangup(reloads: mpsc::Sender<ReloadRequest>, shutdown: Cancel
 pub async fn serve(config: Arc<Config>, routes: Routes, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     metrics.icewatch_up.set(1);
+    // Auth and TLS are checked before anything connects anywhere: a bad hash or certificate
+    // stops start-up with its reason.
+    let protection = Protection::new(&config.server, &metrics)?;
     let pipeline = Arc::new(Pipeline::new(config.clone(), metrics.clone()).await?);
     let lineage = Lineage::attach(&pipeline);
     let (reload_sender, mut reloads) = mpsc::channel(4);
@@ -93,7 +100,7 @@ pub async fn serve(config: Arc<Config>, routes: Routes, shutdown: CancellationTo
     // The server outlives the sensor runs: it stops after the last push, so /metrics answers
     // while runs drain.
     let server_stop = CancellationToken::new();
-    let server = start_server(&config.server, routes(state.clone()), server_stop.clone()).await?;
+    let server = start_server(&config.server, protection, routes(state.clone()), &metrics, server_stop.clone()).await?;
     tracing::info!(address = %config.server.listen, tls = config.server.tls.is_some(), basic_auth = !config.server.basic_auth_users.is_empty(), tables = config.tables.len(), "icewatch serving /metrics");
     tokio::spawn(reload_on_hangup(reload_sender, shutdown.clone()));
     // Replayed with the listener up: liveness answers meanwhile, readiness waits for the first pass.
@@ -156,28 +163,37 @@ pub async fn serve(config: Arc<Config>, routes: Routes, shutdown: CancellationTo
     Ok(())
 }
 
-/// Binds `server.listen` and serves `app` there (HTTPS and basic auth when configured) until
-/// `stop`. Auth wraps the whole router as a layer, so every route is protected.
+/// What `[server]` puts in front of the routes: TLS and basic auth, when configured.
+struct Protection {
+    tls: Option<TlsAcceptor>,
+    auth: Option<Arc<BasicAuth>>,
+}
+
+impl Protection {
+    fn new(server: &ServerConfig, metrics: &Metrics) -> anyhow::Result<Protection> {
+        let busy = metrics.icewatch_http_refused_total.with_label_values(&["auth_busy"]);
+        let auth = BasicAuth::new(&server.basic_auth_users, busy)?;
+        let tls = server.tls.as_ref().map(tls_acceptor).transpose()?;
+        Ok(Protection { tls, auth })
+    }
+}
+
+/// Binds `server.listen` and serves `app` there (HTTPS and basic auth when configured, the
+/// limits of `http`) until `stop`. Auth wraps the whole router as a layer, so every route is
+/// protected.
 async fn start_server(
     server: &ServerConfig,
+    protection: Protection,
     mut app: Router,
+    metrics: &Metrics,
     stop: CancellationToken,
 ) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(server.listen)
         .await
         .with_context(|| format!("failed to listen on `{}` (server.listen)", server.listen))?;
-    if let Some(auth) = BasicAuth::new(&server.basic_auth_users) {
+    if let Some(auth) = protection.auth {
         app = app.layer(axum::middleware::from_fn_with_state(auth, require_basic_auth));
     }
-    let task = match &server.tls {
-        Some(tls) => {
-            let acceptor = tls_acceptor(tls)?;
-            let listener = TlsListener::new(listener, acceptor)?;
-            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
-        }
-        None => {
-            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
-        }
-    };
-    Ok(task)
+    let refusals = http::Refusals::new(&metrics.icewatch_http_refused_total);
+    Ok(tokio::spawn(http::serve(listener, protection.tls, app, refusals, stop)))
 }

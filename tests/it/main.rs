@@ -10,6 +10,7 @@ mod demo;
 mod distribution;
 mod dockerfile;
 mod history;
+mod http_limits;
 mod lineage;
 mod metadata_sensors;
 mod ops;

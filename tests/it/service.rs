@@ -48,6 +48,15 @@ pub(crate) fn demo_config(warehouse: &DemoWarehouse, name: &str, port: u16, sche
     path
 }
 
+/// A configuration without tables listening on `port` (the catalog need not exist: `/healthz`
+/// answers, `/readyz` does not), for tests of the endpoints themselves; `server` is appended to
+/// its `[server]` table.
+pub(crate) fn endpoints_only_config(port: u16, server: &str) -> String {
+    format!(
+        "[catalog]\ntype = \"sql\"\nuri = \"sqlite://catalog.db\"\nwarehouse = \"warehouse\"\n\n[history]\npath = \"history.db\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n{server}"
+    )
+}
+
 /// Drops the TOML sections (a header and its lines) whose header starts with one of `headers`.
 fn without_sections(text: &str, headers: &[&str]) -> String {
     let mut keep = true;
@@ -84,8 +93,13 @@ impl Icewatch {
     }
 
     pub(crate) fn spawn(config: &Path, port: u16, scheme: &str) -> Icewatch {
+        Icewatch::spawn_through(Command::new(common::icewatch_bin()), config, port, scheme)
+    }
+
+    /// As [`Icewatch::spawn`], with `run --config <config>` appended to `command`: the icewatch
+    /// binary itself, or a wrapper that ends by running it (`sh -c 'ulimit -n 256; exec "$@"'`).
+    pub(crate) fn spawn_through(mut command: Command, config: &Path, port: u16, scheme: &str) -> Icewatch {
         let log = config.with_extension("log");
-        let mut command = Command::new(common::icewatch_bin());
         command
             .args(["run", "--config"])
             .arg(config)
@@ -585,9 +599,7 @@ fn basic_auth_and_tls_protect_the_endpoints_and_prometheus_scrapes_through_them(
     let hash = bcrypt::hash(password, 4).expect("bcrypt");
     let port = common::free_port();
     // No tables: the endpoints are what is tested here.
-    let base = format!(
-        "[catalog]\ntype = \"sql\"\nuri = \"sqlite://catalog.db\"\nwarehouse = \"warehouse\"\n\n[history]\npath = \"history.db\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert_file = \"server.pem\"\ntls_key_file = \"server.key\"\n"
-    );
+    let base = endpoints_only_config(port, "tls_cert_file = \"server.pem\"\ntls_key_file = \"server.key\"\n");
     // A plain password instead of a hash is a configuration error pointing at the value.
     let bad = dir.path().join("plain_password.toml");
     std::fs::write(&bad, format!("{base}\n[server.basic_auth_users]\nprometheus = \"{password}\"\n"))
