@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::oneshot;
 
+/// The server's own limits (the listener in `service` enforces them), public for the tests.
+pub use crate::service::{BODY_TIMEOUT, HEADER_READ_TIMEOUT};
 pub use lineage::MAX_EVENT_BYTES;
 
 // The service answers 413 to any body declared over its limit before a route sees it.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use icewatch::service::{BODY_TIMEOUT, HEADER_READ_TIMEOUT};
+use icewatch::server::{BODY_TIMEOUT, HEADER_READ_TIMEOUT};
 
 use crate::common::{self, ChildGuard, http_get, wait_for};
 use crate::service::{Icewatch, demo_config, endpoints_only_config, prepare_demo, samples};
