@@ -463,19 +463,20 @@ async fn a_panicking_table_is_an_internal_error_and_the_rest_is_still_judged() {
         Command::new(common::icewatch_bin()).arg("run").arg("--config").arg(&config),
     );
     let body = tokio::task::spawn_blocking(move || {
-        common::wait_for("the first pass's internal error", Duration::from_secs(60), || {
+        // The tables run concurrently: wait for the bad one's error and the good one's rows.
+        common::wait_for("the first pass's internal error and rows", Duration::from_secs(60), || {
             common::http_get(&metrics_url).filter(|body| {
                 body.lines().any(|line| {
                     line.starts_with("icewatch_sensor_errors_total{")
                         && line.contains("reason=\"internal\"")
                         && line.contains("table=\"rs.bad\"")
-                })
+                }) && body.lines().any(|line| line.starts_with("data_rows_added{") && line.contains("rs.good"))
             })
         })
     })
     .await
     .unwrap();
-    assert!(body.lines().any(|line| line.starts_with("data_rows_added{") && line.contains("rs.good")), "{body}");
+    assert!(body.contains("icewatch_sensor_errors_total{"), "{body}");
     assert!(service.child.try_wait().unwrap().is_none(), "the service is still running");
     service.terminate(Duration::from_secs(20)).expect("icewatch run stops on SIGTERM");
 }
