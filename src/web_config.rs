@@ -263,8 +263,10 @@ mod tests {
         let verdicts = futures::future::join_all((0..flood).map(|_| auth.check(Some(&wrong)))).await;
         let refused = verdicts.iter().filter(|verdict| **verdict == Verdict::Busy).count();
         let denied = verdicts.iter().filter(|verdict| **verdict == Verdict::Denied).count();
-        // All were started before any finished: exactly the slots and the queue got a bcrypt check.
-        assert_eq!(denied, CONCURRENT_VERIFICATIONS + VERIFICATION_QUEUE, "{verdicts:?}");
+        // At least the slots and the queue got a bcrypt check (more when a check finished before
+        // the last of the flood arrived); the rest were refused at once.
+        assert!(denied >= CONCURRENT_VERIFICATIONS + VERIFICATION_QUEUE, "{verdicts:?}");
+        assert!(refused >= 1, "{verdicts:?}");
         assert_eq!(refused, flood - denied);
         assert_eq!(busy.get(), refused as u64);
         // While the slots are taken, a cached password needs none of them.

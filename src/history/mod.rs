@@ -543,7 +543,6 @@ impl HistoryStore {
             transaction.commit().await.map_err(&query_error)?;
             inserted
         });
-        self.tally.points.fetch_add(inserted, std::sync::atomic::Ordering::Relaxed);
         Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
     }
 
