@@ -316,12 +316,25 @@ pub struct StageConfig {
 
 // ---- [lineage] (owned by the lineage module) ----
 
-/// `[lineage]`: how OpenLineage dataset identifiers map to catalog table names.
-#[derive(Clone, Debug, Default)]
+/// `[lineage]`: how OpenLineage dataset identifiers map to catalog table names, and how long
+/// the received events are kept.
+#[derive(Clone, Debug)]
 pub struct LineageConfig {
     /// Tried in order; the first rule that matches a dataset names its table. A dataset no rule
     /// matches still maps when its name (or a `symlinks` identifier) is a declared table.
     pub datasets: Vec<DatasetRule>,
+    /// Stored OpenLineage events older than this are deleted and not replayed.
+    pub retention: Duration,
+}
+
+impl LineageConfig {
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+}
+
+impl Default for LineageConfig {
+    fn default() -> Self {
+        LineageConfig { datasets: Vec::new(), retention: LineageConfig::DEFAULT_RETENTION }
+    }
 }
 
 /// One mapping rule: datasets in `namespace` whose name starts with `strip_prefix` map to the

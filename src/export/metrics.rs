@@ -75,6 +75,7 @@ pub struct Metrics {
     pub icewatch_scheduler_lag_seconds: prometheus::Gauge,
     pub icewatch_history_points: IntGauge,
     pub icewatch_push_failures_total: prometheus::IntCounter,
+    pub icewatch_lineage_events_refused_total: IntCounterVec,
     pub icewatch_last_push_success_timestamp_seconds: prometheus::Gauge,
     pub icewatch_http_refused_total: IntCounterVec,
     /// The `partition_date` label currently exported per table (only one is kept).
@@ -455,6 +456,12 @@ impl Metrics {
             icewatch_scheduler_lag_seconds,
             icewatch_history_points,
             icewatch_push_failures_total,
+            icewatch_lineage_events_refused_total: counter(
+                r,
+                "icewatch_lineage_events_refused_total",
+                "OpenLineage events refused by bounded reason (malformed, body_too_large, name_too_long, too_many_datasets).",
+                &["reason"],
+            ),
             icewatch_last_push_success_timestamp_seconds,
             icewatch_http_refused_total: counter(
                 r,

@@ -141,6 +141,28 @@ pub struct Event {
     pub payload: serde_json::Value,
 }
 
+/// An event as stored, its payload left as text, with where it sits in the store: what
+/// [`HistoryStore::events_page`] returns, so a reader can bound what it holds by the bytes it
+/// reads before parsing anything.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub table: String,
+    pub key: String,
+    pub occurred_at_ms: i64,
+    /// The payload as stored (JSON text).
+    pub payload: String,
+    /// Where the next (older) page starts.
+    pub cursor: EventCursor,
+}
+
+/// A place in the newest-first order of the events of a kind: pass the last one of a page to
+/// [`HistoryStore::events_page`] to read the page after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventCursor {
+    occurred_at_ms: i64,
+    id: i64,
+}
+
 /// Everything that can go wrong at the history boundary. `location` is always redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -242,6 +264,7 @@ impl fmt::Debug for HistoryStore {
 
 type PointRow = (i64, Option<i64>, f64);
 type EventRow = (String, String, String, i64, String);
+type EventPageRow = (i64, String, String, i64, String);
 
 impl HistoryStore {
     /// Opens (and creates when missing) the store and brings its schema up to date.
@@ -567,6 +590,60 @@ impl HistoryStore {
             .collect()
     }
 
+    /// At most `limit` events of `kind` that occurred at or after `since_ms`, newest first,
+    /// starting after `after` (the cursor of the last event of the previous page; `None` for the
+    /// first page). Payloads stay text: the caller decides how much of them to keep.
+    pub async fn events_page(
+        &self,
+        kind: &str,
+        since_ms: i64,
+        after: Option<EventCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, HistoryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = after.unwrap_or(EventCursor { occurred_at_ms: i64::MAX, id: i64::MAX });
+        let query_error = self.query_error("read a page of events");
+        let rows: Vec<EventPageRow> = on_backend!(&self.backend, pool => {
+            sqlx::query_as(sql::EVENTS_PAGE)
+                .bind(kind)
+                .bind(since_ms)
+                .bind(after.occurred_at_ms)
+                .bind(after.id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(&query_error)?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, table, key, occurred_at_ms, payload)| StoredEvent {
+                table,
+                key,
+                occurred_at_ms,
+                payload,
+                cursor: EventCursor { occurred_at_ms, id },
+            })
+            .collect())
+    }
+
+    /// Deletes at most `limit` events of `kind` that occurred before `before_ms`, oldest first,
+    /// and returns how many went. One bounded statement: call it again while it returns `limit`.
+    pub async fn delete_events_before(&self, kind: &str, before_ms: i64, limit: usize) -> Result<u64, HistoryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query_error = self.query_error("delete old events");
+        let deleted = on_backend!(&self.backend, pool => {
+            sqlx::query(sql::DELETE_EVENTS_BEFORE)
+                .bind(kind)
+                .bind(before_ms)
+                .bind(limit)
+                .execute(pool)
+                .await
+                .map_err(&query_error)?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+
     /// How many points the store holds, from the tally (no query; see [`PointTally`]). Starts a
     /// background recount when the tally is stale.
     pub fn stored_points(&self) -> u64 {
@@ -760,5 +837,57 @@ mod tests {
         assert!(store.events(None, "anomaly", 10).await.unwrap().is_empty());
         let series = store.series_for_table("a").await.unwrap();
         assert!(series.is_empty());
+    }
+
+    fn lineage_event(key: usize, at: i64, payload_bytes: usize) -> Event {
+        Event {
+            table: String::new(),
+            kind: "openlineage".into(),
+            key: format!("k{key}"),
+            occurred_at_ms: at,
+            payload: json!({ "padding": "x".repeat(payload_bytes) }),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_page_by_page_newest_first_and_not_before_since() {
+        let store = HistoryStore::open_in_memory().await.unwrap();
+        // Two events share each time, so the cursor must order by id within a time.
+        let events: Vec<Event> = (0..10).map(|index| lineage_event(index, (index / 2) as i64 * 10, 1)).collect();
+        store.record_events(&events).await.unwrap();
+        let mut keys = Vec::new();
+        let mut after = None;
+        for _ in 0..10 {
+            let page = store.events_page("openlineage", 10, after, 3).await.unwrap();
+            keys.extend(page.iter().map(|event| event.key.clone()));
+            match page.last() {
+                Some(last) if page.len() == 3 => after = Some(last.cursor),
+                _ => break,
+            }
+        }
+        // Newest first; within a time the later insert first; nothing before `since` (k0, k1).
+        assert_eq!(keys, ["k9", "k8", "k7", "k6", "k5", "k4", "k3", "k2"]);
+        let page = store.events_page("openlineage", 0, None, 1).await.unwrap();
+        assert_eq!(page[0].payload, r#"{"padding":"x"}"#, "payload stays text");
+        assert!(store.events_page("schema_change", 0, None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn old_events_of_a_kind_are_deleted_in_bounded_steps() {
+        let store = HistoryStore::open_in_memory().await.unwrap();
+        let mut events: Vec<Event> = (0..25).map(|index| lineage_event(index, index as i64, 1)).collect();
+        let mut other = lineage_event(99, 0, 1);
+        other.kind = "schema_change".into();
+        events.push(other);
+        store.record_events(&events).await.unwrap();
+        // Before 20: 20 events in steps of at most 8, oldest first.
+        assert_eq!(store.delete_events_before("openlineage", 20, 8).await.unwrap(), 8);
+        assert_eq!(store.delete_events_before("openlineage", 20, 8).await.unwrap(), 8);
+        assert_eq!(store.delete_events_before("openlineage", 20, 8).await.unwrap(), 4);
+        assert_eq!(store.delete_events_before("openlineage", 20, 8).await.unwrap(), 0);
+        let left = store.events(None, "openlineage", 100).await.unwrap();
+        let times: Vec<i64> = left.iter().map(|event| event.occurred_at_ms).collect();
+        assert_eq!(times, vec![24, 23, 22, 21, 20]);
+        assert_eq!(store.events(None, "schema_change", 10).await.unwrap().len(), 1, "other kinds stay");
     }
 }

@@ -138,6 +138,20 @@ pub const EVENTS_OF_KIND_FOR_TABLE: &str = "SELECT table_name, kind, dedupe_key,
     FROM icewatch_events WHERE kind = $1 AND table_name = $3
     ORDER BY occurred_at_ms DESC, id DESC LIMIT $2";
 
+/// One page of events of a kind, newest first, at or after a time and before a cursor (the last
+/// row of the previous page). $1 = kind, $2 = since_ms, $3 = cursor occurred_at_ms, $4 = cursor
+/// id, $5 = limit. Served by the `(kind, occurred_at_ms)` index.
+pub const EVENTS_PAGE: &str = "SELECT id, table_name, dedupe_key, occurred_at_ms, payload
+    FROM icewatch_events
+    WHERE kind = $1 AND occurred_at_ms >= $2 AND (occurred_at_ms < $3 OR (occurred_at_ms = $3 AND id < $4))
+    ORDER BY occurred_at_ms DESC, id DESC LIMIT $5";
+
+/// Deletes at most $3 events of kind $1 older than $2, oldest first (a bounded step: the same
+/// text on SQLite and PostgreSQL, neither of which needs `DELETE ... LIMIT` support).
+pub const DELETE_EVENTS_BEFORE: &str = "DELETE FROM icewatch_events WHERE id IN (
+    SELECT id FROM icewatch_events WHERE kind = $1 AND occurred_at_ms < $2
+    ORDER BY occurred_at_ms ASC, id ASC LIMIT $3)";
+
 pub const POINT_COUNT: &str = "SELECT COUNT(*) FROM icewatch_points";
 
 pub const SQLITE_INTEGRITY_CHECK: &str = "PRAGMA integrity_check";

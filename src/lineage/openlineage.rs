@@ -7,6 +7,10 @@
 //! else its `facets.version.datasetVersion` when that is a whole number (Iceberg's snapshot id in
 //! `DatasetVersionDatasetFacet`), and `facets.symlinks.identifiers` (Spark names an Iceberg table
 //! by its location and puts `namespace.table` there).
+//!
+//! Limits: what one event can make icewatch hold, store and compute is bounded by
+//! [`MAX_EVENT_BYTES`] (checked by the server before the body is read), [`MAX_DATASETS`] and
+//! [`MAX_NAME_BYTES`]. An event over one of them is refused whole, before it is mapped.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -47,7 +51,14 @@ impl RunState {
     }
 }
 
-/// Why an event was refused (the HTTP answer is 400 with this text).
+/// Largest accepted event body.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Most entries accepted in `inputs`, and in `outputs`.
+pub const MAX_DATASETS: usize = 1_000;
+/// Longest accepted job or dataset namespace or name (symlink identifiers included), in bytes.
+pub const MAX_NAME_BYTES: usize = 512;
+
+/// Why an event was refused (the HTTP answer carries this text; the status is the server's).
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     #[error("body is not JSON: {0}")]
@@ -56,6 +67,29 @@ pub enum EventError {
     Shape(String),
     #[error("invalid `{field}`: {reason}")]
     Invalid { field: String, reason: String },
+    #[error("`{field}` lists {count} datasets, more than the {limit} accepted")]
+    TooManyDatasets { field: &'static str, count: usize, limit: usize },
+    #[error("`{field}` is {length} bytes long, longer than the {limit} accepted")]
+    TooLong { field: String, length: usize, limit: usize },
+}
+
+impl EventError {
+    /// The bounded `reason` label of `icewatch_lineage_events_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EventError::NotJson(_) | EventError::Shape(_) | EventError::Invalid { .. } => "malformed",
+            EventError::TooManyDatasets { .. } => "too_many_datasets",
+            EventError::TooLong { .. } => "name_too_long",
+        }
+    }
+}
+
+/// Refuses `text` (the value of `field`) when it is longer than [`MAX_NAME_BYTES`].
+fn within_name_limit(text: &str, field: impl FnOnce() -> String) -> Result<(), EventError> {
+    if text.len() > MAX_NAME_BYTES {
+        return Err(EventError::TooLong { field: field(), length: text.len(), limit: MAX_NAME_BYTES });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -136,6 +170,13 @@ pub fn parse_event(body: &[u8], config: &Config) -> Result<RunEvent, EventError>
     if !object.contains_key("run") {
         return Err(EventError::Shape("missing `run` (DatasetEvent and JobEvent are not accepted here)".to_string()));
     }
+    // Counted before the datasets are read into their own structures.
+    for field in ["inputs", "outputs"] {
+        let count = object.get(field).and_then(Value::as_array).map_or(0, Vec::len);
+        if count > MAX_DATASETS {
+            return Err(EventError::TooManyDatasets { field, count, limit: MAX_DATASETS });
+        }
+    }
     let raw: RawRunEvent = serde_json::from_value(value).map_err(|error| EventError::Shape(error.to_string()))?;
     let invalid = |field: &str, reason: String| EventError::Invalid { field: field.to_string(), reason };
 
@@ -156,6 +197,8 @@ pub fn parse_event(body: &[u8], config: &Config) -> Result<RunEvent, EventError>
     if raw.job.name.trim().is_empty() {
         return Err(invalid("job.name", "must not be empty".to_string()));
     }
+    within_name_limit(&raw.job.namespace, || "job.namespace".to_string())?;
+    within_name_limit(&raw.job.name, || "job.name".to_string())?;
     let inputs = datasets(raw.inputs.unwrap_or_default(), "inputs", &config.lineage, config)?;
     let outputs = datasets(raw.outputs.unwrap_or_default(), "outputs", &config.lineage, config)?;
     Ok(RunEvent {
@@ -184,6 +227,8 @@ fn datasets(
                 reason: "`namespace` and `name` must not be empty".to_string(),
             });
         }
+        within_name_limit(&dataset.namespace, || format!("{path}.namespace"))?;
+        within_name_limit(&dataset.name, || format!("{path}.name"))?;
         let facets = dataset.facets.unwrap_or_default();
         let mut candidates = vec![(dataset.namespace.clone(), dataset.name.clone())];
         candidates.extend(symlinks(&facets, &path)?);
@@ -207,7 +252,11 @@ fn symlinks(facets: &Map<String, Value>, path: &str) -> Result<Vec<(String, Stri
     let mut out = Vec::new();
     for (index, identifier) in identifiers.iter().enumerate() {
         match (identifier.get("namespace").and_then(Value::as_str), identifier.get("name").and_then(Value::as_str)) {
-            (Some(namespace), Some(name)) => out.push((namespace.to_string(), name.to_string())),
+            (Some(namespace), Some(name)) => {
+                within_name_limit(namespace, || format!("{path}.facets.symlinks.identifiers[{index}].namespace"))?;
+                within_name_limit(name, || format!("{path}.facets.symlinks.identifiers[{index}].name"))?;
+                out.push((namespace.to_string(), name.to_string()))
+            }
             _ => {
                 return Err(EventError::Invalid {
                     field: format!("{path}.facets.symlinks.identifiers[{index}]"),
@@ -333,6 +382,42 @@ warn_after = "1h"
             let error = parse_event(body.as_bytes(), &config).unwrap_err().to_string();
             assert!(error.contains(expected), "{body}: {error}");
         }
+    }
+
+    #[test]
+    fn refuses_events_over_the_limits_naming_the_field() {
+        let config = config_without_rules();
+        let inputs = r#""inputs": [{ "namespace": "file", "name": "/wh/bronze/raw_trades" }]"#;
+        let wide = |count: usize| {
+            let list: Vec<String> =
+                (0..count).map(|index| format!(r#"{{ "namespace": "n", "name": "d{index}" }}"#)).collect();
+            EVENT.replace(inputs, &format!(r#""inputs": [{}]"#, list.join(",")))
+        };
+        assert_eq!(parse_event(wide(MAX_DATASETS).as_bytes(), &config).unwrap().inputs.len(), MAX_DATASETS);
+        let error = parse_event(wide(MAX_DATASETS + 1).as_bytes(), &config).unwrap_err();
+        assert!(matches!(error, EventError::TooManyDatasets { field: "inputs", count: 1001, limit: 1000 }), "{error}");
+        assert_eq!(error.to_string(), "`inputs` lists 1001 datasets, more than the 1000 accepted");
+        assert_eq!(error.reason(), "too_many_datasets");
+
+        let at_limit = "n".repeat(MAX_NAME_BYTES);
+        let over = "n".repeat(MAX_NAME_BYTES + 1);
+        let job = |name: &str| EVENT.replace("clean_trades.append", name);
+        assert!(parse_event(job(&at_limit).as_bytes(), &config).is_ok());
+        let cases = [
+            (job(&over), "job.name"),
+            (EVENT.replace(r#""namespace": "spark""#, &format!(r#""namespace": "{over}""#)), "job.namespace"),
+            (EVENT.replace("/wh/bronze/raw_trades", &over), "inputs[0].name"),
+            (
+                EVENT.replace(r#""name": "silver.cleaned_trades""#, &format!(r#""name": "{over}""#)),
+                "outputs[0].facets.symlinks.identifiers[0].name",
+            ),
+        ];
+        for (body, field) in cases {
+            let error = parse_event(body.as_bytes(), &config).unwrap_err();
+            assert_eq!(error.to_string(), format!("`{field}` is 513 bytes long, longer than the 512 accepted"));
+            assert_eq!(error.reason(), "name_too_long");
+        }
+        assert_eq!(parse_event(b"[]", &config).unwrap_err().reason(), "malformed");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A generation: one configuration at work, its pipeline plus its first pass and scheduler. A
-//! reload prepares the next generation beside the running one and swaps them only once the new
-//! one opened; the swap itself (and what it does to the metrics) is `serve`'s.
+//! A generation: one configuration at work, its pipeline plus its first pass and scheduler, and
+//! the sweep that deletes OpenLineage events past `lineage.retention`. A reload prepares the next
+//! generation beside the running one and swaps them only once the new one opened; the swap
+//! itself (and what it does to the metrics) is `serve`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
@@ -28,6 +30,8 @@ pub(super) struct Generation {
     running: Pin<Box<dyn Future<Output = ShutdownReport<SensorJob>>>>,
     /// Set once `running` has finished (it only does after `stop` or the shutdown).
     report: Option<ShutdownReport<SensorJob>>,
+    /// The lineage retention sweep (at the start, then hourly) until `stop`.
+    retention: JoinHandle<()>,
 }
 
 impl Generation {
@@ -39,8 +43,10 @@ impl Generation {
         shutdown: &CancellationToken,
     ) -> Generation {
         let stop = shutdown.child_token();
+        // `serve` puts this generation's lineage in force before starting it.
+        let retention = tokio::spawn(state.lineage().keep_retention(stop.clone()));
         let running = Box::pin(run_generation(pipeline.clone(), state, pusher, metrics, stop.clone()));
-        Generation { pipeline, stop, running, report: None }
+        Generation { pipeline, stop, running, report: None, retention }
     }
 
     /// Drives the first pass and the scheduler; returns when they end.
@@ -54,6 +60,8 @@ impl Generation {
     pub(super) async fn stop(mut self) -> Arc<Pipeline> {
         self.stop.cancel();
         self.drive().await;
+        // It returns at `stop`: nothing of it is left running against the store once it closes.
+        let _ = (&mut self.retention).await;
         if let Some(report) = &self.report
             && !report.still_running.is_empty()
         {

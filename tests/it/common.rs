@@ -92,6 +92,17 @@ pub fn http_get(url: &str) -> Option<String> {
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Resident memory of process `pid` in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or_else(|| panic!("no VmRSS for pid {pid}"))
+}
+
 /// Where tests keep artifacts worth looking at after a run (screenshots, logs).
 pub fn artifacts_dir() -> PathBuf {
     let dir = repo_root().join("tests/artifacts");

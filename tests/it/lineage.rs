@@ -1,7 +1,10 @@
 //! Lineage end to end on real tables: a stale bronze table is the root cause of its pipeline
 //! and a fresh commit clears it (service metrics and `check`); OpenLineage events posted to a
 //! running `icewatch run` build the edge, link the snapshot and turn the stage red on FAIL,
-//! while malformed ones change nothing; a cycle in a pipeline is a config error.
+//! while malformed ones change nothing; a cycle in a pipeline is a config error. What events can
+//! make the service hold is bounded: an event over the dataset caps is refused at once and the
+//! service keeps answering, through a restart too; thousands of jobs on one edge keep the edge,
+//! the answer and the memory small; events past `lineage.retention` are deleted at start-up.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,10 @@ use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
 use iceberg::{Catalog, NamespaceIdent, TableCreation};
 use icewatch::demo::{append_batch, open_sql_catalog, retime_snapshots, rewrite_table_metadata, table_ident};
 
-use crate::common::{ChildGuard, free_port, http_get, icewatch_bin, repo_root, run, wait_for};
+use icewatch::history::{Event, HistoryLocation, HistoryStore};
+use std::time::Instant;
+
+use crate::common::{ChildGuard, free_port, http_get, icewatch_bin, repo_root, rss_bytes, run, wait_for};
 
 const BRONZE: &str = "bronze.raw_trades";
 const SILVER: &str = "silver.cleaned_trades";
@@ -386,6 +392,198 @@ async fn openlineage_events_build_the_edge_link_the_snapshot_and_fail_the_stage(
     let (code, text, _) = run(Command::new(icewatch_bin()).args(["lineage", "--config"]).arg(&config));
     assert_eq!(code, 0);
     assert!(text.contains("learned from OpenLineage: 1 edge(s), 2 run(s)"), "{text}");
+}
+
+/// A RunEvent of job `job` reading `inputs` and writing `outputs` datasets of namespace `n`
+/// (short names, so that 15,000 of each still fit in a body under 1 MiB).
+fn wide_event(job: &str, inputs: usize, outputs: usize) -> String {
+    let list = |prefix: &str, count: usize| -> String {
+        (0..count).map(|index| format!(r#"{{"namespace":"n","name":"{prefix}{index}"}}"#)).collect::<Vec<_>>().join(",")
+    };
+    format!(
+        r#"{{"eventType":"COMPLETE","eventTime":"{}","run":{{"runId":"{}"}},"job":{{"namespace":"spark","name":"{job}"}},"inputs":[{}],"outputs":[{}]}}"#,
+        chrono::Utc::now().to_rfc3339(),
+        uuid::Uuid::new_v4(),
+        list("i", inputs),
+        list("o", outputs)
+    )
+}
+
+/// A fresh warehouse and the config of a service on a free port.
+async fn warehouse_with_config() -> (Warehouse, u16, PathBuf) {
+    let warehouse = warehouse().await;
+    let port = free_port();
+    let config = warehouse.config(port, "6h");
+    (warehouse, port, config)
+}
+
+/// Stops `service`, which must exit cleanly.
+fn stop(mut service: ChildGuard) {
+    assert!(service.terminate(Duration::from_secs(20)).is_some_and(|status| status.success()));
+}
+
+/// How long `/healthz` takes to answer (curl included); panics when it does not.
+fn healthz_latency(port: u16) -> Duration {
+    let started = Instant::now();
+    http_get(&format!("http://127.0.0.1:{port}/healthz")).expect("/healthz answers");
+    started.elapsed()
+}
+
+/// The history store of a config written by [`Warehouse::config`].
+async fn history_store(warehouse: &Warehouse) -> HistoryStore {
+    HistoryStore::open(&HistoryLocation::Sqlite(warehouse.dir.join("history.db"))).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_dataset_caps_is_refused_at_once_and_the_service_keeps_answering() {
+    let (warehouse, port, config) = warehouse_with_config().await;
+    let service = start_service(&config, port);
+
+    // The event that froze the service for 217 s: 15,000 inputs × 15,000 outputs in 1 MiB.
+    let wide = wide_event("spark/wide", 15_000, 15_000);
+    assert!(wide.len() < icewatch::server::MAX_EVENT_BYTES, "{} bytes", wide.len());
+    let started = Instant::now();
+    let (status, response) = post(port, wide.as_bytes());
+    let refused_in = started.elapsed();
+    let healthz = healthz_latency(port);
+    println!("{} byte 15k x 15k event: {status} in {refused_in:?}; /healthz then {healthz:?}", wide.len());
+    assert_eq!(status, 422, "{response}");
+    assert!(response.contains("`inputs` lists 15000 datasets, more than the 1000 accepted"), "{response}");
+    assert!(refused_in < Duration::from_secs(5), "{refused_in:?}");
+    assert!(healthz < Duration::from_secs(1), "{healthz:?}");
+    let long_name = wide_event(&"j".repeat(600), 1, 1);
+    let (status, response) = post(port, long_name.as_bytes());
+    assert_eq!(status, 413, "{response}");
+    assert!(response.contains("`job.name` is 600 bytes long"), "{response}");
+
+    // The widest event accepted: 1,000 × 1,000 pairs make the 10,000 edges of the cap, no more.
+    let started = Instant::now();
+    let (status, response) = post(port, wide_event("spark/at_cap", 1_000, 1_000).as_bytes());
+    let accepted_in = started.elapsed();
+    let healthz = healthz_latency(port);
+    println!("1,000 x 1,000 event: {status} in {accepted_in:?}; /healthz then {healthz:?}");
+    assert_eq!(status, 201, "{response}");
+    assert!(accepted_in < Duration::from_secs(5), "{accepted_in:?}");
+    assert!(healthz < Duration::from_secs(1), "{healthz:?}");
+    assert_eq!(lineage_view(port)["learned_edges"].as_array().unwrap().len(), 10_000);
+    let body = http_get(&format!("http://127.0.0.1:{port}/metrics")).unwrap();
+    assert_eq!(sample(&body, "icewatch_lineage_events_refused_total", r#"reason="too_many_datasets""#), Some(1.0));
+    assert_eq!(sample(&body, "icewatch_lineage_events_refused_total", r#"reason="name_too_long""#), Some(1.0));
+    stop(service);
+
+    // A restart serves at once and replays the accepted event (the refused one was never stored).
+    let started = Instant::now();
+    let service = start_service(&config, port);
+    let serving_in = started.elapsed();
+    let replayed = wait_for("the replay", Duration::from_secs(30), || {
+        (lineage_view(port)["learned_edges"].as_array().unwrap().len() == 10_000).then(|| started.elapsed())
+    });
+    println!("restart: /healthz after {serving_in:?}, replayed after {replayed:?}");
+    assert!(serving_in < Duration::from_secs(10), "{serving_in:?} (2 s expected)");
+    let stored = history_store(&warehouse).await.events(None, "openlineage", 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "only the accepted event is stored");
+    stop(service);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_jobs_on_one_edge_keep_the_edge_the_answer_and_the_memory_small() {
+    let (warehouse, port, config) = warehouse_with_config().await;
+    let service = start_service(&config, port);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/lineage");
+    let started_at = chrono::Utc::now().to_rfc3339();
+    // Posts the START events of jobs `range` (each its own run), four at a time.
+    let post_jobs = |range: std::ops::Range<usize>| {
+        let (client, url, started_at) = (client.clone(), url.clone(), started_at.clone());
+        let bodies: Vec<String> = range
+            .map(|index| {
+                fixture("spark_start.json", &warehouse.warehouse, &uuid::Uuid::new_v4().to_string(), &started_at, 0)
+                    .replace("clean_trades.append_data_exec_v1.silver_cleaned_trades", &format!("job_{index:04}"))
+            })
+            .collect();
+        async move {
+            use futures::StreamExt;
+            let statuses: Vec<u16> = futures::stream::iter(bodies)
+                .map(|body| {
+                    let request = client.post(&url).header("Content-Type", "application/json").body(body);
+                    async move { request.send().await.map(|response| response.status().as_u16()).unwrap_or(0) }
+                })
+                .buffer_unordered(4)
+                .collect()
+                .await;
+            assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
+        }
+    };
+    post_jobs(0..500).await;
+    let rss_before = rss_bytes(service.pid());
+    let started = Instant::now();
+    post_jobs(500..5_000).await;
+    let posting = started.elapsed();
+    let rss_after = rss_bytes(service.pid());
+    let view = http_get(&url).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let edges = parsed["learned_edges"].as_array().unwrap();
+    println!(
+        "4,500 posts in {posting:?}; RSS {} -> {} MiB; GET /api/v1/lineage {} bytes (10.8 MB before)",
+        rss_before / 1_048_576,
+        rss_after / 1_048_576,
+        view.len()
+    );
+    assert_eq!(edges.len(), 1, "{view}");
+    let jobs: Vec<&str> = edges[0]["jobs"].as_array().unwrap().iter().filter_map(|job| job.as_str()).collect();
+    // The 16 jobs seen last: posted four at a time, the last ones may land in any order.
+    assert_eq!(jobs.len(), 16, "{jobs:?}");
+    assert!(jobs.iter().all(|job| job.as_bytes() >= b"spark/job_4980".as_slice()), "{jobs:?}");
+    assert!(view.len() < 256 * 1024, "{} bytes", view.len());
+    assert!(rss_after < rss_before + 64 * 1_048_576, "RSS {rss_before} -> {rss_after}");
+    stop(service);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_the_retention_are_deleted_when_the_service_starts() {
+    let (warehouse, port, config) = warehouse_with_config().await;
+    // 30 events of 40 days ago and one of an hour ago, written straight into the store.
+    let store = history_store(&warehouse).await;
+    let now = chrono::Utc::now();
+    let events: Vec<Event> = (0..31)
+        .map(|index| {
+            let at = if index < 30 { now - chrono::Duration::days(40) } else { now - chrono::Duration::hours(1) };
+            let body = fixture(
+                "spark_start.json",
+                &warehouse.warehouse,
+                &uuid::Uuid::new_v4().to_string(),
+                &at.to_rfc3339(),
+                0,
+            )
+            .replace("clean_trades.append_data_exec_v1.silver_cleaned_trades", &format!("job_{index}"));
+            Event {
+                table: SILVER.to_string(),
+                kind: "openlineage".to_string(),
+                key: format!("seeded-{index}"),
+                occurred_at_ms: at.timestamp_millis(),
+                payload: serde_json::from_str(&body).unwrap(),
+            }
+        })
+        .collect();
+    assert_eq!(store.record_events(&events).await.unwrap(), 31);
+
+    let service = start_service(&config, port);
+    let mut left = Vec::new();
+    for _ in 0..300 {
+        left = store.events(None, "openlineage", 100).await.unwrap();
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left.len(), 1, "the old events are deleted within 30 s");
+    assert_eq!(left[0].key, "seeded-30");
+    let view = lineage_view(port);
+    let runs = view["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "only the recent event is replayed: {view}");
+    assert_eq!(runs[0]["job"], "spark/job_30");
+    stop(service);
+    store.close().await;
 }
 
 #[test]

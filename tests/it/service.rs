@@ -132,13 +132,7 @@ impl Icewatch {
 
     /// Resident memory in bytes, from /proc.
     fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .unwrap_or_else(|| panic!("no VmRSS for pid {}", self.process.pid()))
+        common::rss_bytes(self.process.pid())
     }
 
     fn signal(&self, signal: &str) {

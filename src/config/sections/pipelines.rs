@@ -22,11 +22,18 @@ pub(in crate::config) const STAGE_KEYS: &[Key] = &[
     Key { name: "job", default: "the table name", doc: "The `job` label of the stage's metrics." },
 ];
 
-pub(in crate::config) const LINEAGE_KEYS: &[Key] = &[Key {
-    name: "datasets",
-    default: "`[]`",
-    doc: "tried in order; the first rule that matches a dataset names its table",
-}];
+pub(in crate::config) const LINEAGE_KEYS: &[Key] = &[
+    Key {
+        name: "datasets",
+        default: "`[]`",
+        doc: "tried in order; the first rule that matches a dataset names its table",
+    },
+    Key {
+        name: "retention",
+        default: r#"`"7d"`"#,
+        doc: "received events older than this (by `eventTime`; one in the future counts from its arrival) are deleted from the history store when the service starts and hourly, and are not replayed",
+    },
+];
 
 /// One rule of `[lineage] datasets`.
 pub(in crate::config) const DATASET_RULE_KEYS: &[Key] = &[
@@ -172,10 +179,12 @@ impl Reader<'_> {
         Some(PipelineDraft { name: name.to_string(), stages_path, stages_span, stages })
     }
 
-    /// `[lineage]`: `datasets = [{ namespace = "...", strip_prefix = "..." }, ...]`.
+    /// `[lineage]`: `datasets = [{ namespace = "...", strip_prefix = "..." }, ...]` and
+    /// `retention = "7d"`.
     pub(super) fn lineage(&mut self, root: &Section<'_>) -> LineageConfig {
         let Some(section) = self.section(root, "lineage") else { return LineageConfig::default() };
         self.check_keys(&section, &[LINEAGE_KEYS], "[lineage]");
+        let retention = self.duration(&section, "retention").unwrap_or(LineageConfig::DEFAULT_RETENTION);
         let path = join(&section.path, "datasets");
         let mut datasets = Vec::new();
         let entries: Vec<SpannedTable<'_>> = match section.table.get("datasets") {
@@ -212,6 +221,6 @@ impl Reader<'_> {
                 datasets.push(DatasetRule { namespace, strip_prefix });
             }
         }
-        LineageConfig { datasets }
+        LineageConfig { datasets, retention }
     }
 }
