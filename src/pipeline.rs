@@ -201,8 +201,14 @@ impl Pipeline {
         // Lineage is judged per pipeline (from every table's results) by `Lineage`, not per table.
         let Some(sensor) = self.sensors.iter().find(|sensor| sensor.kind() == kind) else { return Ok(Vec::new()) };
         let name = table.name.as_str();
+        // The newest stored time of each series the steps touch; the progress series' is known.
+        let mut stored_until: HashMap<SeriesKey, Option<i64>> = HashMap::new();
         let seen = match sensor.progress(table) {
-            Some((series, limit)) => self.seen(name, &series, limit).await?,
+            Some((series, limit)) => {
+                let seen = self.seen(name, &series, limit).await?;
+                stored_until.insert(series, seen.latest_ms);
+                seen
+            }
             None => Seen::default(),
         };
         let previous = self.results.lock().ok().and_then(|results| results.get(&(name.to_string(), kind)).cloned());
@@ -215,7 +221,7 @@ impl Pipeline {
             previous,
         };
         let observed = sensor.observe(&input).await?;
-        let (evaluations, new_anomalies) = self.run_steps(name, observed.steps).await?;
+        let (evaluations, new_anomalies) = self.run_steps(name, observed.steps, stored_until).await?;
         self.metrics.record_judged(name, &table.layer, &evaluations, &new_anomalies, &observed.readings);
         Ok(evaluations)
     }
@@ -242,9 +248,9 @@ impl Pipeline {
         &self,
         table: &str,
         steps: Vec<Step<'_>>,
+        mut stored_until: HashMap<SeriesKey, Option<i64>>,
     ) -> Result<(Vec<Evaluation>, Vec<Evaluation>), SensorError> {
         let history_error = |source| SensorError::History { table: table.to_string(), source };
-        let mut stored_until: HashMap<SeriesKey, Option<i64>> = HashMap::new();
         let mut unstored: Vec<Point> = Vec::new();
         let mut events = Vec::new();
         let mut evaluations = Vec::new();

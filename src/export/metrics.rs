@@ -606,34 +606,10 @@ impl Metrics {
     }
 
     fn record_reading(&self, table: &str, layer: &str, reading: &Reading) {
-        let extra = || reading.labels.iter().map(String::as_str);
-        let with_layer: Vec<&str> = [table, layer].into_iter().chain(extra()).collect();
-        let without_layer: Vec<&str> = std::iter::once(table).chain(extra()).collect();
-        let family = match reading.gauge {
-            Gauge::FreshnessSeconds => &self.data_freshness_seconds,
-            Gauge::FreshnessWarningThresholdSeconds => &self.data_freshness_warning_threshold_seconds,
-            Gauge::FreshnessCriticalThresholdSeconds => &self.data_freshness_critical_threshold_seconds,
-            Gauge::LastCommitTimestampSeconds => &self.data_last_commit_timestamp_seconds,
-            Gauge::EventTimeLagSeconds => &self.data_event_time_lag_seconds,
-            Gauge::MaxEventTimestampSeconds => &self.data_max_event_timestamp_seconds,
-            Gauge::RowsDeleted => &self.data_rows_deleted,
-            Gauge::FilesAdded => &self.data_files_added,
-            Gauge::BytesAdded => &self.data_bytes_added,
-            Gauge::Files => &self.data_files,
-            Gauge::SizeBytes => &self.data_size_bytes,
-            Gauge::SchemaColumnCount => &self.schema_column_count,
-            Gauge::SchemaExpectationViolations => &self.schema_expectation_violations,
-            Gauge::RowCount => {
-                // One `partition_date` per table: a new date replaces the previous series.
-                let date = reading.labels.first().cloned().unwrap_or_default();
-                if let Ok(mut dates) = self.row_count_dates.lock()
-                    && let Some(previous) = dates.insert(table.to_string(), date.clone())
-                    && previous != date
-                {
-                    let _ = self.data_row_count.remove_label_values(&[table, layer, &previous]);
-                }
-                &self.data_row_count
-            }
+        let extra = reading.labels.iter().map(String::as_str);
+        let with_layer: Vec<&str> = [table, layer].into_iter().chain(extra.clone()).collect();
+        let without_layer: Vec<&str> = std::iter::once(table).chain(extra).collect();
+        match reading.gauge {
             Gauge::SchemaChangesTotal => {
                 // The counter catches up to the count the table's history holds.
                 let counter = self.schema_changes_total.with_label_values(&without_layer);
@@ -643,22 +619,42 @@ impl Metrics {
                 }
                 return;
             }
-            Gauge::SchemaLastChangeTimestampSeconds => {
-                self.schema_last_change_timestamp_seconds.with_label_values(&without_layer).set(reading.value);
-                return;
+            Gauge::RowCount => {
+                // One `partition_date` per table: a new date replaces the previous series.
+                let date = reading.labels.first().cloned().unwrap_or_default();
+                if let Ok(mut dates) = self.row_count_dates.lock()
+                    && let Some(previous) = dates.insert(table.to_string(), date.clone())
+                    && previous != date
+                {
+                    let _ = self.data_row_count.remove_label_values(&[table, layer, &previous]);
+                }
             }
-            Gauge::DriftPsi | Gauge::DriftKsStatistic | Gauge::DriftKsPvalue | Gauge::DriftChi2Pvalue => {
-                let family = match reading.gauge {
-                    Gauge::DriftPsi => &self.data_drift_psi,
-                    Gauge::DriftKsStatistic => &self.data_drift_ks_statistic,
-                    Gauge::DriftKsPvalue => &self.data_drift_ks_pvalue,
-                    _ => &self.data_drift_chi2_pvalue,
-                };
-                family.with_label_values(&without_layer).set(reading.value);
-                return;
-            }
+            _ => {}
+        }
+        // The family, and whether its labels are `table, layer, …` or `table, …`.
+        let (family, has_layer) = match reading.gauge {
+            Gauge::FreshnessSeconds => (&self.data_freshness_seconds, true),
+            Gauge::FreshnessWarningThresholdSeconds => (&self.data_freshness_warning_threshold_seconds, true),
+            Gauge::FreshnessCriticalThresholdSeconds => (&self.data_freshness_critical_threshold_seconds, true),
+            Gauge::LastCommitTimestampSeconds => (&self.data_last_commit_timestamp_seconds, true),
+            Gauge::EventTimeLagSeconds => (&self.data_event_time_lag_seconds, true),
+            Gauge::MaxEventTimestampSeconds => (&self.data_max_event_timestamp_seconds, true),
+            Gauge::RowCount => (&self.data_row_count, true),
+            Gauge::RowsDeleted => (&self.data_rows_deleted, true),
+            Gauge::FilesAdded => (&self.data_files_added, true),
+            Gauge::BytesAdded => (&self.data_bytes_added, true),
+            Gauge::Files => (&self.data_files, true),
+            Gauge::SizeBytes => (&self.data_size_bytes, true),
+            Gauge::SchemaColumnCount => (&self.schema_column_count, true),
+            Gauge::SchemaExpectationViolations => (&self.schema_expectation_violations, true),
+            Gauge::SchemaLastChangeTimestampSeconds => (&self.schema_last_change_timestamp_seconds, false),
+            Gauge::DriftPsi => (&self.data_drift_psi, false),
+            Gauge::DriftKsStatistic => (&self.data_drift_ks_statistic, false),
+            Gauge::DriftKsPvalue => (&self.data_drift_ks_pvalue, false),
+            Gauge::DriftChi2Pvalue => (&self.data_drift_chi2_pvalue, false),
+            Gauge::SchemaChangesTotal => return,
         };
-        family.with_label_values(&with_layer).set(reading.value);
+        family.with_label_values(if has_layer { &with_layer } else { &without_layer }).set(reading.value);
     }
 }
 

@@ -57,8 +57,7 @@ pub async fn observe_reference(
     config: &DistributionConfig,
     newest: i64,
 ) -> Result<Vec<BatchProfile>, SensorError> {
-    let ids = reference_snapshots(table, config, newest);
-    let (profiles, unreadable) = profile_many(table, table_name, config, &ids, Purpose::Reference, None).await?;
+    let (profiles, unreadable) = observe_readable_reference(table, table_name, config, newest).await?;
     match unreadable.into_iter().next() {
         Some((_, error)) => Err(error),
         None => Ok(profiles),
