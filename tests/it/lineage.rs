@@ -182,12 +182,14 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
     let port = free_port();
     let config = warehouse.config(port, "6h");
     let mut service = start_service(&config, port);
+    // The tables run concurrently: wait for silver's stage to be evaluated too.
     let body = wait_metric(port, "bronze to be the root cause", |body| {
         sample(
             body,
             "pipeline_stage_root_cause",
             r#"job="bronze.raw_trades",pipeline_name="trade_pipeline",stage="bronze""#,
         ) == Some(1.0)
+            && sample(body, "pipeline_stage_success", r#"job="silver.cleaned_trades",stage="silver""#).is_some()
     });
     assert_eq!(
         sample(&body, "pipeline_stage_success", r#"job="bronze.raw_trades",stage="bronze""#),
