@@ -141,8 +141,9 @@ impl Market {
     pub fn trades(&mut self, rng: &mut Rng, start_us: i64, end_us: i64, shape: BatchShape) -> Vec<Trade> {
         let mut times: Vec<i64> = (0..shape.rows).map(|_| rng.below(start_us + 1, end_us + 1)).collect();
         times.sort_unstable();
+        let null_prices = pick_positions(rng, shape.rows, (shape.rows as f64 * shape.null_rate).round() as usize);
         let mut trades: Vec<Trade> = Vec::with_capacity(shape.rows);
-        for ts_us in times {
+        for (position, ts_us) in times.into_iter().enumerate() {
             if !trades.is_empty() && rng.chance(DUPLICATE_RATE) {
                 let index = rng.below(0, trades.len() as i64) as usize;
                 let mut copy = trades[index].clone();
@@ -157,7 +158,7 @@ impl Market {
                 trade_id: self.next_trade_id,
                 symbol: SYMBOLS[symbol_index].0,
                 side: if rng.chance(0.5) { "buy" } else { "sell" },
-                price: (!rng.chance(shape.null_rate)).then_some((*price * 100.0).round() / 100.0),
+                price: (!null_prices[position]).then_some((*price * 100.0).round() / 100.0),
                 quantity: rng.below(1, 500),
                 ts_us,
                 venue: shape.with_venue.then(|| VENUES[rng.below(0, VENUES.len() as i64) as usize]),
@@ -167,6 +168,20 @@ impl Market {
         }
         trades
     }
+}
+
+/// `count` distinct positions out of `0..len`, drawn uniformly (a partial Fisher–Yates shuffle), as
+/// a mask. A batch's null share is then exact rather than binomial: a 40-row spike commit drawn
+/// row by row at 30 % falls under 20 % about one time in twenty.
+fn pick_positions(rng: &mut Rng, len: usize, count: usize) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut mask = vec![false; len];
+    for index in 0..count.min(len) {
+        let swap_with = rng.below(index as i64, len as i64) as usize;
+        order.swap(index, swap_with);
+        mask[order[index]] = true;
+    }
+    mask
 }
 
 /// Silver's cleaning: drops rows without a price and trades already seen (by `trade_id`).
@@ -318,6 +333,17 @@ mod tests {
         let nulls = trades.iter().filter(|trade| trade.price.is_none()).count();
         assert!((100..200).contains(&nulls), "nulls {nulls}");
         assert!(trades.iter().all(|trade| trade.trade_id < market.next_trade_id()));
+    }
+
+    #[test]
+    fn a_small_spike_commit_always_has_its_null_share() {
+        for seed in 0..500 {
+            let mut rng = Rng::new(seed);
+            let shape = BatchShape { rows: 40, null_rate: SPIKE_NULL_RATE, with_venue: true };
+            let trades = Market::new(1).trades(&mut rng, 0, HOUR_US, shape);
+            let share = trades.iter().filter(|trade| trade.price.is_none()).count() as f64 / 40.0;
+            assert!(share >= 0.25, "seed {seed}: {share}");
+        }
     }
 
     #[test]
