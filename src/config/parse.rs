@@ -6,14 +6,14 @@ use std::path::Path;
 
 use toml_edit::ImDocument;
 
-use super::diagnostics::{Locations, line_column};
+use super::diagnostics::{LineIndex, Locations};
 use super::reader::Reader;
 use super::{Config, ConfigError, Problem};
 
 /// The problem of a file that is not UTF-8, at its first bad byte.
 pub(super) fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error, path: &Path) -> ConfigError {
     let valid = String::from_utf8_lossy(&bytes[..error.valid_up_to()]);
-    let (line, column) = line_column(&valid, valid.len());
+    let (line, column) = LineIndex::new(&valid).line_column(valid.len());
     let problem = Problem {
         line,
         column,

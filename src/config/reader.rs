@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use toml_edit::{Item, TableLike, Value};
 
-use super::diagnostics::{Locations, did_you_mean, line_column};
+use super::diagnostics::{LineIndex, Locations, did_you_mean};
 use super::values::{is_invisible, parse_duration};
 use super::{Problem, Schedule};
 use crate::stats::Direction;
@@ -39,7 +39,7 @@ const DIRECTIONS: &[&str] = &["spike", "drop", "both"];
 
 /// Reads sections of one file, collecting problems (and the places later checks need).
 pub(super) struct Reader<'a> {
-    text: &'a str,
+    lines: LineIndex<'a>,
     base_dir: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
@@ -88,7 +88,7 @@ pub(super) fn type_name(item: &Item) -> &'static str {
 impl<'a> Reader<'a> {
     /// A reader of `text`, resolving relative paths against `base_dir` and `${VAR}` with `env`.
     pub(super) fn new(text: &'a str, base_dir: PathBuf, env: &'a dyn Fn(&str) -> Option<String>) -> Reader<'a> {
-        Reader { text, base_dir, env, problems: Vec::new(), locations: Locations::default() }
+        Reader { lines: LineIndex::new(text), base_dir, env, problems: Vec::new(), locations: Locations::default() }
     }
 
     /// The problems found, in file order, and the places remembered for later checks.
@@ -100,12 +100,12 @@ impl<'a> Reader<'a> {
 
     /// Keeps where `key_path` was written, for checks made after loading (`validate --online`).
     pub(super) fn remember(&mut self, key_path: &str, span: Option<(usize, usize)>) {
-        let (line, column) = line_column(self.text, span.map_or(0, |(start, _)| start));
+        let (line, column) = self.lines.line_column(span.map_or(0, |(start, _)| start));
         self.locations.insert(key_path, line, column);
     }
 
     pub(super) fn problem(&mut self, span: Option<Range<usize>>, key_path: &str, message: impl Into<String>) {
-        let (line, column) = line_column(self.text, span.map_or(0, |range| range.start));
+        let (line, column) = self.lines.line_column(span.map_or(0, |range| range.start));
         // Keys and values come from the file: a control or bidi character in them must not
         // reach the terminal as itself.
         self.problems.push(Problem {
