@@ -1,7 +1,9 @@
 //! Config problems with their place in the file: `file:line:col`, the key path, what was
 //! expected; and the [`Locations`] of keys that checks after loading point at. Knows how to turn
-//! a byte offset into a line and column; nothing else.
+//! a byte offset into a line and column, how much of a key or value a problem quotes and how
+//! many problems are printed; nothing else.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -66,13 +68,33 @@ impl ConfigError {
     }
 }
 
+/// Problems printed, in file order; the rest are counted. A broken generated file can hold
+/// tens of thousands, and the first ones are the ones to fix.
+const PRINTED_PROBLEMS: usize = 100;
+
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
     let mut out =
         format!("{} problem{} in `{}`", problems.len(), if problems.len() == 1 { "" } else { "s" }, path.display());
-    for problem in problems {
+    for problem in problems.iter().take(PRINTED_PROBLEMS) {
         out.push_str(&format!("\n  {}", problem.at(path)));
     }
+    if let Some(more) = problems.len().checked_sub(PRINTED_PROBLEMS).filter(|more| *more > 0) {
+        out.push_str(&format!("\n  and {more} more"));
+    }
     out
+}
+
+/// Longest key or value from the file that a problem quotes whole, in characters.
+const QUOTED_CHARACTERS: usize = 100;
+
+/// `text` (a key or value from the file) as a problem quotes it: whole up to
+/// [`QUOTED_CHARACTERS`], else its first characters, `…` and its length, so a 10 MB key makes a
+/// problem of one short line.
+pub(crate) fn shortened(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(QUOTED_CHARACTERS) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!("{}… ({} characters)", &text[..cut], text.chars().count())),
+    }
 }
 
 struct ProblemAt<'a> {
@@ -142,12 +164,23 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     offset
 }
 
+/// `message` (written by a library: toml_edit, a catalog) with every text it quotes in backticks
+/// [`shortened`]. The text between the quotes is shortened too: a quoted key may hold a backtick.
+pub(crate) fn shortened_quotes(message: &str) -> String {
+    message.split('`').map(shortened).collect::<Vec<_>>().join("`")
+}
+
 /// The closest of `candidates` to `input`, when it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let close_enough = |candidate: &str| 2.max(candidate.len() / 4);
+    // An edit distance is at least the difference in length: a candidate too far off by length
+    // alone is not measured (measuring is quadratic, and a key can be 10 MB long).
+    let input_length = input.chars().count();
     candidates
         .iter()
+        .filter(|candidate| input_length.abs_diff(candidate.chars().count()) <= close_enough(candidate))
         .map(|candidate| (strsim::damerau_levenshtein(input, candidate), *candidate))
-        .filter(|(distance, candidate)| *distance <= 2.max(candidate.len() / 4) && *distance < candidate.len())
+        .filter(|(distance, candidate)| *distance <= close_enough(candidate) && *distance < candidate.len())
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
 }
@@ -198,5 +231,34 @@ mod tests {
         assert_eq!(did_you_mean("volum", &["freshness", "volume"]), Some("volume"));
         assert_eq!(did_you_mean("warn_afer", &["warn_after", "critical_after"]), Some("warn_after"));
         assert_eq!(did_you_mean("zzz", &["freshness", "volume"]), None);
+        assert_eq!(did_you_mean("volumexx", &["volume"]), Some("volume"), "two longer is still close");
+        assert_eq!(did_you_mean(&"v".repeat(10_000_000), &["volume"]), None);
+    }
+
+    #[test]
+    fn long_keys_and_values_are_quoted_shortened() {
+        assert_eq!(shortened("bronze.raw_trades"), "bronze.raw_trades");
+        let exactly = "é".repeat(QUOTED_CHARACTERS);
+        assert_eq!(shortened(&exactly), exactly);
+        let long = format!("{exactly}☃{}", "x".repeat(10_000_000));
+        assert_eq!(shortened(&long), format!("{exactly}… (10000101 characters)"));
+        assert_eq!(
+            shortened_quotes(&format!("duplicate key `{long}` in table `a.b`")),
+            format!("duplicate key `{exactly}… (10000101 characters)` in table `a.b`")
+        );
+    }
+
+    #[test]
+    fn the_first_hundred_problems_are_printed_and_the_rest_counted() {
+        let problem = |line| Problem { line, column: 1, key_path: String::new(), message: "bad".to_string() };
+        let path = Path::new("sensors.toml");
+        let rendered = render_problems(path, &(1..=250).map(problem).collect::<Vec<_>>());
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines.len(), 1 + PRINTED_PROBLEMS + 1, "{rendered}");
+        assert_eq!(lines[0], "250 problems in `sensors.toml`");
+        assert_eq!(lines[PRINTED_PROBLEMS], "  sensors.toml:100:1: bad");
+        assert_eq!(lines[PRINTED_PROBLEMS + 1], "  and 150 more");
+        let exactly = render_problems(path, &(1..=PRINTED_PROBLEMS).map(problem).collect::<Vec<_>>());
+        assert!(!exactly.contains("more"), "{exactly}");
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml_edit::ImDocument;
 
-use super::diagnostics::{LineIndex, Locations};
+use super::diagnostics::{LineIndex, Locations, shortened_quotes};
 use super::reader::Reader;
 use super::{Config, ConfigError, Problem};
 
@@ -41,6 +41,7 @@ pub(super) fn parse_with_locations(
             // toml_edit puts "expected ..." on its own line; a problem is one line.
             let message =
                 error.message().lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join("; ");
+            let message = shortened_quotes(&message);
             reader.problem(error.span(), "", format!("invalid TOML: {message}"));
             None
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use toml_edit::{Item, TableLike, Value};
 
-use super::diagnostics::{LineIndex, Locations, did_you_mean};
+use super::diagnostics::{LineIndex, Locations, did_you_mean, shortened};
 use super::values::{is_invisible, parse_duration};
 use super::{Problem, Schedule};
 use crate::stats::Direction;
@@ -58,8 +58,11 @@ pub(super) fn span_pair(span: Option<Range<usize>>) -> Option<(usize, usize)> {
     span.map(|range| (range.start, range.end))
 }
 
-/// Key path segment, quoted when it is not a bare TOML key.
+/// Key path segment, quoted when it is not a bare TOML key, and [`shortened`] when long (so
+/// that the key paths of a section under a 10 MB key stay short too). Two keys alike in their
+/// first 100 characters and in length then have one path: [`Locations`] keeps the later's place.
 pub(super) fn segment(key: &str) -> String {
+    let key = shortened(key);
     if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         key.to_string()
     } else {
@@ -146,7 +149,7 @@ impl<'a> Reader<'a> {
             self.problem(
                 span,
                 &join(&section.path, key),
-                format!("unknown key `{key}` in {what}{suggestion}; expected one of {expected}"),
+                format!("unknown key `{}` in {what}{suggestion}; expected one of {expected}", shortened(key)),
             );
         }
     }
@@ -191,13 +194,14 @@ impl<'a> Reader<'a> {
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                self.problem_at(span, path, format!("`${{{name}}}` is not a valid environment variable reference"));
+                let message = format!("`${{{}}}` is not a valid environment variable reference", shortened(name));
+                self.problem_at(span, path, message);
                 return None;
             }
             match (self.env)(name) {
                 Some(value) => out.push_str(&value),
                 None => {
-                    self.problem_at(span, path, format!("environment variable `{name}` is not set"));
+                    self.problem_at(span, path, format!("environment variable `{}` is not set", shortened(name)));
                     return None;
                 }
             }
@@ -263,7 +267,7 @@ impl<'a> Reader<'a> {
         self.problem_at(
             span,
             &join(&section.path, key),
-            format!("unknown value `{value}`{suggestion}; expected one of {expected}"),
+            format!("unknown value `{}`{suggestion}; expected one of {expected}", shortened(&value)),
         );
         None
     }
@@ -349,7 +353,8 @@ impl<'a> Reader<'a> {
             }
             Err(message) => {
                 let span = Self::value_span(section, key);
-                self.problem_at(span, &join(&section.path, key), format!("invalid duration `{raw}`: {message}"));
+                let message = format!("invalid duration `{}`: {message}", shortened(&raw));
+                self.problem_at(span, &join(&section.path, key), message);
                 None
             }
         }
@@ -362,7 +367,8 @@ impl<'a> Reader<'a> {
             Ok(schedule) => Some(schedule),
             Err(message) => {
                 let span = Self::value_span(section, key);
-                self.problem_at(span, &join(&section.path, key), format!("invalid cron schedule `{raw}`: {message}"));
+                let message = format!("invalid cron schedule `{}`: {message}", shortened(&raw));
+                self.problem_at(span, &join(&section.path, key), message);
                 None
             }
         }

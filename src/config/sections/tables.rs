@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::diagnostics::did_you_mean;
+use crate::config::diagnostics::{did_you_mean, shortened};
 use crate::config::reader::{Key, Reader, Section, join, key_names, parse_schedule, positive, span_pair};
 use crate::config::{Defaults, SensorKind, SensorSettings, TableConfig, TableName};
 use crate::stats::Direction;
@@ -177,7 +177,7 @@ impl Reader<'_> {
             let name = match TableName::parse(key) {
                 Ok(name) => Some(name),
                 Err(message) => {
-                    self.problem_at(key_span, &path, format!("invalid table name `{key}`: {message}"));
+                    self.problem_at(key_span, &path, format!("invalid table name `{}`: {message}", shortened(key)));
                     None
                 }
             };
@@ -204,7 +204,10 @@ impl Reader<'_> {
             self.problem(
                 span,
                 &join(&section.path, key),
-                format!("unknown sensor kind `{key}`{suggestion}; valid kinds are {kinds} (and the key `layer`)"),
+                format!(
+                    "unknown sensor kind `{}`{suggestion}; valid kinds are {kinds} (and the key `layer`)",
+                    shortened(key)
+                ),
             );
         }
         let layer = self.string(section, "layer").unwrap_or_default();
