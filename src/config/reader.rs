@@ -101,9 +101,14 @@ impl<'a> Reader<'a> {
         (problems, self.locations)
     }
 
+    /// Line and column where `span` starts (the start of the file without one).
+    pub(super) fn line_column(&self, span: Option<(usize, usize)>) -> (usize, usize) {
+        self.lines.line_column(span.map_or(0, |(start, _)| start))
+    }
+
     /// Keeps where `key_path` was written, for checks made after loading (`validate --online`).
     pub(super) fn remember(&mut self, key_path: &str, span: Option<(usize, usize)>) {
-        let (line, column) = self.lines.line_column(span.map_or(0, |(start, _)| start));
+        let (line, column) = self.line_column(span);
         self.locations.insert(key_path, line, column);
     }
 

@@ -86,6 +86,7 @@ corpus! {
     secret_env_var_in_bad_value,
     section_not_a_table,
     stage_table_not_declared,
+    table_names_differing_in_whitespace,
     tables_as_array,
     unknown_choice_values,
     unknown_iceberg_type,
