@@ -55,6 +55,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A directory, FIFO, device or socket: refused before it is opened (opening a FIFO waits
+    /// for a writer; a device may never end).
+    #[error("config file `{}` is {kind}, not a regular file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("config file `{}` is larger than the {} MiB limit ({size} bytes)", path.display(), MAX_FILE_BYTES >> 20)]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("{}", render_problems(path, problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
 }
@@ -62,11 +68,18 @@ pub enum ConfigError {
 impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::NotFound { .. } | ConfigError::Read { .. } => &[],
+            ConfigError::NotFound { .. }
+            | ConfigError::Read { .. }
+            | ConfigError::NotAFile { .. }
+            | ConfigError::TooLarge { .. } => &[],
             ConfigError::Invalid { problems, .. } => problems,
         }
     }
 }
+
+/// Largest config file read. A sensors.toml for thousands of tables is well under 1 MiB; a
+/// larger file is the wrong file (or a generator gone wrong), and is refused unread.
+pub(crate) const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Problems printed, in file order; the rest are counted. A broken generated file can hold
 /// tens of thousands, and the first ones are the ones to fix.

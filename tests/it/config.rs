@@ -177,6 +177,45 @@ fn fifty_thousand_problems_are_counted_the_first_hundred_printed_promptly() {
 }
 
 #[test]
+fn a_fifo_directory_or_device_as_the_config_is_refused_without_waiting_on_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = Command::new("mkfifo").arg(dir.path().join("fifo.toml")).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    std::fs::create_dir(dir.path().join("folder.toml")).expect("create folder");
+    let refused = [
+        ("validate", "fifo.toml", "a FIFO (named pipe)"),
+        ("check", "fifo.toml", "a FIFO (named pipe)"),
+        ("validate", "folder.toml", "a directory"),
+        ("validate", "/dev/null", "a character device"),
+    ];
+    for (command, config, kind) in refused {
+        // Opening the FIFO for reading used to wait for a writer, forever.
+        let run =
+            run_for_at_most(&mut icewatch_in(dir.path(), &[command, "--config", config]), Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("`icewatch {command}` was still waiting on {config} after 10 s"));
+        println!("`icewatch {command}` on {config}: refused in {:?}", run.elapsed);
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (2, "", format!("error: config file `{config}` is {kind}, not a regular file\n").as_str()),
+            "{command} {config}"
+        );
+    }
+}
+
+#[test]
+fn a_config_file_over_16_mib_is_refused_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Sparse: the size is what is checked, before any of it is read.
+    let file = std::fs::File::create(dir.path().join("huge.toml")).expect("create");
+    file.set_len(17 * 1024 * 1024).expect("set length");
+    let run =
+        run_for_at_most(&mut icewatch_in(dir.path(), &["validate", "--config", "huge.toml"]), Duration::from_secs(10))
+            .expect("validate finished");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr, "error: config file `huge.toml` is larger than the 16 MiB limit (17825792 bytes)\n");
+}
+
+#[test]
 fn an_unset_variable_is_named_and_exits_2() {
     let (code, stdout, stderr) = run(&mut icewatch_in(&corpus_dir(), &["validate", "--config", "unset_env_var.toml"]));
     assert_eq!(code, 2, "{stdout}{stderr}");
