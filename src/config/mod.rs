@@ -58,10 +58,7 @@ impl Config {
     /// [`Config::load`], also returning where the keys naming tables and columns were written,
     /// for [`online_problems`].
     pub fn load_with_locations(path: &Path) -> Result<(Config, Locations), ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
-            _ => ConfigError::Read { path: path.to_path_buf(), source },
-        })?;
+        let bytes = parse::read_file(path)?;
         let text = std::str::from_utf8(&bytes).map_err(|error| parse::not_utf8(&bytes, &error, path))?;
         parse::parse_with_locations(text, path, &|name| std::env::var(name).ok())
     }

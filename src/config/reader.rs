@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use toml_edit::{Item, TableLike, Value};
 
-use super::diagnostics::{Locations, did_you_mean, line_column};
+use super::diagnostics::{LineIndex, Locations, did_you_mean, shortened};
 use super::values::{is_invisible, parse_duration};
 use super::{Problem, Schedule};
 use crate::stats::Direction;
@@ -39,7 +39,7 @@ const DIRECTIONS: &[&str] = &["spike", "drop", "both"];
 
 /// Reads sections of one file, collecting problems (and the places later checks need).
 pub(super) struct Reader<'a> {
-    text: &'a str,
+    lines: LineIndex<'a>,
     base_dir: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
@@ -58,8 +58,11 @@ pub(super) fn span_pair(span: Option<Range<usize>>) -> Option<(usize, usize)> {
     span.map(|range| (range.start, range.end))
 }
 
-/// Key path segment, quoted when it is not a bare TOML key.
+/// Key path segment, quoted when it is not a bare TOML key, and [`shortened`] when long (so
+/// that the key paths of a section under a 10 MB key stay short too). Two keys alike in their
+/// first 100 characters and in length then have one path: [`Locations`] keeps the later's place.
 pub(super) fn segment(key: &str) -> String {
+    let key = shortened(key);
     if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         key.to_string()
     } else {
@@ -88,7 +91,7 @@ pub(super) fn type_name(item: &Item) -> &'static str {
 impl<'a> Reader<'a> {
     /// A reader of `text`, resolving relative paths against `base_dir` and `${VAR}` with `env`.
     pub(super) fn new(text: &'a str, base_dir: PathBuf, env: &'a dyn Fn(&str) -> Option<String>) -> Reader<'a> {
-        Reader { text, base_dir, env, problems: Vec::new(), locations: Locations::default() }
+        Reader { lines: LineIndex::new(text), base_dir, env, problems: Vec::new(), locations: Locations::default() }
     }
 
     /// The problems found, in file order, and the places remembered for later checks.
@@ -98,14 +101,19 @@ impl<'a> Reader<'a> {
         (problems, self.locations)
     }
 
+    /// Line and column where `span` starts (the start of the file without one).
+    pub(super) fn line_column(&self, span: Option<(usize, usize)>) -> (usize, usize) {
+        self.lines.line_column(span.map_or(0, |(start, _)| start))
+    }
+
     /// Keeps where `key_path` was written, for checks made after loading (`validate --online`).
     pub(super) fn remember(&mut self, key_path: &str, span: Option<(usize, usize)>) {
-        let (line, column) = line_column(self.text, span.map_or(0, |(start, _)| start));
+        let (line, column) = self.line_column(span);
         self.locations.insert(key_path, line, column);
     }
 
     pub(super) fn problem(&mut self, span: Option<Range<usize>>, key_path: &str, message: impl Into<String>) {
-        let (line, column) = line_column(self.text, span.map_or(0, |range| range.start));
+        let (line, column) = self.lines.line_column(span.map_or(0, |range| range.start));
         // Keys and values come from the file: a control or bidi character in them must not
         // reach the terminal as itself.
         self.problems.push(Problem {
@@ -146,7 +154,7 @@ impl<'a> Reader<'a> {
             self.problem(
                 span,
                 &join(&section.path, key),
-                format!("unknown key `{key}` in {what}{suggestion}; expected one of {expected}"),
+                format!("unknown key `{}` in {what}{suggestion}; expected one of {expected}", shortened(key)),
             );
         }
     }
@@ -191,13 +199,14 @@ impl<'a> Reader<'a> {
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                self.problem_at(span, path, format!("`${{{name}}}` is not a valid environment variable reference"));
+                let message = format!("`${{{}}}` is not a valid environment variable reference", shortened(name));
+                self.problem_at(span, path, message);
                 return None;
             }
             match (self.env)(name) {
                 Some(value) => out.push_str(&value),
                 None => {
-                    self.problem_at(span, path, format!("environment variable `{name}` is not set"));
+                    self.problem_at(span, path, format!("environment variable `{}` is not set", shortened(name)));
                     return None;
                 }
             }
@@ -263,7 +272,7 @@ impl<'a> Reader<'a> {
         self.problem_at(
             span,
             &join(&section.path, key),
-            format!("unknown value `{value}`{suggestion}; expected one of {expected}"),
+            format!("unknown value `{}`{suggestion}; expected one of {expected}", shortened(&value)),
         );
         None
     }
@@ -349,7 +358,8 @@ impl<'a> Reader<'a> {
             }
             Err(message) => {
                 let span = Self::value_span(section, key);
-                self.problem_at(span, &join(&section.path, key), format!("invalid duration `{raw}`: {message}"));
+                let message = format!("invalid duration `{}`: {message}", shortened(&raw));
+                self.problem_at(span, &join(&section.path, key), message);
                 None
             }
         }
@@ -362,7 +372,8 @@ impl<'a> Reader<'a> {
             Ok(schedule) => Some(schedule),
             Err(message) => {
                 let span = Self::value_span(section, key);
-                self.problem_at(span, &join(&section.path, key), format!("invalid cron schedule `{raw}`: {message}"));
+                let message = format!("invalid cron schedule `{}`: {message}", shortened(&raw));
+                self.problem_at(span, &join(&section.path, key), message);
                 None
             }
         }

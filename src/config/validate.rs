@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use super::diagnostics::{Locations, did_you_mean};
+use super::diagnostics::{Locations, did_you_mean, shortened, shortened_quotes};
 use super::reader::{Reader, escape_invisible, join};
 use super::sections::PipelineDraft;
 use super::{Config, PipelineConfig, Problem, StageConfig, TableConfig, TableName};
@@ -37,7 +37,12 @@ pub fn online_problems<'s>(
             Ok(columns) => columns,
             Err(reason) => {
                 let (line, column) = place(&table_path);
-                problems.push(Problem { line, column, key_path: String::new(), message: escape_invisible(&reason) });
+                problems.push(Problem {
+                    line,
+                    column,
+                    key_path: String::new(),
+                    message: escape_invisible(&shortened_quotes(&reason)),
+                });
                 continue;
             }
         };
@@ -53,7 +58,11 @@ pub fn online_problems<'s>(
                 line,
                 column,
                 key_path: escape_invisible(&key_path),
-                message: escape_invisible(&format!("column `{name}` not found in table `{}`{suggestion}", table.name)),
+                message: escape_invisible(&format!(
+                    "column `{}` not found in table `{}`{suggestion}",
+                    shortened(name),
+                    shortened(table.name.as_str())
+                )),
             });
         }
     }
@@ -102,7 +111,10 @@ pub(super) fn pipelines(
                 reader.problem_at(
                     table.span,
                     &join(&entry.path, "table"),
-                    format!("stage names table `{table_name}`, which is not declared under [tables]{suggestion}"),
+                    format!(
+                        "stage names table `{}`, which is not declared under [tables]{suggestion}",
+                        shortened(table_name)
+                    ),
                 );
             }
             let (Some((stage, stage_span)), Some(table)) = (&entry.stage, &entry.table) else {
@@ -113,7 +125,7 @@ pub(super) fn pipelines(
                 reader.problem_at(
                     *stage_span,
                     &join(&entry.path, "stage"),
-                    format!("stage `{stage}` is declared twice in this pipeline"),
+                    format!("stage `{}` is declared twice in this pipeline", shortened(stage)),
                 );
                 ok = false;
             }
@@ -137,12 +149,13 @@ pub(super) fn pipelines(
                 reader.problem_at(
                     *span,
                     &join(&entry.path, "upstream"),
-                    format!("upstream stage `{name}` does not exist in this pipeline{suggestion}"),
+                    format!("upstream stage `{}` does not exist in this pipeline{suggestion}", shortened(name)),
                 );
                 ok = false;
             }
         }
         if ok && let Some(cycle) = find_cycle(&stages) {
+            let cycle: Vec<_> = cycle.iter().map(|stage| shortened(stage)).collect();
             let message = format!("the pipeline has a cycle: {}", cycle.join(" → "));
             reader.problem_at(draft.stages_span, &draft.stages_path, message);
             ok = false;

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::diagnostics::shortened;
+
 /// A string that may hold a credential: never printed by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -80,7 +82,8 @@ pub struct TableName {
 }
 
 impl TableName {
-    /// Parses `namespace.table` (namespaces may be nested: `a.b.table`).
+    /// Parses `namespace.table` (namespaces may be nested: `a.b.table`). A part may not begin or
+    /// end with whitespace: trimmed silently, `"a.b "` would be a second name for `a.b`.
     pub fn parse(text: &str) -> Result<TableName, String> {
         let parts: Vec<&str> = text.split('.').collect();
         if parts.len() < 2 {
@@ -92,6 +95,13 @@ impl TableName {
         if text.chars().any(is_invisible) {
             return Err("a table name cannot contain control or invisible formatting characters".to_string());
         }
+        let normalized = TableName::normalized(text);
+        if normalized != text {
+            return Err(format!(
+                "a namespace or table name cannot begin or end with whitespace (did you mean `{}`?)",
+                shortened(&normalized)
+            ));
+        }
         let (name, namespace) = parts.split_last().expect("at least two parts");
         Ok(TableName {
             namespace: namespace.iter().map(|part| part.to_string()).collect(),
@@ -102,6 +112,12 @@ impl TableName {
 
     pub fn as_str(&self) -> &str {
         &self.full
+    }
+
+    /// `text` with whitespace trimmed off each part: the same for two spellings of one table
+    /// (`a.b` and `a. b `), and the name itself for a valid one.
+    pub(crate) fn normalized(text: &str) -> String {
+        text.split('.').map(str::trim).collect::<Vec<_>>().join(".")
     }
 }
 
@@ -319,5 +335,19 @@ mod tests {
         assert!(TableName::parse("bronze.").is_err());
         assert!(TableName::parse("bronze.evil\u{202e}gnp").is_err());
         assert!(TableName::parse("münze.händel_☃").is_ok());
+        assert!(TableName::parse("my ns.my table").is_ok(), "whitespace inside a part is part of the name");
+    }
+
+    #[test]
+    fn whitespace_around_a_part_is_refused_with_the_name_meant() {
+        for written in ["a.b ", " a.b", "a .b", "a. b", "a.b\u{a0}", "a.\u{3000}b"] {
+            let message = TableName::parse(written).expect_err(written);
+            assert_eq!(
+                message, "a namespace or table name cannot begin or end with whitespace (did you mean `a.b`?)",
+                "{written:?}"
+            );
+        }
+        assert_eq!(TableName::normalized(" x . y.z\t"), "x.y.z");
+        assert_eq!(TableName::normalized("bronze.raw_trades"), "bronze.raw_trades");
     }
 }

@@ -73,14 +73,17 @@ impl Generation {
 }
 
 /// Reads the configuration file again and opens its pipeline, without touching the running
-/// one: any error here leaves the service as it was.
+/// one: any error here leaves the service as it was. The file is read and parsed on tokio's
+/// blocking pool: a large file takes a while, and the server's workers must keep serving.
 pub(super) async fn prepare_reload(
     current: &Generation,
     started_with: &Config,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Arc<Pipeline>, Arc<Lineage>)> {
     let path = current.pipeline.config().source.clone();
-    let config = Config::load(&path)?;
+    let config = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .context("reading the configuration file stopped before it finished")??;
     for warning in restart_only_changes(&config, started_with) {
         tracing::warn!("{warning}");
     }

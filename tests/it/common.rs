@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The icewatch binary cargo built for this test run.
@@ -118,6 +120,54 @@ pub fn run(command: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// What a command bounded in time did: exit code, stdout, stderr, and how long it ran.
+pub struct BoundedRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs a command for at most `limit`; `None` when it was still running then (it is killed and
+/// reaped), so a command that hangs fails its test instead of hanging it.
+pub fn run_for_at_most(command: &mut Command, limit: Duration) -> Option<BoundedRun> {
+    let started = Instant::now();
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn command");
+    // Both pipes are read while the command runs: one writing more than a pipe holds would
+    // otherwise wait for us while we wait for it.
+    let stdout = read_to_end_in_background(child.stdout.take());
+    let stderr = read_to_end_in_background(child.stderr.take());
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for command") {
+            let elapsed = started.elapsed();
+            let text = |reader: JoinHandle<String>| reader.join().expect("pipe reader");
+            return Some(BoundedRun {
+                code: status.code().unwrap_or(-1),
+                stdout: text(stdout),
+                stderr: text(stderr),
+                elapsed,
+            });
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_to_end_in_background(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 pub fn read(path: &Path) -> String {

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use crate::common::{icewatch_bin, read, repo_root, run};
+use crate::common::{BoundedRun, icewatch_bin, read, repo_root, run, run_for_at_most};
 
 /// Set for every corpus run: it must never appear in any output.
 const SECRET: &str = "hunter2-corpus-s3cret";
@@ -85,6 +86,7 @@ corpus! {
     secret_env_var_in_bad_value,
     section_not_a_table,
     stage_table_not_declared,
+    table_names_differing_in_whitespace,
     tables_as_array,
     unknown_choice_values,
     unknown_iceberg_type,
@@ -126,6 +128,91 @@ fn a_file_with_many_problems_reports_every_one_with_its_position() {
         let position: Vec<&str> = line.trim_start().splitn(4, ':').collect();
         assert!(position[1].parse::<usize>().is_ok() && position[2].parse::<usize>().is_ok(), "{line}");
     }
+}
+
+/// A `[catalog]` that is fine, for files whose problem is elsewhere.
+const CATALOG: &str = "[catalog]\ntype = \"sql\"\nuri = \"sqlite://catalog.db\"\nwarehouse = \"/w\"\n";
+
+/// `icewatch validate --config NAME` on `text` written to a temp dir as `name`, killed after
+/// 60 s (the pathological files below took from 35 s to over two minutes before they were fixed).
+fn validate_written(name: &str, text: &str) -> BoundedRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(name), text).expect("write config");
+    run_for_at_most(&mut icewatch_in(dir.path(), &["validate", "--config", name]), Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("`icewatch validate` on {name} was still running after 60 s"))
+}
+
+/// A bound for the dev build, with room for a loaded machine; a faster build meets it too.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_10_mb_unknown_key_is_quoted_shortened_and_reported_promptly() {
+    let key = "k".repeat(10 * 1024 * 1024);
+    let run = validate_written("huge_key.toml", &format!("{key} = 1\n{CATALOG}"));
+    println!("a 10 MB unknown key: reported in {:?}, {} bytes on stderr", run.elapsed, run.stderr.len());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.len() < 1_000, "the message is not bounded: {} bytes", run.stderr.len());
+    assert!(run.stderr.contains("huge_key.toml:1:1: `\"kkkkkkkk"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("k… (10485760 characters)").count(), 2, "key path and message: {}", run.stderr);
+    if cfg!(debug_assertions) {
+        assert!(run.elapsed < PROMPTLY, "took {:?}", run.elapsed);
+    }
+}
+
+#[test]
+fn fifty_thousand_problems_are_counted_the_first_hundred_printed_promptly() {
+    let keys: String = (0..50_000).map(|index| format!("unknown_{index} = 1\n")).collect();
+    let run = validate_written("many.toml", &format!("{CATALOG}[defaults]\n{keys}"));
+    println!("50,000 problems: reported in {:?}, {} bytes on stderr", run.elapsed, run.stderr.len());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines[0], "error: 50000 problems in `many.toml`");
+    assert_eq!(lines.len(), 1 + 100 + 1, "{}", run.stderr);
+    assert!(lines[1].starts_with("  many.toml:6:1: `defaults.unknown_0`: unknown key `unknown_0`"), "{}", lines[1]);
+    assert!(lines[100].starts_with("  many.toml:105:1: `defaults.unknown_99`: "), "{}", lines[100]);
+    assert_eq!(lines[101], "  and 49900 more");
+    if cfg!(debug_assertions) {
+        assert!(run.elapsed < PROMPTLY, "took {:?}", run.elapsed);
+    }
+}
+
+#[test]
+fn a_fifo_directory_or_device_as_the_config_is_refused_without_waiting_on_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = Command::new("mkfifo").arg(dir.path().join("fifo.toml")).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    std::fs::create_dir(dir.path().join("folder.toml")).expect("create folder");
+    let refused = [
+        ("validate", "fifo.toml", "a FIFO (named pipe)"),
+        ("check", "fifo.toml", "a FIFO (named pipe)"),
+        ("validate", "folder.toml", "a directory"),
+        ("validate", "/dev/null", "a character device"),
+    ];
+    for (command, config, kind) in refused {
+        // Opening the FIFO for reading used to wait for a writer, forever.
+        let run =
+            run_for_at_most(&mut icewatch_in(dir.path(), &[command, "--config", config]), Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("`icewatch {command}` was still waiting on {config} after 10 s"));
+        println!("`icewatch {command}` on {config}: refused in {:?}", run.elapsed);
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (2, "", format!("error: config file `{config}` is {kind}, not a regular file\n").as_str()),
+            "{command} {config}"
+        );
+    }
+}
+
+#[test]
+fn a_config_file_over_16_mib_is_refused_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Sparse: the size is what is checked, before any of it is read.
+    let file = std::fs::File::create(dir.path().join("huge.toml")).expect("create");
+    file.set_len(17 * 1024 * 1024).expect("set length");
+    let run =
+        run_for_at_most(&mut icewatch_in(dir.path(), &["validate", "--config", "huge.toml"]), Duration::from_secs(10))
+            .expect("validate finished");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr, "error: config file `huge.toml` is larger than the 16 MiB limit (17825792 bytes)\n");
 }
 
 #[test]

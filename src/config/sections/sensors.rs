@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::diagnostics::did_you_mean;
+use crate::config::diagnostics::{did_you_mean, shortened};
 use crate::config::reader::{Key, Reader, Section, join, positive, probability, span_pair, type_name};
 use crate::config::sections::tables::SENSOR_COMMON_KEYS;
 use crate::config::{
@@ -189,7 +189,8 @@ impl Reader<'_> {
                             message
                         } else {
                             format!(
-                                "unknown Iceberg type `{raw}`; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`"
+                                "unknown Iceberg type `{}`; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`",
+                                shortened(&raw)
                             )
                         };
                         self.problem_at(span, &join(&map.path, column), message);
@@ -228,9 +229,11 @@ impl Reader<'_> {
                         match value.as_str() {
                             Some(name) => match Statistic::parse(name) {
                                 Some(statistic) if !statistics.contains(&statistic) => statistics.push(statistic),
-                                Some(_) => {
-                                    self.problem_at(span, &column_path, format!("statistic `{name}` is listed twice"))
-                                }
+                                Some(_) => self.problem_at(
+                                    span,
+                                    &column_path,
+                                    format!("statistic `{}` is listed twice", shortened(name)),
+                                ),
                                 None => {
                                     let names: Vec<&str> =
                                         Statistic::ALL.iter().map(|statistic| statistic.as_str()).collect();
@@ -241,7 +244,8 @@ impl Reader<'_> {
                                         span,
                                         &column_path,
                                         format!(
-                                            "unknown statistic `{name}`{suggestion}; valid statistics are {}",
+                                            "unknown statistic `{}`{suggestion}; valid statistics are {}",
+                                            shortened(name),
                                             names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
                                         ),
                                     );
@@ -357,6 +361,7 @@ fn normalize_iceberg_type(text: &str) -> Result<String, String> {
         .map(|candidate| format!(" (did you mean `{candidate}`?)"))
         .unwrap_or_default();
     Err(format!(
-        "unknown Iceberg type `{text}`{suggestion}; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`"
+        "unknown Iceberg type `{}`{suggestion}; expected a primitive such as `long`, `double`, `string`, `timestamptz`, or `decimal(P,S)`, `fixed[N]`",
+        shortened(text)
     ))
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::reader::{Key, Reader, Section};
+use crate::config::diagnostics::shortened;
+use crate::config::reader::{Key, Reader, Section, join};
 use crate::config::{
     CatalogConfig, CatalogKind, DEFAULT_LISTEN, HistoryConfig, PasswordHash, PushgatewayConfig, Secret, ServerConfig,
     ServerTlsConfig,
@@ -263,7 +264,7 @@ impl Reader<'_> {
                 Ok(address) => address,
                 Err(_) => {
                     let span = Reader::value_span(&section, "listen");
-                    self.problem_at(span, "server.listen", format!("invalid listen address `{raw}`: expected `host:port` such as `127.0.0.1:9464` or `0.0.0.0:9464`"));
+                    self.problem_at(span, "server.listen", format!("invalid listen address `{}`: expected `host:port` such as `127.0.0.1:9464` or `0.0.0.0:9464`", shortened(&raw)));
                     return None;
                 }
             },
@@ -291,7 +292,7 @@ impl Reader<'_> {
                 let Some(hash) = self.string(&users, user) else { continue };
                 if bcrypt_cost(&hash).is_none() {
                     let span = Reader::value_span(&users, user);
-                    self.problem_at(span, &format!("server.basic_auth_users.{user}"), "expected a bcrypt hash (`$2b$` or `$2y$`, 60 characters), e.g. from `htpasswd -nBC 10 user`; never the password itself");
+                    self.problem_at(span, &join("server.basic_auth_users", user), "expected a bcrypt hash (`$2b$` or `$2y$`, 60 characters), e.g. from `htpasswd -nBC 10 user`; never the password itself");
                     continue;
                 }
                 server.basic_auth_users.insert(user.to_string(), PasswordHash(hash));

@@ -2,9 +2,10 @@
 //! tables are monitored, with which sensors, and the settings a sensor falls back to. The sensor
 //! sub-tables themselves are read in `sensors.rs`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::diagnostics::did_you_mean;
+use crate::config::diagnostics::{did_you_mean, shortened};
 use crate::config::reader::{Key, Reader, Section, join, key_names, parse_schedule, positive, span_pair};
 use crate::config::{Defaults, SensorKind, SensorSettings, TableConfig, TableName};
 use crate::stats::Direction;
@@ -169,16 +170,32 @@ impl Reader<'_> {
             return Vec::new();
         };
         let mut tables = Vec::new();
+        // Where each table was first declared, by its name with whitespace trimmed: TOML sees
+        // `"a.b"` and `"a.b "` as two keys, but they are meant as one table.
+        let mut declared: BTreeMap<String, Option<(usize, usize)>> = BTreeMap::new();
         for (key, _) in section.table.iter() {
             let path = join("tables", key);
             let key_span = span_pair(section.table.key(key).and_then(|key| key.span()));
             // `validate --online` names a table that does not load at the key that declared it.
             self.remember(&path, key_span);
-            let name = match TableName::parse(key) {
-                Ok(name) => Some(name),
-                Err(message) => {
-                    self.problem_at(key_span, &path, format!("invalid table name `{key}`: {message}"));
-                    None
+            let normalized = TableName::normalized(key);
+            let name = if let Some(first) = declared.get(&normalized) {
+                let (line, column) = self.line_column(*first);
+                let message = format!(
+                    "table `{}` is declared twice, here and at line {line}, column {column} (the names differ only in whitespace)",
+                    shortened(&normalized)
+                );
+                self.problem_at(key_span, &path, message);
+                None
+            } else {
+                declared.insert(normalized, key_span);
+                match TableName::parse(key) {
+                    Ok(name) => Some(name),
+                    Err(message) => {
+                        let message = format!("invalid table name `{}`: {message}", shortened(key));
+                        self.problem_at(key_span, &path, message);
+                        None
+                    }
                 }
             };
             let Some(table) = self.section(&section, key) else { continue };
@@ -204,7 +221,10 @@ impl Reader<'_> {
             self.problem(
                 span,
                 &join(&section.path, key),
-                format!("unknown sensor kind `{key}`{suggestion}; valid kinds are {kinds} (and the key `layer`)"),
+                format!(
+                    "unknown sensor kind `{}`{suggestion}; valid kinds are {kinds} (and the key `layer`)",
+                    shortened(key)
+                ),
             );
         }
         let layer = self.string(section, "layer").unwrap_or_default();
