@@ -10,12 +10,12 @@ use super::sections::TOP_LEVEL_KEYS;
 use super::sections::pipelines::{DATASET_RULE_KEYS, LINEAGE_KEYS, PIPELINE_KEYS, STAGE_KEYS};
 use super::sections::sensors::{DISTRIBUTION_KEYS, DRIFT_KEYS, FRESHNESS_KEYS, SCHEMA_KEYS, VOLUME_KEYS};
 use super::sections::service::{CATALOG_KEYS, HISTORY_KEYS, PUSHGATEWAY_KEYS, SERVER_KEYS};
-use super::sections::tables::{DEFAULTS_KEYS, SENSOR_COMMON_KEYS, TABLE_KEYS};
+use super::sections::tables::{DEFAULTS_KEYS, SENSOR_COMMON_KEYS, TABLE_KEYS, declared_kinds};
 
 const DOCS: &str = include_str!("../../docs/configuration.md");
 
 /// Where each key table is documented: the heading (or the `... keys:` line) above its table.
-const DOCUMENTED: &[(&str, &[Key])] = &[
+const FIXED: &[(&str, &[Key])] = &[
     ("`[catalog]`", CATALOG_KEYS),
     ("`[history]`", HISTORY_KEYS),
     ("`[server]`", SERVER_KEYS),
@@ -33,6 +33,29 @@ const DOCUMENTED: &[(&str, &[Key])] = &[
     ("`[lineage]`", LINEAGE_KEYS),
     ("`datasets` rule keys:", DATASET_RULE_KEYS),
 ];
+
+const TABLES_CONTEXT: &str = "`[tables.\"ns.name\"]`";
+
+/// [`FIXED`] with the kinds that declare their own section (`Sensor::section`): its keys under
+/// `[tables."ns.name".KIND]`, and its row in the `[tables."ns.name"]` table.
+fn documented() -> Vec<(String, Vec<Key>)> {
+    let kinds = declared_kinds();
+    let mut documented: Vec<(String, Vec<Key>)> =
+        FIXED.iter().map(|(context, keys)| (context.to_string(), keys.to_vec())).collect();
+    for (context, keys) in &mut documented {
+        if context == TABLES_CONTEXT {
+            keys.extend(kinds.sections.iter().map(|(kind, spec)| Key {
+                name: kind.as_str(),
+                default: "none",
+                doc: spec.doc,
+            }));
+        }
+    }
+    for (kind, spec) in &kinds.sections {
+        documented.push((format!("`[tables.\"ns.name\".{kind}]`"), spec.keys.to_vec()));
+    }
+    documented
+}
 
 /// One row of a key table in the docs.
 struct Row {
@@ -75,12 +98,13 @@ fn documented_rows() -> Vec<Row> {
 #[test]
 fn every_key_table_is_the_docs_table_of_its_section() {
     let rows = documented_rows();
+    let documented = documented();
     let mut problems = Vec::new();
-    for (context, keys) in DOCUMENTED {
+    for (context, keys) in &documented {
         if !rows.iter().any(|row| row.context == *context) {
             problems.push(format!("no key table under {context}"));
         }
-        for key in *keys {
+        for key in keys {
             match rows.iter().find(|row| row.context == *context && row.key == key.name) {
                 None => problems.push(format!("{context}: key `{}` is not documented", key.name)),
                 Some(row) => {
@@ -101,7 +125,7 @@ fn every_key_table_is_the_docs_table_of_its_section() {
         }
     }
     for row in &rows {
-        match DOCUMENTED.iter().find(|(context, _)| *context == row.context) {
+        match documented.iter().find(|(context, _)| *context == row.context) {
             None => {
                 problems.push(format!("`{}` is documented under {}, whose keys no table knows", row.key, row.context))
             }
@@ -194,7 +218,13 @@ datasets = [{ namespace = "n"@rule }]
 
 #[test]
 fn every_default_written_as_a_value_is_the_one_the_parser_applies() {
-    let tables: &[(&str, &[Key])] = &[
+    let kinds = declared_kinds();
+    let mut every_section = EVERY_SECTION.to_string();
+    for (kind, _) in &kinds.sections {
+        every_section.push_str(&format!("\n[tables.\"a.b\".{kind}]\n# {kind}\n"));
+    }
+    let markers: Vec<String> = kinds.sections.iter().map(|(kind, _)| format!("# {kind}")).collect();
+    let mut tables: Vec<(&str, &[Key])> = vec![
         ("# catalog", CATALOG_KEYS),
         ("# history", HISTORY_KEYS),
         ("# server", SERVER_KEYS),
@@ -208,16 +238,17 @@ fn every_default_written_as_a_value_is_the_one_the_parser_applies() {
         ("@stage", STAGE_KEYS),
         ("@rule", DATASET_RULE_KEYS),
     ];
+    tables.extend(markers.iter().zip(&kinds.sections).map(|(marker, (_, spec))| (marker.as_str(), spec.keys)));
     let load = |text: &str| {
         let text = &text.replace("@stage", "").replace("@rule", "");
         let config = super::parse::parse(text, Path::new("/srv/icewatch/sensors.toml"), &|_| None);
         format!("{:?}", config.unwrap_or_else(|error| panic!("{error}\n{text}")))
     };
-    let baseline = load(EVERY_SECTION);
+    let baseline = load(&every_section);
     let mut checked = 0;
     let mut problems = Vec::new();
     for (marker, keys) in tables {
-        for key in *keys {
+        for key in keys {
             // A default written as a TOML value (`` `"30s"` ``, `` `3` ``, `` `{}` ``); the rest
             // (`required`, `none`, `` `defaults.window` ``, ...) names no value.
             let Some(value) = key.default.strip_prefix('`').and_then(|value| value.strip_suffix('`')) else {
@@ -231,7 +262,7 @@ fn every_default_written_as_a_value_is_the_one_the_parser_applies() {
             } else {
                 format!("{} = {value}", key.name)
             };
-            let text = EVERY_SECTION.replacen(marker, &setting, 1);
+            let text = every_section.replacen(marker, &setting, 1);
             if load(&text) != baseline {
                 problems.push(format!("`{} = {value}` ({marker}) changes the loaded config", key.name));
             }

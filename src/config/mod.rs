@@ -20,9 +20,12 @@ mod values;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use diagnostics::{ConfigError, Locations, Problem, did_you_mean};
+pub use reader::Key;
+pub use sections::kinds::{SectionReader, SectionSpec, SensorSection};
 pub use validate::{TableColumns, online_problems};
 pub use values::{Scope, Secret, SensorKind, Statistic, TableName, duration_to_string, parse_duration};
 
@@ -195,34 +198,44 @@ pub struct TableConfig {
     pub volume: Option<VolumeConfig>,
     pub schema: Option<SchemaConfig>,
     pub distribution: Option<DistributionConfig>,
+    /// The sections of the kinds that declare their own (`Sensor::section`), by kind.
+    pub sections: BTreeMap<SensorKind, Arc<dyn SensorSection>>,
 }
 
 impl TableConfig {
+    /// The section of `kind` as the type its parser returned; `None` when the table has no such
+    /// section (or `T` is not its type).
+    pub fn section<T: SensorSection>(&self, kind: SensorKind) -> Option<&T> {
+        let section: &dyn std::any::Any = self.sections.get(&kind)?.as_ref();
+        section.downcast_ref::<T>()
+    }
+
     /// The sensor kinds configured for this table, in a fixed order.
     pub fn sensor_kinds(&self) -> Vec<SensorKind> {
         let mut kinds = Vec::new();
         if self.freshness.is_some() {
-            kinds.push(SensorKind::Freshness);
+            kinds.push(SensorKind::FRESHNESS);
         }
         if self.volume.is_some() {
-            kinds.push(SensorKind::Volume);
+            kinds.push(SensorKind::VOLUME);
         }
         if self.schema.is_some() {
-            kinds.push(SensorKind::Schema);
+            kinds.push(SensorKind::SCHEMA);
         }
         if self.distribution.is_some() {
-            kinds.push(SensorKind::Distribution);
+            kinds.push(SensorKind::DISTRIBUTION);
         }
+        kinds.extend(self.sections.keys().copied());
         kinds
     }
 
     pub fn settings(&self, kind: SensorKind) -> Option<&SensorSettings> {
         match kind {
-            SensorKind::Freshness => self.freshness.as_ref().map(|sensor| &sensor.settings),
-            SensorKind::Volume => self.volume.as_ref().map(|sensor| &sensor.settings),
-            SensorKind::Schema => self.schema.as_ref().map(|sensor| &sensor.settings),
-            SensorKind::Distribution => self.distribution.as_ref().map(|sensor| &sensor.settings),
-            SensorKind::Lineage => None,
+            SensorKind::FRESHNESS => self.freshness.as_ref().map(|sensor| &sensor.settings),
+            SensorKind::VOLUME => self.volume.as_ref().map(|sensor| &sensor.settings),
+            SensorKind::SCHEMA => self.schema.as_ref().map(|sensor| &sensor.settings),
+            SensorKind::DISTRIBUTION => self.distribution.as_ref().map(|sensor| &sensor.settings),
+            other => self.sections.get(&other).map(|section| section.settings()),
         }
     }
 }

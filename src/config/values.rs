@@ -39,30 +39,54 @@ pub(crate) fn is_invisible(c: char) -> bool {
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
-/// The kinds of sensor a table can have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SensorKind {
-    Freshness,
-    Volume,
-    Schema,
-    Distribution,
-    Lineage,
-}
+/// A kind of sensor, by the name it has everywhere (the config section, the `sensor` label, the
+/// history series). The kinds a build has are the ones `sensors::registry()` lists; a kind added
+/// later defines its own constant in its module (`SensorKind::new("health")`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SensorKind(&'static str);
 
 impl SensorKind {
-    /// The kinds that can be configured under `[tables."ns.name"]`.
-    pub const TABLE_KINDS: [SensorKind; 4] =
-        [SensorKind::Freshness, SensorKind::Volume, SensorKind::Schema, SensorKind::Distribution];
+    pub const FRESHNESS: SensorKind = SensorKind("freshness");
+    pub const VOLUME: SensorKind = SensorKind("volume");
+    pub const SCHEMA: SensorKind = SensorKind("schema");
+    pub const DISTRIBUTION: SensorKind = SensorKind("distribution");
+    /// The pipeline stages derived from results and OpenLineage events (not a table section).
+    pub const LINEAGE: SensorKind = SensorKind("lineage");
+
+    pub const fn new(name: &'static str) -> SensorKind {
+        SensorKind(name)
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            SensorKind::Freshness => "freshness",
-            SensorKind::Volume => "volume",
-            SensorKind::Schema => "schema",
-            SensorKind::Distribution => "distribution",
-            SensorKind::Lineage => "lineage",
-        }
+        self.0
+    }
+}
+
+/// Reports list a table's results kind by kind: the first kinds in the order they were built
+/// (the cheap metadata ones first), kinds added later after them by name.
+impl Ord for SensorKind {
+    fn cmp(&self, other: &SensorKind) -> std::cmp::Ordering {
+        const FIRST: [SensorKind; 5] = [
+            SensorKind::FRESHNESS,
+            SensorKind::VOLUME,
+            SensorKind::SCHEMA,
+            SensorKind::DISTRIBUTION,
+            SensorKind::LINEAGE,
+        ];
+        let rank = |kind: &SensorKind| FIRST.iter().position(|first| first == kind).unwrap_or(FIRST.len());
+        rank(self).cmp(&rank(other)).then_with(|| self.0.cmp(other.0))
+    }
+}
+
+impl PartialOrd for SensorKind {
+    fn partial_cmp(&self, other: &SensorKind) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl serde::Serialize for SensorKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
     }
 }
 

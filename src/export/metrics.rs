@@ -1,7 +1,8 @@
 //! Every metric family icewatch exports, declared once with its help text (docs/metrics.md
-//! lists the same), and the functions that set them from sensor results. Label values are
-//! bounded: names from the config and fixed enums only. Encodes the 0.0.4 text format that
-//! `/metrics` serves and the Pushgateway receives.
+//! lists the same), and the functions that set them from sensor results. The families of a
+//! sensor's readings are declared by the sensor (`Sensor::families`) and registered here without
+//! naming the kind. Label values are bounded: names from the config and fixed enums only.
+//! Encodes the 0.0.4 text format that `/metrics` serves and the Pushgateway receives.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,18 +13,14 @@ use prometheus::{
 };
 
 use crate::config::SensorKind;
-use crate::sensors::{Evaluation, Gauge, Metric, Reading, Status};
+use crate::sensors::{Evaluation, Export, Family, Metric, Reading, Status};
 
 /// The registry and every family in it.
 pub struct Metrics {
     registry: Registry,
     // Seed metrics: names and labels fixed by the original design.
-    pub data_freshness_seconds: GaugeVec,
-    pub data_row_count: GaugeVec,
     pub data_volume_deviation_percent: GaugeVec,
     pub data_volume_anomaly_total: IntCounterVec,
-    pub schema_changes_total: IntCounterVec,
-    pub schema_column_count: GaugeVec,
     pub data_distribution_value: GaugeVec,
     pub data_distribution_zscore: GaugeVec,
     pub data_distribution_anomaly_total: IntCounterVec,
@@ -33,31 +30,14 @@ pub struct Metrics {
     pub pipeline_stage_failure_total: IntCounterVec,
     pub pipeline_downstream_impact_count: GaugeVec,
     // Freshness and volume detail.
-    pub data_last_commit_timestamp_seconds: GaugeVec,
-    pub data_freshness_warning_threshold_seconds: GaugeVec,
-    pub data_freshness_critical_threshold_seconds: GaugeVec,
-    pub data_event_time_lag_seconds: GaugeVec,
-    pub data_max_event_timestamp_seconds: GaugeVec,
     pub data_commit_gap_zscore: GaugeVec,
     pub data_rows_added: GaugeVec,
     pub data_rows_added_zscore: GaugeVec,
     pub data_rows_added_expected_lower: GaugeVec,
     pub data_rows_added_expected_upper: GaugeVec,
-    pub data_rows_deleted: GaugeVec,
-    pub data_files_added: GaugeVec,
-    pub data_bytes_added: GaugeVec,
-    pub data_files: GaugeVec,
-    pub data_size_bytes: GaugeVec,
-    // Schema detail.
-    pub schema_last_change_timestamp_seconds: GaugeVec,
-    pub schema_expectation_violations: GaugeVec,
     // Distribution detail.
     pub data_distribution_expected_lower: GaugeVec,
     pub data_distribution_expected_upper: GaugeVec,
-    pub data_drift_psi: GaugeVec,
-    pub data_drift_ks_statistic: GaugeVec,
-    pub data_drift_ks_pvalue: GaugeVec,
-    pub data_drift_chi2_pvalue: GaugeVec,
     // Lineage detail.
     pub pipeline_stage_root_cause: GaugeVec,
     pub pipeline_stage_impacted: GaugeVec,
@@ -78,8 +58,10 @@ pub struct Metrics {
     pub icewatch_lineage_events_refused_total: IntCounterVec,
     pub icewatch_last_push_success_timestamp_seconds: prometheus::Gauge,
     pub icewatch_http_refused_total: IntCounterVec,
-    /// The `partition_date` label currently exported per table (only one is kept).
-    row_count_dates: Mutex<HashMap<String, String>>,
+    /// The families sensors declare for their readings, by name.
+    sensor_families: HashMap<&'static str, SensorFamily>,
+    /// The labels currently exported per (family, table) of the `LatestPerTable` families.
+    latest_labels: Mutex<HashMap<(&'static str, String), Vec<String>>>,
     /// Every family with a `table` label, for [`Metrics::forget_tables`].
     table_families: Vec<Box<dyn TableFamily>>,
 }
@@ -214,18 +196,6 @@ impl Metrics {
         }
 
         Metrics {
-            data_freshness_seconds: gauge(
-                r,
-                "data_freshness_seconds",
-                "Seconds since the table's last data-changing commit, at the last sensor run.",
-                TABLE_LAYER,
-            ),
-            data_row_count: gauge(
-                r,
-                "data_row_count",
-                "Total records in the current snapshot; partition_date is the UTC date of the latest data commit.",
-                &["table", "layer", "partition_date"],
-            ),
             data_volume_deviation_percent: gauge(
                 r,
                 "data_volume_deviation_percent",
@@ -236,18 +206,6 @@ impl Metrics {
                 r,
                 "data_volume_anomaly_total",
                 "Append commits judged anomalous by the volume sensor.",
-                TABLE_LAYER,
-            ),
-            schema_changes_total: counter(
-                r,
-                "schema_changes_total",
-                "Schema changes seen in the table's schema history.",
-                &["table", "change_type"],
-            ),
-            schema_column_count: gauge(
-                r,
-                "schema_column_count",
-                "Top-level columns in the current schema.",
                 TABLE_LAYER,
             ),
             data_distribution_value: gauge(
@@ -298,36 +256,6 @@ impl Metrics {
                 "Stages downstream (transitively) of this stage while it fails, else 0.",
                 &["stage"],
             ),
-            data_last_commit_timestamp_seconds: gauge(
-                r,
-                "data_last_commit_timestamp_seconds",
-                "Unix time of the last data-changing commit.",
-                TABLE_LAYER,
-            ),
-            data_freshness_warning_threshold_seconds: gauge(
-                r,
-                "data_freshness_warning_threshold_seconds",
-                "The table's freshness.warn_after.",
-                TABLE_LAYER,
-            ),
-            data_freshness_critical_threshold_seconds: gauge(
-                r,
-                "data_freshness_critical_threshold_seconds",
-                "The table's freshness.critical_after.",
-                TABLE_LAYER,
-            ),
-            data_event_time_lag_seconds: gauge(
-                r,
-                "data_event_time_lag_seconds",
-                "Now minus the max of freshness.timestamp_column.",
-                TABLE_LAYER,
-            ),
-            data_max_event_timestamp_seconds: gauge(
-                r,
-                "data_max_event_timestamp_seconds",
-                "Max of freshness.timestamp_column as Unix time.",
-                TABLE_LAYER,
-            ),
             data_commit_gap_zscore: gauge(
                 r,
                 "data_commit_gap_zscore",
@@ -353,28 +281,6 @@ impl Metrics {
                 "Upper edge of the expected band of rows added.",
                 TABLE_LAYER,
             ),
-            data_rows_deleted: gauge(r, "data_rows_deleted", "Records deleted by the latest data commit.", TABLE_LAYER),
-            data_files_added: gauge(r, "data_files_added", "Data files added by the latest data commit.", TABLE_LAYER),
-            data_bytes_added: gauge(
-                r,
-                "data_bytes_added",
-                "Bytes of data files added by the latest data commit.",
-                TABLE_LAYER,
-            ),
-            data_files: gauge(r, "data_files", "Data files in the current snapshot.", TABLE_LAYER),
-            data_size_bytes: gauge(r, "data_size_bytes", "Bytes of data files in the current snapshot.", TABLE_LAYER),
-            schema_last_change_timestamp_seconds: gauge(
-                r,
-                "schema_last_change_timestamp_seconds",
-                "Unix time of the newest schema change of that type.",
-                &["table", "change_type"],
-            ),
-            schema_expectation_violations: gauge(
-                r,
-                "schema_expectation_violations",
-                "Columns that break the declared schema.expect baseline.",
-                TABLE_LAYER,
-            ),
             data_distribution_expected_lower: gauge(
                 r,
                 "data_distribution_expected_lower",
@@ -386,25 +292,6 @@ impl Metrics {
                 "data_distribution_expected_upper",
                 "Upper edge of the statistic's expected band.",
                 DISTRIBUTION,
-            ),
-            data_drift_psi: gauge(
-                r,
-                "data_drift_psi",
-                "Population stability index of the newest batch against the reference.",
-                &["table", "column"],
-            ),
-            data_drift_ks_statistic: gauge(
-                r,
-                "data_drift_ks_statistic",
-                "Kolmogorov-Smirnov statistic of the newest batch against the reference.",
-                &["table", "column"],
-            ),
-            data_drift_ks_pvalue: gauge(r, "data_drift_ks_pvalue", "Kolmogorov-Smirnov p-value.", &["table", "column"]),
-            data_drift_chi2_pvalue: gauge(
-                r,
-                "data_drift_chi2_pvalue",
-                "Chi-square p-value of the newest batch's categories against the reference.",
-                &["table", "column"],
             ),
             pipeline_stage_root_cause: gauge(
                 r,
@@ -469,7 +356,12 @@ impl Metrics {
                 "Connections and requests the HTTP server closed or refused to protect itself, by reason.",
                 &["reason"],
             ),
-            row_count_dates: Mutex::new(HashMap::new()),
+            sensor_families: crate::sensors::registry()
+                .iter()
+                .flat_map(|sensor| sensor.families())
+                .map(|family| (family.name, SensorFamily::declare(r, family)))
+                .collect(),
+            latest_labels: Mutex::new(HashMap::new()),
             table_families: declarations.table_families.take(),
             registry: declarations.registry,
         }
@@ -478,8 +370,8 @@ impl Metrics {
     /// Drops every series of tables for which `keep` is false (a reload removed them from the
     /// configuration), so they do not linger with their last values. Returns how many went.
     pub fn forget_tables(&self, keep: &dyn Fn(&str) -> bool) -> usize {
-        if let Ok(mut dates) = self.row_count_dates.lock() {
-            dates.retain(|table, _| keep(table));
+        if let Ok(mut latest) = self.latest_labels.lock() {
+            latest.retain(|(_, table), _| keep(table));
         }
         self.table_families.iter().map(|family| family.forget_tables(keep)).sum()
     }
@@ -555,12 +447,12 @@ impl Metrics {
         let _ = self.anomaly_counter(table, layer, evaluation);
         let table_layer = [table, layer];
         match evaluation.metric {
-            Metric::CommitGapSeconds => {
+            Metric::COMMIT_GAP_SECONDS => {
                 if let Some(z) = evaluation.zscore {
                     self.data_commit_gap_zscore.with_label_values(&table_layer).set(z);
                 }
             }
-            Metric::RowsAdded => {
+            Metric::ROWS_ADDED => {
                 for (family, value) in [
                     (&self.data_rows_added, evaluation.value),
                     (&self.data_rows_added_zscore, evaluation.zscore),
@@ -573,7 +465,7 @@ impl Metrics {
                     }
                 }
             }
-            Metric::DistributionValue => {
+            Metric::DISTRIBUTION_VALUE => {
                 let (Some(column), Some(statistic), Some(value)) =
                     (&evaluation.column, &evaluation.statistic, evaluation.value)
                 else {
@@ -596,8 +488,8 @@ impl Metrics {
     /// The `*_anomaly_total` series an evaluation's anomalies count in, if its metric has one.
     fn anomaly_counter(&self, table: &str, layer: &str, evaluation: &Evaluation) -> Option<prometheus::IntCounter> {
         match evaluation.metric {
-            Metric::RowsAdded => Some(self.data_volume_anomaly_total.with_label_values(&[table, layer])),
-            Metric::DistributionValue => {
+            Metric::ROWS_ADDED => Some(self.data_volume_anomaly_total.with_label_values(&[table, layer])),
+            Metric::DISTRIBUTION_VALUE => {
                 let (column, statistic) = (evaluation.column.as_deref()?, evaluation.statistic.as_deref()?);
                 Some(self.data_distribution_anomaly_total.with_label_values(&[table, column, statistic]))
             }
@@ -606,60 +498,105 @@ impl Metrics {
     }
 
     fn record_reading(&self, table: &str, layer: &str, reading: &Reading) {
-        let extra = reading.labels.iter().map(String::as_str);
-        let with_layer: Vec<&str> = [table, layer].into_iter().chain(extra.clone()).collect();
-        let without_layer: Vec<&str> = std::iter::once(table).chain(extra).collect();
-        match reading.gauge {
-            Gauge::SchemaChangesTotal => {
-                // The counter catches up to the count the table's history holds.
-                let counter = self.schema_changes_total.with_label_values(&without_layer);
+        let family = reading.family;
+        let Some(exported) = self.sensor_families.get(family.name) else {
+            tracing::error!(family = family.name, "a reading of a family no sensor declared (a bug)");
+            return;
+        };
+        let mut labels: Vec<&str> = vec![table];
+        if family.with_layer {
+            labels.push(layer);
+        }
+        labels.extend(reading.labels.iter().map(String::as_str));
+        match (family.export, exported) {
+            (Export::CatchUpCounter, SensorFamily::Counter(counter)) => {
+                let counter = counter.with_label_values(&labels);
                 let count = reading.value as u64;
                 if count > counter.get() {
                     counter.inc_by(count - counter.get());
                 }
-                return;
             }
-            Gauge::RowCount => {
-                // One `partition_date` per table: a new date replaces the previous series.
-                let date = reading.labels.first().cloned().unwrap_or_default();
-                if let Ok(mut dates) = self.row_count_dates.lock()
-                    && let Some(previous) = dates.insert(table.to_string(), date.clone())
-                    && previous != date
+            (_, SensorFamily::Gauge(gauge)) => {
+                if family.export == Export::LatestPerTable
+                    && let Ok(mut latest) = self.latest_labels.lock()
+                    && let Some(previous) = latest.insert((family.name, table.to_string()), reading.labels.clone())
+                    && previous != reading.labels
                 {
-                    let _ = self.data_row_count.remove_label_values(&[table, layer, &previous]);
+                    let previous: Vec<&str> = labels[..labels.len() - reading.labels.len()]
+                        .iter()
+                        .copied()
+                        .chain(previous.iter().map(String::as_str))
+                        .collect();
+                    let _ = gauge.remove_label_values(&previous);
                 }
+                gauge.with_label_values(&labels).set(reading.value);
             }
-            _ => {}
+            (_, SensorFamily::Counter(_)) => {}
         }
-        // The family, and whether its labels are `table, layer, …` or `table, …`.
-        let (family, has_layer) = match reading.gauge {
-            Gauge::FreshnessSeconds => (&self.data_freshness_seconds, true),
-            Gauge::FreshnessWarningThresholdSeconds => (&self.data_freshness_warning_threshold_seconds, true),
-            Gauge::FreshnessCriticalThresholdSeconds => (&self.data_freshness_critical_threshold_seconds, true),
-            Gauge::LastCommitTimestampSeconds => (&self.data_last_commit_timestamp_seconds, true),
-            Gauge::EventTimeLagSeconds => (&self.data_event_time_lag_seconds, true),
-            Gauge::MaxEventTimestampSeconds => (&self.data_max_event_timestamp_seconds, true),
-            Gauge::RowCount => (&self.data_row_count, true),
-            Gauge::RowsDeleted => (&self.data_rows_deleted, true),
-            Gauge::FilesAdded => (&self.data_files_added, true),
-            Gauge::BytesAdded => (&self.data_bytes_added, true),
-            Gauge::Files => (&self.data_files, true),
-            Gauge::SizeBytes => (&self.data_size_bytes, true),
-            Gauge::SchemaColumnCount => (&self.schema_column_count, true),
-            Gauge::SchemaExpectationViolations => (&self.schema_expectation_violations, true),
-            Gauge::SchemaLastChangeTimestampSeconds => (&self.schema_last_change_timestamp_seconds, false),
-            Gauge::DriftPsi => (&self.data_drift_psi, false),
-            Gauge::DriftKsStatistic => (&self.data_drift_ks_statistic, false),
-            Gauge::DriftKsPvalue => (&self.data_drift_ks_pvalue, false),
-            Gauge::DriftChi2Pvalue => (&self.data_drift_chi2_pvalue, false),
-            Gauge::SchemaChangesTotal => return,
-        };
-        family.with_label_values(if has_layer { &with_layer } else { &without_layer }).set(reading.value);
+    }
+}
+
+/// A family a sensor declared, as registered.
+enum SensorFamily {
+    Gauge(GaugeVec),
+    Counter(IntCounterVec),
+}
+
+impl SensorFamily {
+    fn declare(declarations: &Declarations, family: &Family) -> SensorFamily {
+        let mut labels = vec!["table"];
+        if family.with_layer {
+            labels.push("layer");
+        }
+        labels.extend_from_slice(family.labels);
+        match family.export {
+            Export::CatchUpCounter => SensorFamily::Counter(counter(declarations, family.name, family.help, &labels)),
+            Export::Gauge | Export::LatestPerTable => {
+                SensorFamily::Gauge(gauge(declarations, family.name, family.help, &labels))
+            }
+        }
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kind's families reach the docs without anyone remembering: every family a registered
+    /// sensor declares has its row in docs/metrics.md, with its type and its labels in order.
+    #[test]
+    fn every_family_a_sensor_declares_is_documented_with_its_labels() {
+        let docs = include_str!("../../docs/metrics.md");
+        let mut problems = Vec::new();
+        for family in crate::sensors::registry().iter().flat_map(|sensor| sensor.families()) {
+            let mut labels = vec!["table"];
+            if family.with_layer {
+                labels.push("layer");
+            }
+            labels.extend_from_slice(family.labels);
+            let kind = if family.export == Export::CatchUpCounter { "counter" } else { "gauge" };
+            let labels = labels.iter().map(|label| format!("`{label}`")).collect::<Vec<_>>().join(", ");
+            let row = format!("| `{}` | {kind} | {labels} |", family.name);
+            if !docs.lines().any(|line| line.starts_with(&row)) {
+                problems.push(row);
+            }
+        }
+        assert!(problems.is_empty(), "families without their row in docs/metrics.md:\n{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn no_two_sensors_declare_the_same_family() {
+        let mut names: Vec<&str> =
+            crate::sensors::registry().iter().flat_map(|sensor| sensor.families()).map(|family| family.name).collect();
+        let declared = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), declared, "a family name is declared twice");
     }
 }

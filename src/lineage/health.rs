@@ -94,7 +94,7 @@ impl PipelineStatus {
 /// The health of one table from its latest results: `None` when it has none.
 pub fn table_reasons(table: &str, results: &[SensorResult]) -> Option<(Vec<Reason>, Option<i64>)> {
     let own: Vec<&SensorResult> =
-        results.iter().filter(|result| result.table == table && result.sensor != SensorKind::Lineage).collect();
+        results.iter().filter(|result| result.table == table && result.sensor != SensorKind::LINEAGE).collect();
     if own.is_empty() {
         return None;
     }
@@ -105,7 +105,7 @@ pub fn table_reasons(table: &str, results: &[SensorResult]) -> Option<(Vec<Reaso
         if evaluation.status == Status::Error && !unreadable {
             continue;
         }
-        if evaluation.sensor == SensorKind::Freshness && evaluation.metric == Metric::FreshnessSeconds {
+        if evaluation.sensor == SensorKind::FRESHNESS && evaluation.metric == Metric::FRESHNESS_SECONDS {
             last_data_commit_ms = evaluation.observed_at.as_deref().and_then(parse_time_ms);
         }
         if let Some(word) = failure_word(evaluation) {
@@ -130,17 +130,18 @@ fn fails_on_its_own(stage: &StageStatus) -> bool {
 
 /// The word for a result that fails a stage, `None` for one that does not.
 fn failure_word(evaluation: &Evaluation) -> Option<&'static str> {
-    let freshness = evaluation.sensor == SensorKind::Freshness && evaluation.metric == Metric::FreshnessSeconds;
+    let freshness = evaluation.sensor == SensorKind::FRESHNESS && evaluation.metric == Metric::FRESHNESS_SECONDS;
     match evaluation.status {
         Status::Error => Some(UNREADABLE),
         Status::Warning if freshness => Some("stale"),
         Status::Critical if freshness => Some("stale"),
         Status::Critical => Some(match evaluation.sensor {
-            SensorKind::Freshness => "late",
-            SensorKind::Volume => "off in volume",
-            SensorKind::Schema => "broken in schema",
-            SensorKind::Distribution => "off in distribution",
-            SensorKind::Lineage => "failing",
+            SensorKind::FRESHNESS => "late",
+            SensorKind::VOLUME => "off in volume",
+            SensorKind::SCHEMA => "broken in schema",
+            SensorKind::DISTRIBUTION => "off in distribution",
+            // Lineage, and a kind added later, whose critical result names itself in the message.
+            _ => "failing",
         }),
         _ => None,
     }
@@ -329,7 +330,7 @@ pub fn stage_evaluations(status: &PipelineStatus) -> Vec<Evaluation> {
             }
         };
         let mut evaluation =
-            Evaluation::new(&stage.table, SensorKind::Lineage, Metric::Stage, evaluation_status, message)
+            Evaluation::new(&stage.table, SensorKind::LINEAGE, Metric::STAGE, evaluation_status, message)
                 .with_value(if stage.health == Health::Healthy { 1.0 } else { 0.0 });
         evaluation.snapshot_id = stage.reasons.iter().find_map(|reason| reason.snapshot_id);
         out.push(evaluation);
@@ -363,8 +364,8 @@ mod tests {
     fn freshness(table: &str, status: Status, commit_ms: i64) -> SensorResult {
         let evaluation = Evaluation::new(
             table,
-            SensorKind::Freshness,
-            Metric::FreshnessSeconds,
+            SensorKind::FRESHNESS,
+            Metric::FRESHNESS_SECONDS,
             status,
             "last data commit 3h ago".to_string(),
         )
@@ -372,7 +373,7 @@ mod tests {
         SensorResult {
             table: table.to_string(),
             layer: String::new(),
-            sensor: SensorKind::Freshness,
+            sensor: SensorKind::FRESHNESS,
             evaluations: vec![evaluation],
             finished_at_ms: 0,
             duration: Duration::ZERO,
@@ -409,8 +410,8 @@ mod tests {
         let mut volume = freshness("b.t", Status::Ok, 0);
         volume.evaluations.push(Evaluation::new(
             "b.t",
-            SensorKind::Volume,
-            Metric::RowsAdded,
+            SensorKind::VOLUME,
+            Metric::ROWS_ADDED,
             Status::Warning,
             "x".to_string(),
         ));
@@ -429,7 +430,7 @@ mod tests {
             evaluations: vec![Evaluation::new(
                 table,
                 sensor,
-                Metric::Run,
+                Metric::RUN,
                 Status::Error,
                 "failed to load table".to_string(),
             )],
@@ -437,10 +438,10 @@ mod tests {
             duration: Duration::ZERO,
         };
         let results = [
-            error("b.t", SensorKind::Freshness),
-            error("b.t", SensorKind::Volume),
+            error("b.t", SensorKind::FRESHNESS),
+            error("b.t", SensorKind::VOLUME),
             freshness("s.t", Status::Ok, 0),
-            error("s.t", SensorKind::Distribution),
+            error("s.t", SensorKind::DISTRIBUTION),
         ];
         let status = evaluate(&pipeline(), &results, &HashMap::new());
         let bronze = status.stage("bronze").unwrap();
@@ -470,8 +471,8 @@ mod tests {
                     let mut result = freshness(table, Status::Error, 0);
                     result.evaluations = vec![Evaluation::new(
                         table,
-                        SensorKind::Freshness,
-                        Metric::Run,
+                        SensorKind::FRESHNESS,
+                        Metric::RUN,
                         Status::Error,
                         "corrupt".to_string(),
                     )];

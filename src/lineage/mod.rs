@@ -720,7 +720,7 @@ impl Lineage {
                 merged.push(SensorResult {
                     table,
                     layer,
-                    sensor: SensorKind::Lineage,
+                    sensor: SensorKind::LINEAGE,
                     evaluations,
                     finished_at_ms: now_ms,
                     duration: std::time::Duration::ZERO,

@@ -3,8 +3,7 @@
 //! timestamp column, from manifest upper bounds (scanning only files that have none), and the
 //! commit cadence: the current gap since the last data commit against past inter-commit gaps.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashSet;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -14,9 +13,10 @@ use iceberg::table::Table;
 
 use futures::future::BoxFuture;
 
+use super::manifest_cache::ManifestCache;
 use super::snapshots::{Commit, commits};
 use super::{
-    Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest, Windows,
+    Evaluation, Family, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest, Windows,
     human_seconds,
 };
 use crate::config::{FreshnessConfig, SensorKind};
@@ -57,17 +57,11 @@ impl FreshnessObservation {
     }
 }
 
-/// Per-manifest max of a column's upper bounds. Manifest files are immutable, so a manifest
-/// read once never needs reading again: each run reads only manifests it has not seen, which
-/// are those written since the last check.
-#[derive(Debug, Default)]
-pub struct ManifestBoundsCache {
-    /// (manifest path, field id) → (max upper bound in ms, data files without a bound).
-    entries: Mutex<HashMap<(String, i32), ManifestBounds>>,
-}
+/// Per manifest and column field id, the max of the column's upper bounds.
+pub type ManifestBoundsCache = ManifestCache<i32, ManifestBounds>;
 
 #[derive(Clone, Debug, Default)]
-struct ManifestBounds {
+pub struct ManifestBounds {
     max_ms: Option<i64>,
     files_with_bound: usize,
     files_without_bound: Vec<String>,
@@ -121,7 +115,7 @@ pub fn series(table_name: &str, observation: &FreshnessObservation) -> Vec<Point
 }
 
 pub fn gap_series(table_name: &str) -> SeriesKey {
-    SeriesKey::new(table_name, SensorKind::Freshness.as_str(), Metric::CommitGapSeconds.as_str(), &[])
+    SeriesKey::new(table_name, SensorKind::FRESHNESS.as_str(), Metric::COMMIT_GAP_SECONDS.as_str(), &[])
 }
 
 /// The gaps the cadence score needs: the `window` newest before now.
@@ -144,7 +138,7 @@ pub fn judge(
     observation: &FreshnessObservation,
     windows: &Windows,
 ) -> Vec<Evaluation> {
-    let kind = SensorKind::Freshness;
+    let kind = SensorKind::FRESHNESS;
     let Some(last) = &observation.last_data_commit else {
         let message = match &observation.last_commit {
             Some(commit) => format!(
@@ -153,7 +147,7 @@ pub fn judge(
             ),
             None => "the table has no snapshot: it never received data".to_string(),
         };
-        return vec![Evaluation::new(table_name, kind, Metric::FreshnessSeconds, Status::Critical, message)];
+        return vec![Evaluation::new(table_name, kind, Metric::FRESHNESS_SECONDS, Status::Critical, message)];
     };
     let age = observation.age_seconds().unwrap_or(0.0);
     let mut results = Vec::new();
@@ -167,7 +161,7 @@ pub fn judge(
     {
         message.push_str(&format!("; newer `{}` commit(s) since then changed no data", latest.operation.as_str()));
     }
-    let mut freshness = Evaluation::new(table_name, kind, Metric::FreshnessSeconds, status, message)
+    let mut freshness = Evaluation::new(table_name, kind, Metric::FRESHNESS_SECONDS, status, message)
         .with_value(age)
         .at(last.timestamp_ms, Some(last.snapshot_id));
     if let Some(warn) = config.warn_after {
@@ -188,7 +182,7 @@ pub fn judge(
         let mut lag_result = Evaluation::new(
             table_name,
             kind,
-            Metric::EventTimeLagSeconds,
+            Metric::EVENT_TIME_LAG_SECONDS,
             status,
             format!("newest `{}` is {} old{verdict} ({source})", event.column, human_seconds(lag)),
         )
@@ -279,7 +273,7 @@ fn judge_cadence(
             ),
         ),
     };
-    Evaluation::new(table_name, SensorKind::Freshness, Metric::CommitGapSeconds, status, message)
+    Evaluation::new(table_name, SensorKind::FRESHNESS, Metric::COMMIT_GAP_SECONDS, status, message)
         .with_value(age)
         .with_score(scored.as_ref(), Measure::CommitGap)
         .at(observation.now_ms, None)
@@ -318,18 +312,14 @@ async fn max_event_time(
     let mut max_ms: Option<i64> = None;
     let mut files_from_metadata = 0;
     let mut unbounded_files: HashSet<String> = HashSet::new();
-    let mut live_keys = HashSet::new();
+    let mut live = HashSet::new();
     for manifest_file in manifest_list.entries() {
         if manifest_file.content != ManifestContentType::Data {
             continue;
         }
-        let key = (manifest_file.manifest_path.clone(), field.id);
-        live_keys.insert(key.clone());
-        let cached = cache.entries.lock().ok().and_then(|entries| entries.get(&key).cloned());
-        let bounds = match cached {
-            Some(bounds) => bounds,
-            None => {
-                let manifest = manifest_file.load_manifest(table.file_io()).await.map_err(metadata_error)?;
+        live.insert(manifest_file.manifest_path.as_str());
+        let bounds = cache
+            .get_or_load(table, manifest_file, &field.id, |manifest| {
                 let mut bounds = ManifestBounds::default();
                 for entry in manifest.entries() {
                     if entry.status() == ManifestStatus::Deleted || entry.content_type() != DataContentType::Data {
@@ -347,12 +337,10 @@ async fn max_event_time(
                         None => {}
                     }
                 }
-                if let Ok(mut entries) = cache.entries.lock() {
-                    entries.insert(key, bounds.clone());
-                }
                 bounds
-            }
-        };
+            })
+            .await
+            .map_err(metadata_error)?;
         files_from_metadata += bounds.files_with_bound;
         if let Some(upper) = bounds.max_ms {
             max_ms = Some(max_ms.map_or(upper, |max| max.max(upper)));
@@ -360,11 +348,7 @@ async fn max_event_time(
         unbounded_files.extend(bounds.files_without_bound);
     }
     // Forget manifests of this table and column that are no longer part of the table.
-    if let Ok(mut entries) = cache.entries.lock() {
-        entries.retain(|key, _| {
-            key.1 != field.id || live_keys.contains(key) || !key.0.starts_with(table.metadata().location())
-        });
-    }
+    cache.keep_only(table, &field.id, &live);
 
     let files_scanned = unbounded_files.len();
     if !unbounded_files.is_empty()
@@ -466,9 +450,37 @@ pub struct FreshnessSensor {
     bounds_cache: ManifestBoundsCache,
 }
 
+static FRESHNESS_SECONDS: Family = Family::table_gauge(
+    "data_freshness_seconds",
+    "Seconds since the table's last data-changing commit, at the last sensor run.",
+);
+static WARNING_THRESHOLD_SECONDS: Family =
+    Family::table_gauge("data_freshness_warning_threshold_seconds", "The table's freshness.warn_after.");
+static CRITICAL_THRESHOLD_SECONDS: Family =
+    Family::table_gauge("data_freshness_critical_threshold_seconds", "The table's freshness.critical_after.");
+static LAST_COMMIT_TIMESTAMP_SECONDS: Family =
+    Family::table_gauge("data_last_commit_timestamp_seconds", "Unix time of the last data-changing commit.");
+static EVENT_TIME_LAG_SECONDS: Family =
+    Family::table_gauge("data_event_time_lag_seconds", "Now minus the max of freshness.timestamp_column.");
+static MAX_EVENT_TIMESTAMP_SECONDS: Family =
+    Family::table_gauge("data_max_event_timestamp_seconds", "Max of freshness.timestamp_column as Unix time.");
+
+static FAMILIES: [&Family; 6] = [
+    &FRESHNESS_SECONDS,
+    &WARNING_THRESHOLD_SECONDS,
+    &CRITICAL_THRESHOLD_SECONDS,
+    &LAST_COMMIT_TIMESTAMP_SECONDS,
+    &EVENT_TIME_LAG_SECONDS,
+    &MAX_EVENT_TIMESTAMP_SECONDS,
+];
+
 impl Sensor for FreshnessSensor {
     fn kind(&self) -> SensorKind {
-        SensorKind::Freshness
+        SensorKind::FRESHNESS
+    }
+
+    fn families(&self) -> &'static [&'static Family] {
+        &FAMILIES
     }
 
     fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>> {
@@ -491,18 +503,18 @@ impl Sensor for FreshnessSensor {
 fn readings(config: &FreshnessConfig, observation: &FreshnessObservation) -> Vec<Reading> {
     let mut readings = Vec::new();
     if let Some(warn) = config.warn_after {
-        readings.push(Reading::new(Gauge::FreshnessWarningThresholdSeconds, warn.as_secs_f64()));
+        readings.push(Reading::new(&WARNING_THRESHOLD_SECONDS, warn.as_secs_f64()));
     }
     if let Some(critical) = config.critical_after {
-        readings.push(Reading::new(Gauge::FreshnessCriticalThresholdSeconds, critical.as_secs_f64()));
+        readings.push(Reading::new(&CRITICAL_THRESHOLD_SECONDS, critical.as_secs_f64()));
     }
     if let (Some(age), Some(commit)) = (observation.age_seconds(), &observation.last_data_commit) {
-        readings.push(Reading::new(Gauge::FreshnessSeconds, age));
-        readings.push(Reading::new(Gauge::LastCommitTimestampSeconds, commit.timestamp_ms as f64 / 1000.0));
+        readings.push(Reading::new(&FRESHNESS_SECONDS, age));
+        readings.push(Reading::new(&LAST_COMMIT_TIMESTAMP_SECONDS, commit.timestamp_ms as f64 / 1000.0));
     }
     if let (Some(lag), Some(event)) = (observation.event_time_lag_seconds(), &observation.event_time) {
-        readings.push(Reading::new(Gauge::EventTimeLagSeconds, lag));
-        readings.push(Reading::new(Gauge::MaxEventTimestampSeconds, event.max_ms as f64 / 1000.0));
+        readings.push(Reading::new(&EVENT_TIME_LAG_SECONDS, lag));
+        readings.push(Reading::new(&MAX_EVENT_TIMESTAMP_SECONDS, event.max_ms as f64 / 1000.0));
     }
     readings
 }

@@ -7,10 +7,12 @@
 //! backfill → windows → judge → append → record. Metrics are derived from the judged
 //! [`Evaluation`]s and the sensor's [`Reading`]s, so nothing downstream knows a kind's types.
 //!
-//! Adding a kind: one module implementing [`Sensor`], one line in [`registry`], its docs.
+//! Adding a kind: one module implementing [`Sensor`] (declaring its metric families and, if it
+//! has one, its config section), its `mod` line and one line in [`registry`], its docs.
 
 pub mod distribution;
 pub(crate) mod freshness;
+mod manifest_cache;
 pub(crate) mod schema;
 pub mod snapshots;
 pub(crate) mod volume;
@@ -20,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::config::{SensorKind, TableConfig};
+use crate::config::{SectionSpec, SensorKind, TableConfig};
 use crate::history::{Event, Point, SeriesKey};
 /// The verdict type is the judging policy's; sensors and everything downstream use it from here.
 pub use crate::judging::Status;
@@ -76,7 +78,7 @@ impl Evaluation {
 
     /// An `error` result for a sensor that could not run.
     pub fn error(table: &str, sensor: SensorKind, error: &SensorError) -> Evaluation {
-        Evaluation::new(table, sensor, Metric::Run, Status::Error, error_chain(error))
+        Evaluation::new(table, sensor, Metric::RUN, Status::Error, error_chain(error))
     }
 
     pub fn with_value(mut self, value: f64) -> Evaluation {
@@ -107,52 +109,48 @@ impl Evaluation {
     }
 }
 
-/// What a result is about. Each variant owns its name: the `metric` of `check` output and of
-/// the `icewatch_result_severity` label.
+/// What a result is about: the `metric` of `check` output and of the `icewatch_result_severity`
+/// label. A kind's own metrics are constants in its module (`Metric::new("small_files")`); the
+/// shared ones are here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Metric {
-    /// The sensor could not run (the status is `error`).
-    Run,
-    FreshnessSeconds,
-    EventTimeLagSeconds,
-    CommitGapSeconds,
-    RowsAdded,
-    RowsDeleted,
-    TotalRows,
-    SchemaChange,
-    SchemaExpectation,
-    ColumnCount,
-    /// One statistic of one column of a batch (`column` and `statistic` are set).
-    DistributionValue,
-    /// The drift tests of one column against its reference batches.
-    Drift,
-    /// One stage of a declared pipeline.
-    Stage,
+pub struct Metric {
+    name: &'static str,
+    /// Whether each anomalous value is counted once (per snapshot) in an `*_anomaly_total`.
+    counts_anomalies: bool,
 }
 
 impl Metric {
+    /// The sensor could not run (the status is `error`).
+    pub const RUN: Metric = Metric::new("run");
+    pub const FRESHNESS_SECONDS: Metric = Metric::new("freshness_seconds");
+    pub const EVENT_TIME_LAG_SECONDS: Metric = Metric::new("event_time_lag_seconds");
+    pub const COMMIT_GAP_SECONDS: Metric = Metric::new("commit_gap_seconds");
+    pub const ROWS_ADDED: Metric = Metric { name: "rows_added", counts_anomalies: true };
+    pub const ROWS_DELETED: Metric = Metric::new("rows_deleted");
+    pub const TOTAL_ROWS: Metric = Metric::new("total_rows");
+    pub const SCHEMA_CHANGE: Metric = Metric::new("schema_change");
+    pub const SCHEMA_EXPECTATION: Metric = Metric::new("schema_expectation");
+    pub const COLUMN_COUNT: Metric = Metric::new("column_count");
+    /// One statistic of one column of a batch (`column` and `statistic` are set).
+    pub const DISTRIBUTION_VALUE: Metric = Metric { name: "value", counts_anomalies: true };
+    /// The drift tests of one column against its reference batches.
+    pub const DRIFT: Metric = Metric::new("drift");
+    /// One stage of a declared pipeline.
+    pub const STAGE: Metric = Metric::new("stage");
+
+    /// A metric whose anomalies are not counted (only the seed `*_anomaly_total` families count).
+    pub const fn new(name: &'static str) -> Metric {
+        Metric { name, counts_anomalies: false }
+    }
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::Run => "run",
-            Metric::FreshnessSeconds => "freshness_seconds",
-            Metric::EventTimeLagSeconds => "event_time_lag_seconds",
-            Metric::CommitGapSeconds => "commit_gap_seconds",
-            Metric::RowsAdded => "rows_added",
-            Metric::RowsDeleted => "rows_deleted",
-            Metric::TotalRows => "total_rows",
-            Metric::SchemaChange => "schema_change",
-            Metric::SchemaExpectation => "schema_expectation",
-            Metric::ColumnCount => "column_count",
-            Metric::DistributionValue => "value",
-            Metric::Drift => "drift",
-            Metric::Stage => "stage",
-        }
+        self.name
     }
 
     /// Whether each anomalous value of this metric is counted once (per snapshot) in an
     /// `*_anomaly_total` counter.
     pub fn counts_anomalies(self) -> bool {
-        matches!(self, Metric::RowsAdded | Metric::DistributionValue)
+        self.counts_anomalies
     }
 }
 
@@ -178,49 +176,52 @@ impl Serialize for Metric {
 /// A fact a sensor exports as it is, not judged (files, bytes, thresholds, drift statistics).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reading {
-    pub gauge: Gauge,
-    /// The values of the family's labels after `table` (and `layer`, where it has one), in order.
+    pub family: &'static Family,
+    /// The values of the family's own labels (after `table`, and `layer` where it has one).
     pub labels: Vec<String>,
     pub value: f64,
 }
 
 impl Reading {
-    pub fn new(gauge: Gauge, value: f64) -> Reading {
-        Reading { gauge, labels: Vec::new(), value }
+    pub fn new(family: &'static Family, value: f64) -> Reading {
+        Reading { family, labels: Vec::new(), value }
     }
 
-    pub fn labelled(gauge: Gauge, labels: &[&str], value: f64) -> Reading {
-        Reading { gauge, labels: labels.iter().map(|label| label.to_string()).collect(), value }
+    pub fn labelled(family: &'static Family, labels: &[&str], value: f64) -> Reading {
+        Reading { family, labels: labels.iter().map(|label| label.to_string()).collect(), value }
     }
 }
 
-/// The exported families a [`Reading`] can set (docs/metrics.md describes each).
+/// An exported family that a sensor's [`Reading`]s set, declared as a `static` in the sensor's
+/// module and listed by [`Sensor::families`]; the exporter registers every listed family once.
+/// docs/metrics.md describes each (a test checks that every registered family is documented).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The family's own labels, after `table` and (when `with_layer`) `layer`.
+    pub labels: &'static [&'static str],
+    pub with_layer: bool,
+    pub export: Export,
+}
+
+impl Family {
+    /// A gauge labelled `table, layer`.
+    pub const fn table_gauge(name: &'static str, help: &'static str) -> Family {
+        Family { name, help, labels: &[], with_layer: true, export: Export::Gauge }
+    }
+}
+
+/// How a [`Reading`] sets its family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Gauge {
-    FreshnessSeconds,
-    FreshnessWarningThresholdSeconds,
-    FreshnessCriticalThresholdSeconds,
-    LastCommitTimestampSeconds,
-    EventTimeLagSeconds,
-    MaxEventTimestampSeconds,
-    /// Labels: `partition_date`; only the newest date is kept per table.
-    RowCount,
-    RowsDeleted,
-    FilesAdded,
-    BytesAdded,
-    Files,
-    SizeBytes,
-    SchemaColumnCount,
-    /// A counter that catches up to the value. Labels: `change_type`.
-    SchemaChangesTotal,
-    /// Labels: `change_type`.
-    SchemaLastChangeTimestampSeconds,
-    SchemaExpectationViolations,
-    /// Labels: `column` (the drift families).
-    DriftPsi,
-    DriftKsStatistic,
-    DriftKsPvalue,
-    DriftChi2Pvalue,
+pub enum Export {
+    /// A gauge set to the value.
+    Gauge,
+    /// A gauge of which only the newest label set is kept per table: a reading with other
+    /// labels replaces the previous series (`data_row_count{partition_date}`).
+    LatestPerTable,
+    /// A counter that catches up to the value (a count the table's metadata holds).
+    CatchUpCounter,
 }
 
 /// A sensor kind. Implementations read the table (IO allowed) and return steps; they must not
@@ -242,6 +243,18 @@ pub trait Sensor: Send + Sync {
     /// reads for the metadata kinds; for distribution, a scan of the files the unseen
     /// snapshots added.
     fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>>;
+
+    /// The families this sensor's readings set. Declared here so the exporter registers them
+    /// without knowing the kind.
+    fn families(&self) -> &'static [&'static Family] {
+        &[]
+    }
+
+    /// How this kind's `[tables."ns.name".KIND]` section is read and documented. The first four
+    /// kinds return `None`: config reads their sections into typed fields of [`TableConfig`].
+    fn section(&self) -> Option<SectionSpec> {
+        None
+    }
 }
 
 /// Every sensor kind this build has: one line per kind.

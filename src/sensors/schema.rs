@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use futures::future::BoxFuture;
 
-use super::{Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, format_ms};
+use super::{
+    Evaluation, Export, Family, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, format_ms,
+};
 use crate::config::{SchemaConfig, SensorKind};
 use crate::history::{Event, Point, SeriesKey};
 
@@ -244,7 +246,7 @@ pub fn events(table_name: &str, observation: &SchemaObservation) -> Vec<Event> {
 }
 
 pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObservation) -> Vec<Evaluation> {
-    let kind = SensorKind::Schema;
+    let kind = SensorKind::SCHEMA;
     let mut results = Vec::new();
     let recent_since = observation.now_ms - config.recent.as_millis() as i64;
     for change in observation.changes.iter().filter(|change| change.changed_at_ms >= recent_since) {
@@ -253,7 +255,7 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
         let mut evaluation = Evaluation::new(
             table_name,
             kind,
-            Metric::SchemaChange,
+            Metric::SCHEMA_CHANGE,
             status,
             format!("{} (schema {} → {}, at {when})", change.detail, change.from_schema_id, change.to_schema_id),
         )
@@ -274,7 +276,7 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
             Some(_) => continue,
         };
         let mut evaluation =
-            Evaluation::new(table_name, kind, Metric::SchemaExpectation, status, message).at(observation.now_ms, None);
+            Evaluation::new(table_name, kind, Metric::SCHEMA_EXPECTATION, status, message).at(observation.now_ms, None);
         evaluation.column = Some(column.clone());
         results.push(evaluation);
     }
@@ -284,7 +286,7 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
                 let mut evaluation = Evaluation::new(
                     table_name,
                     kind,
-                    Metric::SchemaExpectation,
+                    Metric::SCHEMA_EXPECTATION,
                     Status::Warning,
                     format!("unexpected column `{column}` ({found}) is not in `expect`"),
                 )
@@ -304,7 +306,7 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
         crate::config::duration_to_string(config.recent)
     );
     results.push(
-        Evaluation::new(table_name, kind, Metric::ColumnCount, Status::Ok, message)
+        Evaluation::new(table_name, kind, Metric::COLUMN_COUNT, Status::Ok, message)
             .with_value(observation.column_count as f64)
             .at(observation.now_ms, None),
     );
@@ -315,9 +317,34 @@ pub fn judge(table_name: &str, config: &SchemaConfig, observation: &SchemaObserv
 /// window: one judged step stores the change events and the column count.
 pub struct SchemaSensor;
 
+static COLUMN_COUNT: Family = Family::table_gauge("schema_column_count", "Top-level columns in the current schema.");
+static CHANGES_TOTAL: Family = Family {
+    name: "schema_changes_total",
+    help: "Schema changes seen in the table's schema history.",
+    labels: &["change_type"],
+    with_layer: false,
+    export: Export::CatchUpCounter,
+};
+static LAST_CHANGE_TIMESTAMP_SECONDS: Family = Family {
+    name: "schema_last_change_timestamp_seconds",
+    help: "Unix time of the newest schema change of that type.",
+    labels: &["change_type"],
+    with_layer: false,
+    export: Export::Gauge,
+};
+static EXPECTATION_VIOLATIONS: Family =
+    Family::table_gauge("schema_expectation_violations", "Columns that break the declared schema.expect baseline.");
+
+static FAMILIES: [&Family; 4] =
+    [&COLUMN_COUNT, &CHANGES_TOTAL, &LAST_CHANGE_TIMESTAMP_SECONDS, &EXPECTATION_VIOLATIONS];
+
 impl Sensor for SchemaSensor {
     fn kind(&self) -> SensorKind {
-        SensorKind::Schema
+        SensorKind::SCHEMA
+    }
+
+    fn families(&self) -> &'static [&'static Family] {
+        &FAMILIES
     }
 
     fn observe<'a>(&'a self, input: &'a Input<'a>) -> BoxFuture<'a, Result<Observed<'a>, SensorError>> {
@@ -326,7 +353,7 @@ impl Sensor for SchemaSensor {
             let name = input.config.name.as_str();
             let observation = observe(input.table, input.now_ms);
             let column_count = Point {
-                series: SeriesKey::new(name, SensorKind::Schema.as_str(), Metric::ColumnCount.as_str(), &[]),
+                series: SeriesKey::new(name, SensorKind::SCHEMA.as_str(), Metric::COLUMN_COUNT.as_str(), &[]),
                 observed_at_ms: input.table.metadata().last_updated_ms(),
                 snapshot_id: input.table.metadata().current_snapshot_id(),
                 value: observation.column_count as f64,
@@ -344,7 +371,7 @@ impl Sensor for SchemaSensor {
 /// up to them, so a restart neither loses nor double-counts a change), the newest change of
 /// each type and the expectations violated.
 fn readings(observation: &SchemaObservation, evaluations: &[Evaluation]) -> Vec<Reading> {
-    let mut readings = vec![Reading::new(Gauge::SchemaColumnCount, observation.column_count as f64)];
+    let mut readings = vec![Reading::new(&COLUMN_COUNT, observation.column_count as f64)];
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
     for change in &observation.changes {
@@ -353,17 +380,13 @@ fn readings(observation: &SchemaObservation, evaluations: &[Evaluation]) -> Vec<
         *at = (*at).max(change.changed_at_ms);
     }
     for (change_type, count) in counts {
-        readings.push(Reading::labelled(Gauge::SchemaChangesTotal, &[change_type], count as f64));
+        readings.push(Reading::labelled(&CHANGES_TOTAL, &[change_type], count as f64));
     }
     for (change_type, at_ms) in newest {
-        readings.push(Reading::labelled(
-            Gauge::SchemaLastChangeTimestampSeconds,
-            &[change_type],
-            at_ms as f64 / 1000.0,
-        ));
+        readings.push(Reading::labelled(&LAST_CHANGE_TIMESTAMP_SECONDS, &[change_type], at_ms as f64 / 1000.0));
     }
-    let violations = evaluations.iter().filter(|evaluation| evaluation.metric == Metric::SchemaExpectation).count();
-    readings.push(Reading::new(Gauge::SchemaExpectationViolations, violations as f64));
+    let violations = evaluations.iter().filter(|evaluation| evaluation.metric == Metric::SCHEMA_EXPECTATION).count();
+    readings.push(Reading::new(&EXPECTATION_VIOLATIONS, violations as f64));
     readings
 }
 

@@ -10,8 +10,8 @@ use futures::future::BoxFuture;
 
 use super::snapshots::{Commit, CommitOperation, commits};
 use super::{
-    Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest, Windows,
-    human_number,
+    Evaluation, Export, Family, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest,
+    Windows, human_number,
 };
 use crate::config::{Seasonality, SensorKind, TableConfig, VolumeConfig};
 use crate::history::{Point, SeriesKey};
@@ -80,11 +80,11 @@ fn latest_data_change(history: &[Commit]) -> Option<Commit> {
 }
 
 pub fn rows_added_series(table_name: &str) -> SeriesKey {
-    SeriesKey::new(table_name, SensorKind::Volume.as_str(), Metric::RowsAdded.as_str(), &[])
+    SeriesKey::new(table_name, SensorKind::VOLUME.as_str(), Metric::ROWS_ADDED.as_str(), &[])
 }
 
 pub fn total_rows_series(table_name: &str) -> SeriesKey {
-    SeriesKey::new(table_name, SensorKind::Volume.as_str(), Metric::TotalRows.as_str(), &[])
+    SeriesKey::new(table_name, SensorKind::VOLUME.as_str(), Metric::TOTAL_ROWS.as_str(), &[])
 }
 
 /// Rows added per append and total rows per snapshot, backfilled from the snapshot log.
@@ -127,14 +127,14 @@ pub fn judge(
     observation: &VolumeObservation,
     windows: &Windows,
 ) -> Vec<Evaluation> {
-    let kind = SensorKind::Volume;
+    let kind = SensorKind::VOLUME;
     let mut results = Vec::new();
     let Some(newest) = observation.appends.last() else {
         let status = if observation.current.is_some() { Status::Ok } else { Status::InsufficientHistory };
         results.push(Evaluation::new(
             table_name,
             kind,
-            Metric::RowsAdded,
+            Metric::ROWS_ADDED,
             status,
             "the table has no append commit yet".to_string(),
         ));
@@ -209,7 +209,7 @@ pub fn judge(
             ),
         }
     };
-    let mut evaluation = Evaluation::new(table_name, kind, Metric::RowsAdded, status, message)
+    let mut evaluation = Evaluation::new(table_name, kind, Metric::ROWS_ADDED, status, message)
         .with_value(rows)
         .with_score(scored.as_ref(), Measure::RowsAdded)
         .at(newest.timestamp_ms, Some(newest.snapshot_id));
@@ -228,7 +228,7 @@ pub fn judge(
             Evaluation::new(
                 table_name,
                 kind,
-                Metric::RowsDeleted,
+                Metric::ROWS_DELETED,
                 Status::Ok,
                 format!(
                     "the newest data commit is {article} `{}` that removed {} record(s) and wrote {} (net {}{}): a deliberate change, not a volume drop",
@@ -254,7 +254,7 @@ pub fn judge(
             Evaluation::new(
                 table_name,
                 kind,
-                Metric::TotalRows,
+                Metric::TOTAL_ROWS,
                 Status::Ok,
                 format!("{} rows{files}", human_number(total as f64)),
             )
@@ -295,9 +295,29 @@ fn seasonal_reference<'p>(past: &[&'p Point], at_ms: i64, config: &VolumeConfig)
 /// appends before it.
 pub struct VolumeSensor;
 
+static ROW_COUNT: Family = Family {
+    name: "data_row_count",
+    help: "Total records in the current snapshot; partition_date is the UTC date of the latest data commit.",
+    labels: &["partition_date"],
+    with_layer: true,
+    export: Export::LatestPerTable,
+};
+static ROWS_DELETED: Family = Family::table_gauge("data_rows_deleted", "Records deleted by the latest data commit.");
+static FILES_ADDED: Family = Family::table_gauge("data_files_added", "Data files added by the latest data commit.");
+static BYTES_ADDED: Family =
+    Family::table_gauge("data_bytes_added", "Bytes of data files added by the latest data commit.");
+static FILES: Family = Family::table_gauge("data_files", "Data files in the current snapshot.");
+static SIZE_BYTES: Family = Family::table_gauge("data_size_bytes", "Bytes of data files in the current snapshot.");
+
+static FAMILIES: [&Family; 6] = [&ROW_COUNT, &ROWS_DELETED, &FILES_ADDED, &BYTES_ADDED, &FILES, &SIZE_BYTES];
+
 impl Sensor for VolumeSensor {
     fn kind(&self) -> SensorKind {
-        SensorKind::Volume
+        SensorKind::VOLUME
+    }
+
+    fn families(&self) -> &'static [&'static Family] {
+        &FAMILIES
     }
 
     fn progress(&self, table: &TableConfig) -> Option<(SeriesKey, usize)> {
@@ -352,16 +372,16 @@ fn readings(observation: &VolumeObservation) -> Vec<Reading> {
     let mut readings = Vec::new();
     if let Some(latest) = &observation.latest_data_commit {
         let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
-        readings.push(Reading::new(Gauge::RowsDeleted, deleted as f64));
-        readings.push(Reading::new(Gauge::FilesAdded, latest.added_files.unwrap_or(0) as f64));
-        readings.push(Reading::new(Gauge::BytesAdded, latest.added_bytes.unwrap_or(0) as f64));
+        readings.push(Reading::new(&ROWS_DELETED, deleted as f64));
+        readings.push(Reading::new(&FILES_ADDED, latest.added_files.unwrap_or(0) as f64));
+        readings.push(Reading::new(&BYTES_ADDED, latest.added_bytes.unwrap_or(0) as f64));
     }
     if let Some(current) = &observation.current {
         if let Some(files) = current.total_files {
-            readings.push(Reading::new(Gauge::Files, files as f64));
+            readings.push(Reading::new(&FILES, files as f64));
         }
         if let Some(bytes) = current.total_bytes {
-            readings.push(Reading::new(Gauge::SizeBytes, bytes as f64));
+            readings.push(Reading::new(&SIZE_BYTES, bytes as f64));
         }
         if let Some(total) = current.total_records {
             let date_ms =
@@ -369,7 +389,7 @@ fn readings(observation: &VolumeObservation) -> Vec<Reading> {
             let date = chrono::DateTime::from_timestamp_millis(date_ms)
                 .map(|time| time.format("%Y-%m-%d").to_string())
                 .unwrap_or_default();
-            readings.push(Reading::labelled(Gauge::RowCount, &[&date], total as f64));
+            readings.push(Reading::labelled(&ROW_COUNT, &[&date], total as f64));
         }
     }
     readings

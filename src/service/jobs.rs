@@ -125,7 +125,7 @@ timeout = "1m"
         let jobs = sensor_jobs(&config);
         let keys: Vec<String> = jobs.iter().map(|job| job.key.to_string()).collect();
         assert_eq!(keys, ["bronze.raw_trades/freshness", "bronze.raw_trades/volume", "gold.daily/schema"]);
-        assert_eq!(jobs[0].key.kind, SensorKind::Freshness);
+        assert_eq!(jobs[0].key.kind, SensorKind::FRESHNESS);
         assert_eq!(jobs[0].key.table.as_str(), "bronze.raw_trades");
         assert_eq!(jobs[0].timeout, Duration::from_secs(65), "the sensor's timeout plus the slack");
         assert_eq!(jobs[1].timeout, Duration::from_secs(25));
@@ -144,7 +144,7 @@ timeout = "1m"
         assert!(
             metrics.encode().contains(r#"icewatch_sensor_skipped_runs_total{sensor="schema",table="gold.daily"} 0"#)
         );
-        let job = SensorJob { table: TableName::parse("gold.daily").expect("table name"), kind: SensorKind::Schema };
+        let job = SensorJob { table: TableName::parse("gold.daily").expect("table name"), kind: SensorKind::SCHEMA };
         events.run_skipped(&job);
         assert_eq!(skipped("gold.daily", "schema"), 1);
     }

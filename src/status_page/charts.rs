@@ -107,7 +107,7 @@ pub fn volume_points(table: &str, config: &VolumeConfig, preceding: &[Point], sh
         }
         let evaluation = volume::judge(table, config, &observation, &windows)
             .into_iter()
-            .find(|evaluation| evaluation.metric == crate::sensors::Metric::RowsAdded);
+            .find(|evaluation| evaluation.metric == crate::sensors::Metric::ROWS_ADDED);
         let band = evaluation.as_ref().and_then(|evaluation| evaluation.expected_lower.zip(evaluation.expected_upper));
         let anomaly =
             evaluation.is_some_and(|evaluation| matches!(evaluation.status, Status::Warning | Status::Critical));

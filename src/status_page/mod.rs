@@ -152,11 +152,11 @@ async fn table_history(store: &HistoryStore, table: &TableConfig, view: &render:
                 let live = view
                     .results
                     .iter()
-                    .filter(|result| result.sensor == SensorKind::Freshness)
+                    .filter(|result| result.sensor == SensorKind::FRESHNESS)
                     .flat_map(|result| {
                         result.evaluations.iter().map(move |evaluation| (result.finished_at_ms, evaluation))
                     })
-                    .find(|(_, evaluation)| evaluation.metric == crate::sensors::Metric::CommitGapSeconds);
+                    .find(|(_, evaluation)| evaluation.metric == crate::sensors::Metric::COMMIT_GAP_SECONDS);
                 if let Some((at_ms, evaluation)) = live
                     && let Some(value) = evaluation.value
                     && points.last().is_none_or(|last| last.at_ms < at_ms)
@@ -189,7 +189,7 @@ async fn table_history(store: &HistoryStore, table: &TableConfig, view: &render:
         }
     }
     if table.schema.is_some() {
-        let series = SeriesKey::new(name, SensorKind::Schema.as_str(), "column_count", &[]);
+        let series = SeriesKey::new(name, SensorKind::SCHEMA.as_str(), "column_count", &[]);
         match points_with_history(store, &series, 0).await {
             Ok((_, shown)) => charts.push(Chart {
                 series: "schema/column_count".to_string(),
@@ -204,7 +204,7 @@ async fn table_history(store: &HistoryStore, table: &TableConfig, view: &render:
     if let Some(config) = &table.distribution {
         match store.series_for_table(name).await {
             Ok(all_series) => {
-                for series in all_series.into_iter().filter(|series| series.sensor == SensorKind::Distribution.as_str())
+                for series in all_series.into_iter().filter(|series| series.sensor == SensorKind::DISTRIBUTION.as_str())
                 {
                     match points_with_history(store, &series, config.settings.window).await {
                         Ok((preceding, shown)) => {

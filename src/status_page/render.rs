@@ -440,8 +440,8 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
     fn result(status: Status) -> SensorResult {
         let mut evaluation = Evaluation::new(
             "bronze.events",
-            SensorKind::Schema,
-            crate::sensors::Metric::SchemaExpectation,
+            SensorKind::SCHEMA,
+            crate::sensors::Metric::SCHEMA_EXPECTATION,
             status,
             format!("column `{HOSTILE}` is missing"),
         );
@@ -449,7 +449,7 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
         SensorResult {
             table: "bronze.events".to_string(),
             layer: "<b>bronze</b>".to_string(),
-            sensor: SensorKind::Schema,
+            sensor: SensorKind::SCHEMA,
             evaluations: vec![evaluation],
             finished_at_ms: 1_000,
             duration: std::time::Duration::from_millis(3),

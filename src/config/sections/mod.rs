@@ -6,8 +6,10 @@
 //!   keeps and serves.
 //! - `tables.rs`: `[defaults]`, `[tables."ns.name"]` and the scoring keys every sensor shares.
 //! - `sensors.rs`: the four sensor sub-tables (`freshness`, `volume`, `schema`, `distribution`).
+//! - `kinds.rs`: the sub-tables of the kinds that declare their own (`Sensor::section`).
 //! - `pipelines.rs`: `[pipelines.NAME]` and `[lineage]`.
 
+pub(super) mod kinds;
 pub(super) mod pipelines;
 pub(super) mod sensors;
 pub(super) mod service;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::diagnostics::{did_you_mean, shortened};
 use crate::config::reader::{Key, Reader, Section, join, key_names, parse_schedule, positive, span_pair};
+use crate::config::sections::kinds::{SectionReader, SectionSpec};
 use crate::config::{Defaults, SensorKind, SensorSettings, TableConfig, TableName};
 use crate::stats::Direction;
 
@@ -169,6 +170,7 @@ impl Reader<'_> {
         let Some(section) = self.section(root, "tables") else {
             return Vec::new();
         };
+        let kinds = declared_kinds();
         let mut tables = Vec::new();
         // Where each table was first declared, by its name with whitespace trimmed: TOML sees
         // `"a.b"` and `"a.b "` as two keys, but they are meant as one table.
@@ -199,25 +201,31 @@ impl Reader<'_> {
                 }
             };
             let Some(table) = self.section(&section, key) else { continue };
-            if let Some(table) = self.table(&table, name, defaults) {
+            if let Some(table) = self.table(&table, name, defaults, &kinds) {
                 tables.push(table);
             }
         }
         tables
     }
 
-    fn table(&mut self, section: &Section<'_>, name: Option<TableName>, defaults: &Defaults) -> Option<TableConfig> {
-        let table_keys = key_names(&[TABLE_KEYS]);
+    fn table(
+        &mut self,
+        section: &Section<'_>,
+        name: Option<TableName>,
+        defaults: &Defaults,
+        kinds: &DeclaredKinds,
+    ) -> Option<TableConfig> {
+        let mut table_keys = key_names(&[TABLE_KEYS]);
+        table_keys.extend(kinds.sections.iter().map(|(kind, _)| kind.as_str()));
         for (key, _) in section.table.iter() {
             if table_keys.contains(&key) {
                 continue;
             }
             let span = section.table.key(key).and_then(|key| key.span());
-            let kinds: Vec<&str> = SensorKind::TABLE_KINDS.iter().map(|kind| kind.as_str()).collect();
             let suggestion = did_you_mean(key, &table_keys)
                 .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                 .unwrap_or_default();
-            let kinds = kinds.iter().map(|kind| format!("`{kind}`")).collect::<Vec<_>>().join(", ");
+            let kinds = kinds.all.iter().map(|kind| format!("`{kind}`")).collect::<Vec<_>>().join(", ");
             self.problem(
                 span,
                 &join(&section.path, key),
@@ -232,6 +240,15 @@ impl Reader<'_> {
         let volume = self.section(section, "volume").map(|sensor| self.volume(&sensor, defaults));
         let schema = self.section(section, "schema").map(|sensor| self.schema(&sensor, defaults));
         let distribution = self.section(section, "distribution").map(|sensor| self.distribution(&sensor, defaults));
+        let mut sections = BTreeMap::new();
+        for (kind, spec) in &kinds.sections {
+            let Some(sensor) = self.section(section, kind.as_str()) else { continue };
+            self.check_keys(&sensor, &[spec.keys, SENSOR_COMMON_KEYS], &format!("a {kind} sensor"));
+            let mut reader = SectionReader::new(self, &sensor, defaults, spec.window_key);
+            if let Some(parsed) = (spec.parse)(&mut reader) {
+                sections.insert(*kind, parsed);
+            }
+        }
         Some(TableConfig {
             name: name?,
             layer,
@@ -239,6 +256,22 @@ impl Reader<'_> {
             volume: volume.flatten(),
             schema: schema.flatten(),
             distribution: distribution.flatten(),
+            sections,
         })
+    }
+}
+
+/// The kinds this build has, and the sections of those that declare their own.
+pub(in crate::config) struct DeclaredKinds {
+    pub all: Vec<SensorKind>,
+    pub sections: Vec<(SensorKind, SectionSpec)>,
+}
+
+/// Every kind of the sensor registry, with its section spec where it declares one.
+pub(in crate::config) fn declared_kinds() -> DeclaredKinds {
+    let registry = crate::sensors::registry();
+    DeclaredKinds {
+        all: registry.iter().map(|sensor| sensor.kind()).collect(),
+        sections: registry.iter().filter_map(|sensor| Some((sensor.kind(), sensor.section()?))).collect(),
     }
 }

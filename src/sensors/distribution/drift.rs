@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(loud[0].1.status, Status::Critical, "{loud:?}");
         assert!(loud[0].1.ks_p_value.unwrap() < 1e-6);
         let evaluations = judge("db.t", &config, &shifted, &Windows::new(), Some(&loud));
-        let drift = evaluations.iter().find(|evaluation| evaluation.metric == Metric::Drift).unwrap();
+        let drift = evaluations.iter().find(|evaluation| evaluation.metric == Metric::DRIFT).unwrap();
         assert_eq!(drift.status, Status::Critical);
         assert!(drift.message.contains("KS"), "{}", drift.message);
     }

@@ -28,8 +28,8 @@ pub fn series(table_name: &str, profile: &BatchProfile) -> Vec<Point> {
 pub fn series_key(table_name: &str, column: &str, statistic: Statistic) -> SeriesKey {
     SeriesKey::new(
         table_name,
-        SensorKind::Distribution.as_str(),
-        Metric::DistributionValue.as_str(),
+        SensorKind::DISTRIBUTION.as_str(),
+        Metric::DISTRIBUTION_VALUE.as_str(),
         &[("column", column), ("statistic", statistic.as_str())],
     )
 }
@@ -101,7 +101,7 @@ pub fn judge(
             human_number(value.value)
         );
         let mut evaluation =
-            Evaluation::new(table_name, SensorKind::Distribution, Metric::DistributionValue, status, message)
+            Evaluation::new(table_name, SensorKind::DISTRIBUTION, Metric::DISTRIBUTION_VALUE, status, message)
                 .with_value(value.value)
                 .with_score(score.as_ref(), measure)
                 .at(newest.timestamp_ms, Some(newest.snapshot_id));
@@ -113,7 +113,7 @@ pub fn judge(
         let status = if skipped.misconfigured { Status::Error } else { Status::Ok };
         let message = format!("`{}` of `{}` has no value: {}", skipped.statistic, skipped.column, skipped.reason);
         let mut evaluation =
-            Evaluation::new(table_name, SensorKind::Distribution, Metric::DistributionValue, status, message)
+            Evaluation::new(table_name, SensorKind::DISTRIBUTION, Metric::DISTRIBUTION_VALUE, status, message)
                 .at(newest.timestamp_ms, Some(newest.snapshot_id));
         evaluation.column = Some(skipped.column.clone());
         evaluation.statistic = Some(skipped.statistic.as_str().to_string());
@@ -122,8 +122,8 @@ pub fn judge(
     for (column, result) in drift.unwrap_or_default() {
         let mut evaluation = Evaluation::new(
             table_name,
-            SensorKind::Distribution,
-            Metric::Drift,
+            SensorKind::DISTRIBUTION,
+            Metric::DRIFT,
             result.status,
             format!("drift of `{column}`: {}", result.describe(&config.drift)),
         )
@@ -249,6 +249,6 @@ mod tests {
         let results = judge("db.t", &config(), &newest, &windows(&history), None);
         assert!(results.iter().all(|evaluation| evaluation.status == Status::InsufficientHistory));
         assert!(results.iter().all(|evaluation| evaluation.column.as_deref() == Some("amount")
-            && evaluation.metric == Metric::DistributionValue));
+            && evaluation.metric == Metric::DISTRIBUTION_VALUE));
     }
 }

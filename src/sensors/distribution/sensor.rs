@@ -9,7 +9,7 @@ use super::{
 };
 use crate::config::{SensorKind, TableConfig};
 use crate::history::SeriesKey;
-use crate::sensors::{Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step};
+use crate::sensors::{Evaluation, Export, Family, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step};
 
 /// Profiles the batches the store has not seen, judging each against the batches before it;
 /// the newest also gets the drift tests. When nothing new was committed, the newest batch's
@@ -17,9 +17,29 @@ use crate::sensors::{Evaluation, Gauge, Input, Metric, Observed, Reading, Sensor
 /// snapshot added, so that costs one batch, not the table.
 pub struct DistributionSensor;
 
+/// A drift family, labelled `table, column`.
+const fn drift_family(name: &'static str, help: &'static str) -> Family {
+    Family { name, help, labels: &["column"], with_layer: false, export: Export::Gauge }
+}
+static DRIFT_PSI: Family =
+    drift_family("data_drift_psi", "Population stability index of the newest batch against the reference.");
+static DRIFT_KS_STATISTIC: Family =
+    drift_family("data_drift_ks_statistic", "Kolmogorov-Smirnov statistic of the newest batch against the reference.");
+static DRIFT_KS_PVALUE: Family = drift_family("data_drift_ks_pvalue", "Kolmogorov-Smirnov p-value.");
+static DRIFT_CHI2_PVALUE: Family = drift_family(
+    "data_drift_chi2_pvalue",
+    "Chi-square p-value of the newest batch's categories against the reference.",
+);
+
+static FAMILIES: [&Family; 4] = [&DRIFT_PSI, &DRIFT_KS_STATISTIC, &DRIFT_KS_PVALUE, &DRIFT_CHI2_PVALUE];
+
 impl Sensor for DistributionSensor {
     fn kind(&self) -> SensorKind {
-        SensorKind::Distribution
+        SensorKind::DISTRIBUTION
+    }
+
+    fn families(&self) -> &'static [&'static Family] {
+        &FAMILIES
     }
 
     fn progress(&self, table: &TableConfig) -> Option<(SeriesKey, usize)> {
@@ -114,28 +134,28 @@ async fn steps<'a>(input: &'a Input<'a>) -> Result<Observed<'a>, SensorError> {
 
 /// A drift test over an incomplete reference is at least a warning, and says what is missing.
 fn degrade_drift(evaluations: &mut [Evaluation], incomplete: &str) {
-    for evaluation in evaluations.iter_mut().filter(|evaluation| evaluation.metric == Metric::Drift) {
+    for evaluation in evaluations.iter_mut().filter(|evaluation| evaluation.metric == Metric::DRIFT) {
         evaluation.status = evaluation.status.max(Status::Warning);
         evaluation.message = format!("{incomplete}; {}", evaluation.message);
     }
 }
 
 fn value_result(table: &str, status: Status, message: String) -> Evaluation {
-    Evaluation::new(table, SensorKind::Distribution, Metric::DistributionValue, status, message)
+    Evaluation::new(table, SensorKind::DISTRIBUTION, Metric::DISTRIBUTION_VALUE, status, message)
 }
 
 /// The drift statistics of each column, as they are (non-finite values are not exported).
 fn drift_readings(drift: &[(String, super::DriftResult)]) -> Vec<Reading> {
     let mut readings = Vec::new();
     for (column, result) in drift {
-        for (gauge, value) in [
-            (Gauge::DriftPsi, result.psi),
-            (Gauge::DriftKsStatistic, result.ks_statistic),
-            (Gauge::DriftKsPvalue, result.ks_p_value),
-            (Gauge::DriftChi2Pvalue, result.chi_square_p_value),
+        for (family, value) in [
+            (&DRIFT_PSI, result.psi),
+            (&DRIFT_KS_STATISTIC, result.ks_statistic),
+            (&DRIFT_KS_PVALUE, result.ks_p_value),
+            (&DRIFT_CHI2_PVALUE, result.chi_square_p_value),
         ] {
             if let Some(value) = value.filter(|value| value.is_finite()) {
-                readings.push(Reading::labelled(gauge, &[column], value));
+                readings.push(Reading::labelled(family, &[column], value));
             }
         }
     }
