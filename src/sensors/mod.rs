@@ -12,6 +12,7 @@
 
 pub mod distribution;
 pub(crate) mod freshness;
+pub(crate) mod health;
 mod manifest_cache;
 pub(crate) mod schema;
 pub mod snapshots;
@@ -264,6 +265,7 @@ pub fn registry() -> Vec<Box<dyn Sensor>> {
         Box::new(volume::VolumeSensor),
         Box::new(schema::SchemaSensor),
         Box::new(distribution::DistributionSensor),
+        Box::new(health::HealthSensor::default()),
     ]
 }
 

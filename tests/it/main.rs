@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod distribution;
 mod dockerfile;
+mod health;
 mod history;
 mod http_limits;
 mod lineage;
