@@ -10,7 +10,9 @@
 //! - At most [`connection_limit`] connections are open at once: 256, or half the open-file limit
 //!   when that is lower, so the sensors keep the other half. At the cap, the connection that has
 //!   waited longest without a request running (at least [`EVICTION_GRACE`]) is closed to make
-//!   room; when none has, the new connection is closed at once. Neither waits in a queue.
+//!   room (the new one waits, up to [`EVICTION_WAIT`], until the evicted one's socket is closed,
+//!   so the cap bounds descriptors, not just table entries); when none has, the new connection
+//!   is closed at once. Neither waits in a queue.
 //! - TLS handshakes run inside the connection's slot, under [`TLS_HANDSHAKE_TIMEOUT`].
 //! - On stop, the listener closes, idle connections close, and requests running get up to
 //!   [`SHUTDOWN_DRAIN`] to finish.
@@ -63,6 +65,8 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// The most a connection buffers: request headers beyond it get 431. hyper's default (~400 KiB)
 /// would let the capped connections hold about 100 MiB of half-sent headers.
 const MAX_BUFFER_BYTES: usize = 64 * 1024;
+/// At the cap, how long a new connection waits for an evicted one to close before it is refused.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// After an accept error other than a client giving up (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -137,7 +141,26 @@ pub async fn serve(
                 }
             }
         };
-        let Some(slot) = connections.admit(&refusals) else {
+        let slot = loop {
+            // Created before the table is read, so a slot freed in between still wakes it.
+            let freed = connections.closed.notified();
+            match connections.admit(&refusals) {
+                Admission::Admitted(slot) => break Some(slot),
+                Admission::Refused => break None,
+                // An evicted connection frees its slot only once its socket is closed: waiting
+                // for that keeps the descriptors held by connections within the cap, also in a
+                // burst that evicts faster than the evicted tasks run.
+                Admission::Evicting => tokio::select! {
+                    _ = stop.cancelled() => break None,
+                    freed = tokio::time::timeout(EVICTION_WAIT, freed) => {
+                        if freed.is_err() {
+                            break None;
+                        }
+                    }
+                },
+            }
+        };
+        let Some(slot) = slot else {
             refusals.connection_limit.inc();
             tracing::debug!(%peer, limit = connections.limit, "connection refused: too many open");
             continue;
@@ -317,6 +340,16 @@ struct Waiting {
     /// `None` while a request runs.
     since: Option<Instant>,
     evict: CancellationToken,
+    /// Evicted, its task not yet done closing it.
+    evicting: bool,
+}
+
+/// What [`Connections::admit`] decided for a new connection.
+enum Admission {
+    Admitted(Slot),
+    /// A connection is being evicted to make room: wait for a slot to free, then ask again.
+    Evicting,
+    Refused,
 }
 
 /// A connection's place in [`Connections`], freed on drop.
@@ -341,26 +374,35 @@ impl Connections {
         self.table().len()
     }
 
-    /// A slot for a new connection, evicting the longest-waiting one at the cap; `None` when
-    /// the cap is reached and no connection has waited [`EVICTION_GRACE`].
-    fn admit(self: &Arc<Self>, refusals: &Refusals) -> Option<Slot> {
+    /// A slot for a new connection when there is room. At the cap, evicts the connection that
+    /// has waited longest (at least [`EVICTION_GRACE`]) and says to wait for a slot to free; an
+    /// evicted connection keeps its slot until its socket is closed. Refused when the cap is
+    /// reached and no connection is or can be evicted.
+    fn admit(self: &Arc<Self>, refusals: &Refusals) -> Admission {
         let now = Instant::now();
         let mut open = self.table();
         if open.len() >= self.limit {
-            let (&oldest, _) = open
+            let oldest = open
                 .iter()
-                .filter_map(|(id, waiting)| Some((id, waiting.since?)))
+                .filter(|(_, waiting)| !waiting.evicting)
+                .filter_map(|(id, waiting)| Some((*id, waiting.since?)))
                 .filter(|(_, since)| now.duration_since(*since) >= EVICTION_GRACE)
-                .min_by_key(|(_, since)| *since)?;
-            if let Some(evicted) = open.remove(&oldest) {
-                evicted.evict.cancel();
+                .min_by_key(|(_, since)| *since);
+            if let Some(waiting) = oldest.and_then(|(id, _)| open.get_mut(&id)) {
+                waiting.evicting = true;
+                waiting.evict.cancel();
                 refusals.evicted.inc();
+                return Admission::Evicting;
             }
+            if open.values().any(|waiting| waiting.evicting) {
+                return Admission::Evicting;
+            }
+            return Admission::Refused;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let evicted = CancellationToken::new();
-        open.insert(id, Waiting { since: Some(now), evict: evicted.clone() });
-        Some(Slot { id, connections: self.clone(), evicted, requests: AtomicU64::new(0) })
+        open.insert(id, Waiting { since: Some(now), evict: evicted.clone(), evicting: false });
+        Admission::Admitted(Slot { id, connections: self.clone(), evicted, requests: AtomicU64::new(0) })
     }
 
     fn set_since(&self, id: u64, since: Option<Instant>) {
@@ -392,11 +434,8 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut open = self.connections.table();
-        open.remove(&self.id);
-        if open.is_empty() {
-            self.connections.closed.notify_waiters();
-        }
+        self.connections.table().remove(&self.id);
+        self.connections.closed.notify_waiters();
     }
 }
 
@@ -429,26 +468,39 @@ mod tests {
         assert_eq!(connection_limit(Some(20)), MIN_CONNECTIONS);
     }
 
+    impl Admission {
+        fn slot(self) -> Option<Slot> {
+            match self {
+                Admission::Admitted(slot) => Some(slot),
+                _ => None,
+            }
+        }
+    }
+
     #[test]
     fn at_the_cap_the_longest_waiting_connection_makes_room_and_busy_ones_stay() {
         let (family, refusals) = refusals();
         let connections = Arc::new(Connections::new(2));
-        let busy = connections.admit(&refusals).unwrap();
+        let busy = connections.admit(&refusals).slot().unwrap();
         let _running = busy.request_started();
-        let waiting = connections.admit(&refusals).unwrap();
+        let waiting = connections.admit(&refusals).slot().unwrap();
         // Both are younger than the grace: the third is refused.
-        assert!(connections.admit(&refusals).is_none());
+        assert!(matches!(connections.admit(&refusals), Admission::Refused));
         // Once the waiting one is old enough, it is the one evicted; the busy one never is.
         let old = Instant::now().checked_sub(EVICTION_GRACE * 2).unwrap();
         connections.set_since(waiting.id, Some(old));
-        let newcomer = connections.admit(&refusals).unwrap();
+        assert!(matches!(connections.admit(&refusals), Admission::Evicting));
         assert!(waiting.evicted.is_cancelled() && !busy.evicted.is_cancelled());
-        assert_eq!(connections.open(), 2);
-        assert!(connections.admit(&refusals).is_none());
         assert_eq!(family.with_label_values(&["evicted"]).get(), 1);
-        // The evicted slot's drop does not free the newcomer's place.
-        drop(waiting);
+        // Until the evicted connection is closed (its slot dropped) it holds its place: the
+        // newcomer waits, and no second connection is evicted for it.
+        assert!(matches!(connections.admit(&refusals), Admission::Evicting));
+        assert_eq!(family.with_label_values(&["evicted"]).get(), 1);
         assert_eq!(connections.open(), 2);
+        drop(waiting);
+        let newcomer = connections.admit(&refusals).slot().unwrap();
+        assert_eq!(connections.open(), 2);
+        assert!(matches!(connections.admit(&refusals), Admission::Refused));
         drop(newcomer);
         assert_eq!(connections.open(), 1);
     }
@@ -457,7 +509,7 @@ mod tests {
     async fn all_closed_resolves_when_the_last_slot_drops() {
         let (_, refusals) = refusals();
         let connections = Arc::new(Connections::new(4));
-        let slot = connections.admit(&refusals).unwrap();
+        let slot = connections.admit(&refusals).slot().unwrap();
         let waiter = tokio::spawn({
             let connections = connections.clone();
             async move { connections.all_closed().await }

@@ -194,7 +194,11 @@ fn stalled_headers_are_cut_off_and_leave_healthz_and_the_sensors_their_file_desc
         })
         .find(|runs| *runs > runs_before)
         .unwrap_or_else(|| total_runs(&metrics));
-    assert!(runs_after > runs_before, "no sensor run during the test: {runs_before} then {runs_after}");
+    assert!(
+        runs_after > runs_before,
+        "no sensor run during the test: {runs_before} then {runs_after}; log:\n{}",
+        icewatch.log_text()
+    );
     let log = icewatch.log_text();
     assert!(!log.contains("Too many open files"), "{log}");
 }
