@@ -102,6 +102,56 @@ pub struct CatalogConfig {
 #[derive(Clone, Debug)]
 pub struct HistoryConfig {
     pub location: HistoryLocation,
+    pub retention: PointRetention,
+}
+
+/// How long history points are kept (`[history]` `retention`, `sensor_retention`, `keep_points`).
+/// The service deletes older points at start-up and hourly; the newest `keep_points` of every
+/// series stay whatever their age, so a count window of a table that commits rarely stays full.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointRetention {
+    pub max_age: Duration,
+    /// Per sensor kind (`distribution`, ...), instead of `max_age`.
+    pub by_sensor: BTreeMap<String, Duration>,
+    pub keep_points: usize,
+}
+
+impl PointRetention {
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
+    pub const DEFAULT_KEEP_POINTS: usize = 1000;
+
+    /// How long the points of `sensor`'s series are kept.
+    pub fn max_age(&self, sensor: &str) -> Duration {
+        self.by_sensor.get(sensor).copied().unwrap_or(self.max_age)
+    }
+
+    /// This retention, raised where `tables` need more: at least twice the longest volume time
+    /// window, and at least twice the largest point window, kept whatever their age.
+    pub fn covering(&self, tables: &[TableConfig]) -> PointRetention {
+        let longest_window = tables.iter().filter_map(|table| table.volume.as_ref()).map(|volume| volume.window).max();
+        let most_points = tables
+            .iter()
+            .flat_map(|table| table.sensor_kinds().into_iter().filter_map(|kind| table.settings(kind)))
+            .map(|settings| settings.window)
+            .max()
+            .unwrap_or(0);
+        let floor = longest_window.map_or(Duration::ZERO, |window| window * 2);
+        PointRetention {
+            max_age: self.max_age.max(floor),
+            by_sensor: self.by_sensor.iter().map(|(sensor, age)| (sensor.clone(), (*age).max(floor))).collect(),
+            keep_points: self.keep_points.max(most_points.saturating_mul(2)),
+        }
+    }
+}
+
+impl Default for PointRetention {
+    fn default() -> Self {
+        PointRetention {
+            max_age: Self::DEFAULT_MAX_AGE,
+            by_sensor: BTreeMap::new(),
+            keep_points: Self::DEFAULT_KEEP_POINTS,
+        }
+    }
 }
 
 /// `[server]`: where `/metrics` listens, how it shuts down, and its optional TLS and basic auth

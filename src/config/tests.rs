@@ -65,3 +65,31 @@ fn escape_invisible_leaves_ordinary_unicode_alone() {
     assert_eq!(reader::escape_invisible("ns.tëst☃"), "ns.tëst☃");
     assert_eq!(reader::escape_invisible("a\nb\u{200b}"), r"a\u{000a}b\u{200b}");
 }
+
+#[test]
+fn history_retention_reads_its_keys_and_covers_the_longest_windows() {
+    let text = format!(
+        "{MINIMAL}uri = \"sqlite://c.db\"\n[history]\nretention = \"30d\"\nkeep_points = 50\n\
+         sensor_retention = {{ distribution = \"20d\" }}\n\
+         [tables.\"a.b\".volume]\nwindow = \"60d\"\npoints = 400\n"
+    );
+    let config = parse_with_env(&text, &[]).expect("valid");
+    let retention = &config.history.retention;
+    assert_eq!((retention.max_age(VOLUME), retention.max_age(DISTRIBUTION)), (days(30), days(20)));
+    // A 60-day volume window and 400 points need more than the file says: both are raised.
+    let covering = retention.covering(&config.tables);
+    assert_eq!((covering.max_age(VOLUME), covering.max_age(DISTRIBUTION)), (days(120), days(120)));
+    assert_eq!(covering.keep_points, 800);
+
+    let unknown =
+        format!("{MINIMAL}uri = \"sqlite://c.db\"\n[history]\nsensor_retention = {{ distributon = \"20d\" }}\n");
+    let error = parse_with_env(&unknown, &[]).unwrap_err().to_string();
+    assert!(error.contains("unknown sensor kind `distributon` (did you mean `distribution`?)"), "{error}");
+}
+
+const VOLUME: &str = "volume";
+const DISTRIBUTION: &str = "distribution";
+
+fn days(count: u64) -> Duration {
+    Duration::from_secs(count * 86_400)
+}

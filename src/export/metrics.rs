@@ -55,6 +55,7 @@ pub struct Metrics {
     pub icewatch_scheduler_lag_seconds: prometheus::Gauge,
     pub icewatch_history_points: IntGauge,
     pub icewatch_push_failures_total: prometheus::IntCounter,
+    pub icewatch_history_points_deleted_total: prometheus::IntCounter,
     pub icewatch_lineage_events_refused_total: IntCounterVec,
     pub icewatch_last_push_success_timestamp_seconds: prometheus::Gauge,
     pub icewatch_http_refused_total: IntCounterVec,
@@ -178,6 +179,12 @@ impl Metrics {
         let icewatch_history_points =
             IntGauge::new("icewatch_history_points", "Observations held in the history store.").expect("valid metric");
         registry.register(Box::new(icewatch_history_points.clone())).expect("register once");
+        let icewatch_history_points_deleted_total = prometheus::IntCounter::new(
+            "icewatch_history_points_deleted_total",
+            "History points deleted past their retention (history.retention, history.keep_points).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(icewatch_history_points_deleted_total.clone())).expect("register once");
         let icewatch_push_failures_total = prometheus::IntCounter::new(
             "icewatch_push_failures_total",
             "Failed pushes to the Pushgateway, after retries.",
@@ -342,6 +349,7 @@ impl Metrics {
             ),
             icewatch_scheduler_lag_seconds,
             icewatch_history_points,
+            icewatch_history_points_deleted_total,
             icewatch_push_failures_total,
             icewatch_lineage_events_refused_total: counter(
                 r,

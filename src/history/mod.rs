@@ -7,6 +7,7 @@
 //! time and its snapshot id (a missing snapshot id counts as one value of its own). Each
 //! `append` is one transaction: after a crash, a batch is either wholly there or not at all.
 
+pub mod retention;
 mod sql;
 
 use std::collections::HashMap;
@@ -641,6 +642,59 @@ impl HistoryStore {
                 .map_err(&query_error)?
                 .rows_affected()
         });
+        Ok(deleted)
+    }
+
+    /// Every series by its store id, with its sensor kind (for retention).
+    pub async fn series_sensors(&self) -> Result<Vec<(i64, String)>, HistoryError> {
+        let query_error = self.query_error("list series");
+        let rows: Vec<(i64, String)> = on_backend!(&self.backend, pool => {
+            sqlx::query_as(sql::SELECT_SERIES_SENSORS).fetch_all(pool).await.map_err(&query_error)?
+        });
+        Ok(rows)
+    }
+
+    /// The time of the series' `keep`-th newest point; `None` when it holds fewer. Points
+    /// strictly older than it are the ones beyond the newest `keep`.
+    pub async fn newest_points_since(&self, series_id: i64, keep: usize) -> Result<Option<i64>, HistoryError> {
+        let offset = i64::try_from(keep.saturating_sub(1)).unwrap_or(i64::MAX);
+        let query_error = self.query_error("find the newest points of a series");
+        let found: Option<i64> = on_backend!(&self.backend, pool => {
+            sqlx::query_scalar(sql::NTH_NEWEST_POINT)
+                .bind(series_id)
+                .bind(offset)
+                .fetch_optional(pool)
+                .await
+                .map_err(&query_error)?
+        });
+        Ok(found)
+    }
+
+    /// Deletes about `limit` of the series' oldest points observed before `before_ms` (one
+    /// bounded statement: call again while it returns `limit` or more); returns how many went.
+    pub async fn delete_points_before(
+        &self,
+        series_id: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<u64, HistoryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query_error = self.query_error("delete old points");
+        let deleted = on_backend!(&self.backend, pool => {
+            sqlx::query(sql::DELETE_POINTS_BEFORE)
+                .bind(series_id)
+                .bind(before_ms)
+                .bind(limit)
+                .execute(pool)
+                .await
+                .map_err(&query_error)?
+                .rows_affected()
+        });
+        let tally = &self.tally.points;
+        let _ =
+            tally.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |count| {
+                Some(count.saturating_sub(deleted))
+            });
         Ok(deleted)
     }
 

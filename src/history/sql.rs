@@ -154,4 +154,16 @@ pub const DELETE_EVENTS_BEFORE: &str = "DELETE FROM icewatch_events WHERE id IN 
 
 pub const POINT_COUNT: &str = "SELECT COUNT(*) FROM icewatch_points";
 
+pub const SELECT_SERIES_SENSORS: &str = "SELECT id, sensor FROM icewatch_series ORDER BY id";
+
+/// The time of the `$2 + 1`-th newest point of a series (none when it has fewer).
+pub const NTH_NEWEST_POINT: &str = "SELECT observed_at_ms FROM icewatch_points WHERE series_id = $1
+    ORDER BY observed_at_ms DESC LIMIT 1 OFFSET $2";
+
+/// At most about `$3` of a series' oldest points observed before `$2` (points sharing a time go
+/// together). Both dialects, and the identity index serves both the select and the delete.
+pub const DELETE_POINTS_BEFORE: &str = "DELETE FROM icewatch_points WHERE series_id = $1 AND observed_at_ms IN (
+    SELECT observed_at_ms FROM icewatch_points WHERE series_id = $1 AND observed_at_ms < $2
+    ORDER BY observed_at_ms ASC LIMIT $3)";
+
 pub const SQLITE_INTEGRITY_CHECK: &str = "PRAGMA integrity_check";

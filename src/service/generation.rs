@@ -1,7 +1,8 @@
 //! A generation: one configuration at work, its pipeline plus its first pass and scheduler, and
-//! the sweep that deletes OpenLineage events past `lineage.retention`. A reload prepares the next
-//! generation beside the running one and swaps them only once the new one opened; the swap
-//! itself (and what it does to the metrics) is `serve`'s.
+//! the sweeps that delete OpenLineage events past `lineage.retention` and history points past
+//! `history.retention`. A reload prepares the next generation beside the running one and swaps
+//! them only once the new one opened; the swap itself (and what it does to the metrics) is
+//! `serve`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +31,8 @@ pub(super) struct Generation {
     running: Pin<Box<dyn Future<Output = ShutdownReport<SensorJob>>>>,
     /// Set once `running` has finished (it only does after `stop` or the shutdown).
     report: Option<ShutdownReport<SensorJob>>,
-    /// The lineage retention sweep (at the start, then hourly) until `stop`.
+    /// The retention sweeps of lineage events and history points (at the start, then hourly)
+    /// until `stop`.
     retention: JoinHandle<()>,
 }
 
@@ -44,7 +46,18 @@ impl Generation {
     ) -> Generation {
         let stop = shutdown.child_token();
         // `serve` puts this generation's lineage in force before starting it.
-        let retention = tokio::spawn(state.lineage().keep_retention(stop.clone()));
+        let lineage_retention = state.lineage().keep_retention(stop.clone());
+        let config = pipeline.config();
+        let deleted = metrics.icewatch_history_points_deleted_total.clone();
+        let point_retention = crate::history::retention::keep(
+            pipeline.history().clone(),
+            config.history.retention.covering(&config.tables),
+            move |count| deleted.inc_by(count),
+            stop.clone(),
+        );
+        let retention = tokio::spawn(async move {
+            tokio::join!(lineage_retention, point_retention);
+        });
         let running = Box::pin(run_generation(pipeline.clone(), state, pusher, metrics, stop.clone()));
         Generation { pipeline, stop, running, report: None, retention }
     }

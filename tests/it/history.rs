@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use icewatch::history::*;
 use serde_json::json;
 
+use crate::common;
 use crate::postgres::{PostgresServer, postgres_bindir, random_u64};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -322,4 +323,99 @@ fn postgres_round_trip_survives_reopen() {
         assert!(!chain.contains(wrong), "{chain}");
         assert!(!chain.contains(&server.password), "{chain}");
     });
+}
+
+/// 400 daily points of one series and 3 old points of another: a sweep with 90 days and 50 kept
+/// points deletes the first's 310 oldest and none of the second's, in bounded statements.
+async fn retention_scenario(store: &HistoryStore) {
+    use icewatch::config::PointRetention;
+    const DAY_MS: i64 = 86_400_000;
+    let daily = SeriesKey::new("ret.daily", "volume", "rows_added", &[]);
+    let rare = SeriesKey::new("ret.rare", "freshness", "commit_gap_seconds", &[]);
+    let points = |series: &SeriesKey, days: std::ops::Range<i64>| -> Vec<Point> {
+        days.map(|day| Point {
+            series: series.clone(),
+            observed_at_ms: day * DAY_MS,
+            snapshot_id: Some(day),
+            value: 1.0,
+        })
+        .collect()
+    };
+    store.append(&points(&daily, 0..400)).await.unwrap();
+    store.append(&points(&rare, 0..3)).await.unwrap();
+    let retention =
+        PointRetention { max_age: Duration::from_secs(90 * 86_400), by_sensor: Default::default(), keep_points: 50 };
+    let now_ms = 400 * DAY_MS;
+    let deleted = icewatch::history::retention::sweep(store, &retention, now_ms).await.unwrap();
+    assert_eq!(deleted, 310, "{}", store.location());
+    let left = store.range(&daily, 0, now_ms).await.unwrap();
+    assert_eq!((left.len(), left[0].observed_at_ms), (90, 310 * DAY_MS), "{}", store.location());
+    assert_eq!(store.range(&rare, 0, now_ms).await.unwrap().len(), 3);
+    assert_eq!(store.point_count().await.unwrap(), 93);
+    assert_eq!(icewatch::history::retention::sweep(store, &retention, now_ms).await.unwrap(), 0);
+}
+
+#[test]
+fn retention_deletes_old_points_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime().block_on(async {
+        let store = HistoryStore::open(&HistoryLocation::Sqlite(dir.path().join("history.db"))).await.unwrap();
+        retention_scenario(&store).await;
+        store.close().await;
+    });
+    let Some(bindir) = postgres_bindir() else {
+        eprintln!("retention on PostgreSQL skipped: PostgreSQL server binaries (initdb, postgres) not found");
+        return;
+    };
+    let server = PostgresServer::start(&bindir);
+    runtime().block_on(async {
+        let store = open_store(&server).await;
+        retention_scenario(&store).await;
+        store.close().await;
+    });
+}
+
+/// The running service sweeps at start-up: 2,000 points of 100 days ago in a series of their
+/// own go, down to the newest the retention keeps, and the counter says how many.
+#[test]
+fn the_service_deletes_points_past_their_retention_when_it_starts() {
+    use crate::service::{Icewatch, demo_config, prepare_demo};
+    const DAY_MS: i64 = 86_400_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let warehouse = prepare_demo(dir.path());
+    let port = common::free_port();
+    let config = demo_config(&warehouse, "retention.toml", port, "0 0 0 1 1 *", "");
+    let text = common::read(&config).replacen(
+        "path = \"icewatch-history.db\"",
+        "path = \"icewatch-history.db\"\nkeep_points = 10",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let old = SeriesKey::new("bronze.raw_trades", "volume", "retired_metric", &[]);
+    let start_ms = chrono::Utc::now().timestamp_millis() - 100 * DAY_MS;
+    let history = warehouse.dir.join("icewatch-history.db");
+    runtime().block_on(async {
+        let store = HistoryStore::open(&HistoryLocation::Sqlite(history.clone())).await.unwrap();
+        let points: Vec<Point> = (0..2000)
+            .map(|index| Point { series: old.clone(), observed_at_ms: start_ms + index, snapshot_id: None, value: 1.0 })
+            .collect();
+        assert_eq!(store.append(&points).await.unwrap(), 2000);
+        store.close().await;
+    });
+    let icewatch = Icewatch::start(&config, port);
+    let deleted = common::wait_for("the start-up retention sweep", Duration::from_secs(30), || {
+        let metrics = icewatch.metrics();
+        let line = metrics.lines().find(|line| line.starts_with("icewatch_history_points_deleted_total "))?;
+        let deleted: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        (deleted > 0.0).then_some(deleted)
+    });
+    drop(icewatch);
+    let left = runtime().block_on(async {
+        let store = HistoryStore::open(&HistoryLocation::Sqlite(history)).await.unwrap();
+        store.range(&old, 0, i64::MAX).await.unwrap().len()
+    });
+    // The demo's largest window decides how many stay (twice it, at least `keep_points`); the
+    // demo's own points are two days old and stay.
+    assert_eq!(left + deleted as usize, 2000, "{deleted} deleted, {left} left");
+    assert!((10..2000).contains(&left), "{deleted} deleted, {left} left");
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::config::diagnostics::shortened;
 use crate::config::reader::{Key, Reader, Section, join};
 use crate::config::{
-    CatalogConfig, CatalogKind, DEFAULT_LISTEN, HistoryConfig, PasswordHash, PushgatewayConfig, Secret, ServerConfig,
-    ServerTlsConfig,
+    CatalogConfig, CatalogKind, DEFAULT_LISTEN, HistoryConfig, PasswordHash, PointRetention, PushgatewayConfig, Secret,
+    ServerConfig, ServerTlsConfig,
 };
 use crate::history::HistoryLocation;
 
@@ -58,11 +58,28 @@ pub(in crate::config) const CATALOG_KEYS: &[Key] = &[
 
 const CATALOG_TYPES: &[&str] = &["sql", "rest"];
 
-pub(in crate::config) const HISTORY_KEYS: &[Key] = &[Key {
-    name: "path",
-    default: r#"`"icewatch-history.db"`"#,
-    doc: "A SQLite file (relative to the config file; created when missing; `sqlite://` prefix allowed) or a `postgres://` URI for a shared, durable history.",
-}];
+pub(in crate::config) const HISTORY_KEYS: &[Key] = &[
+    Key {
+        name: "path",
+        default: r#"`"icewatch-history.db"`"#,
+        doc: "A SQLite file (relative to the config file; created when missing; `sqlite://` prefix allowed) or a `postgres://` URI for a shared, durable history.",
+    },
+    Key {
+        name: "retention",
+        default: r#"`"90d"`"#,
+        doc: "Points older than this are deleted (at start-up, then hourly, in bounded steps), except each series' newest `keep_points`. Raised to twice the longest volume `window` of the config when that is longer.",
+    },
+    Key {
+        name: "sensor_retention",
+        default: "`{}`",
+        doc: "Per sensor kind, a retention instead of `retention` for that kind's series, e.g. `{ distribution = \"30d\" }`.",
+    },
+    Key {
+        name: "keep_points",
+        default: "`1000`",
+        doc: "The newest points of every series kept whatever their age, so a count window of a table that commits rarely stays full. Raised to twice the largest `window` (or volume `points`) of the config when that is larger.",
+    },
+];
 
 pub(in crate::config) const SERVER_KEYS: &[Key] = &[
     Key {
@@ -229,7 +246,10 @@ impl Reader<'_> {
                 return None;
             }
             let HistoryLocation::Sqlite(path) = default_path() else { return None };
-            return Some(HistoryConfig { location: HistoryLocation::Sqlite(self.resolve(&path.to_string_lossy())) });
+            return Some(HistoryConfig {
+                location: HistoryLocation::Sqlite(self.resolve(&path.to_string_lossy())),
+                retention: PointRetention::default(),
+            });
         };
         self.check_keys(&section, &[HISTORY_KEYS], "[history]");
         let location = match self.string(&section, "path") {
@@ -248,7 +268,45 @@ impl Reader<'_> {
                 HistoryLocation::Sqlite(self.resolve(file))
             }
         };
-        Some(HistoryConfig { location })
+        let retention = self.point_retention(&section);
+        Some(HistoryConfig { location, retention })
+    }
+
+    fn point_retention(&mut self, section: &Section<'_>) -> PointRetention {
+        let mut retention = PointRetention::default();
+        if let Some(max_age) = self.duration(section, "retention") {
+            retention.max_age = max_age;
+        }
+        if let Some(keep) = self.integer(section, "keep_points", 1, 100_000_000) {
+            retention.keep_points = keep as usize;
+        }
+        if let Some(by_sensor) = self.section(section, "sensor_retention") {
+            let kinds: Vec<&str> = crate::config::sections::tables::declared_kinds()
+                .all
+                .iter()
+                .map(|kind| kind.as_str())
+                .filter(|kind| *kind != "lineage")
+                .collect();
+            for (sensor, _) in by_sensor.table.iter() {
+                if !kinds.contains(&sensor) {
+                    let span = by_sensor.table.key(sensor).and_then(|key| key.span());
+                    let suggestion = crate::config::did_you_mean(sensor, &kinds)
+                        .map(|candidate| format!(" (did you mean `{candidate}`?)"))
+                        .unwrap_or_default();
+                    let message = format!(
+                        "unknown sensor kind `{}`{suggestion}; valid kinds are {}",
+                        shortened(sensor),
+                        kinds.iter().map(|kind| format!("`{kind}`")).collect::<Vec<_>>().join(", ")
+                    );
+                    self.problem(span, &join(&by_sensor.path, sensor), message);
+                    continue;
+                }
+                if let Some(max_age) = self.duration(&by_sensor, sensor) {
+                    retention.by_sensor.insert(sensor.to_string(), max_age);
+                }
+            }
+        }
+        retention
     }
 
     pub(super) fn server(&mut self, root: &Section<'_>) -> Option<ServerConfig> {
