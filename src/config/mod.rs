@@ -299,7 +299,20 @@ pub struct FreshnessConfig {
     pub critical_after: Option<Duration>,
     /// Event-time column whose max gives the event-time lag.
     pub timestamp_column: Option<String>,
+    /// Which commits count as the table receiving data (for the age and the cadence).
+    pub counts: FreshnessCounts,
     pub settings: SensorSettings,
+}
+
+/// `freshness.counts`: which commits make a table fresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FreshnessCounts {
+    /// Commits that added rows (an append, or an overwrite's new rows): data is arriving.
+    #[default]
+    Arrivals,
+    /// Any commit that added or removed records (deletes too): for tables where a delete is
+    /// the writer's signal.
+    AnyDataChange,
 }
 
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use super::{
     Evaluation, Family, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest, Windows,
     human_seconds,
 };
-use crate::config::{FreshnessConfig, SensorKind};
+use crate::config::{FreshnessConfig, FreshnessCounts, SensorKind};
 use crate::history::{Point, SeriesKey};
 use crate::judging::{self, Measure};
 use crate::stats::{Direction, score};
@@ -28,10 +28,16 @@ use crate::stats::{Direction, score};
 #[derive(Clone, Debug)]
 pub struct FreshnessObservation {
     pub now_ms: i64,
-    /// The newest commit that changed data, if the table ever had one.
+    /// The newest commit that counts as data (`freshness.counts`: an arrival of rows by
+    /// default), if the table ever had one.
     pub last_data_commit: Option<Commit>,
-    /// Data-changing commits, oldest first: (snapshot id, commit time).
+    /// The commits that count, oldest first: (snapshot id, commit time).
     pub data_commits: Vec<(i64, i64)>,
+    /// What counted.
+    pub counts: FreshnessCounts,
+    /// The newer commits that did not count, as a message names them (`delete`, empty `append`),
+    /// each kind once, oldest first.
+    pub skipped_since: Vec<String>,
     /// The newest snapshot of any kind (a compaction after the last data commit shows here).
     pub last_commit: Option<Commit>,
     pub event_time: Option<EventTime>,
@@ -75,9 +81,45 @@ pub async fn observe(
     cache: &ManifestBoundsCache,
 ) -> Result<FreshnessObservation, SensorError> {
     let history = commits(table.metadata());
-    let mut data: Vec<&Commit> = history.iter().filter(|commit| commit.is_data_change()).collect();
-    // One table commit is one data change for the cadence, even when it published several
-    // snapshots (an overwrite as `delete` + `append`): keep the last snapshot of each.
+    let counted = counted_commits(&history, config.counts);
+    let event_time = match &config.timestamp_column {
+        Some(column) => max_event_time(table, table_name, column, cache).await?,
+        None => None,
+    };
+    Ok(FreshnessObservation {
+        now_ms,
+        last_data_commit: counted.data.last().map(|commit| (*commit).clone()),
+        data_commits: counted.data.iter().map(|commit| (commit.snapshot_id, commit.timestamp_ms)).collect(),
+        counts: config.counts,
+        skipped_since: counted.skipped_since,
+        last_commit: history.last().cloned(),
+        event_time,
+    })
+}
+
+/// The commits that count for freshness, and what came after the last of them.
+struct Counted<'h> {
+    /// Oldest first, one per table commit (an overwrite written as `delete` + `append` in one
+    /// transaction is one data change for the cadence: its last snapshot).
+    data: Vec<&'h Commit>,
+    /// The newer commits that did not count, each kind once, oldest first.
+    skipped_since: Vec<String>,
+}
+
+fn counted_commits(history: &[Commit], counts: FreshnessCounts) -> Counted<'_> {
+    let counts_as_data = |commit: &Commit| match counts {
+        FreshnessCounts::Arrivals => commit.is_arrival(),
+        FreshnessCounts::AnyDataChange => commit.is_data_change(),
+    };
+    let newest_counted = history.iter().rposition(counts_as_data);
+    let mut skipped_since: Vec<String> = Vec::new();
+    for commit in &history[newest_counted.map_or(0, |index| index + 1)..] {
+        let described = commit.describe_without_rows();
+        if !skipped_since.contains(&described) {
+            skipped_since.push(described);
+        }
+    }
+    let mut data: Vec<&Commit> = history.iter().filter(|commit| counts_as_data(commit)).collect();
     data.dedup_by(|later, earlier| {
         let same = later.table_commit == earlier.table_commit;
         if same {
@@ -85,17 +127,7 @@ pub async fn observe(
         }
         same
     });
-    let event_time = match &config.timestamp_column {
-        Some(column) => max_event_time(table, table_name, column, cache).await?,
-        None => None,
-    };
-    Ok(FreshnessObservation {
-        now_ms,
-        last_data_commit: data.last().map(|commit| (*commit).clone()),
-        data_commits: data.iter().map(|commit| (commit.snapshot_id, commit.timestamp_ms)).collect(),
-        last_commit: history.last().cloned(),
-        event_time,
-    })
+    Counted { data, skipped_since }
 }
 
 /// Inter-commit gaps, one point per data commit after the first: backfilled from the snapshot
@@ -140,12 +172,16 @@ pub fn judge(
 ) -> Vec<Evaluation> {
     let kind = SensorKind::FRESHNESS;
     let Some(last) = &observation.last_data_commit else {
-        let message = match &observation.last_commit {
-            Some(commit) => format!(
+        let message = match (&observation.last_commit, observation.counts) {
+            (Some(_), FreshnessCounts::Arrivals) => format!(
+                "no commit in the table's history added rows (it has only {} commits)",
+                observation.skipped_since.join(" and ")
+            ),
+            (Some(commit), FreshnessCounts::AnyDataChange) => format!(
                 "no data-changing commit in the table's history (latest commit is a `{}` that changed no records)",
                 commit.operation.as_str()
             ),
-            None => "the table has no snapshot: it never received data".to_string(),
+            (None, _) => "the table has no snapshot: it never received data".to_string(),
         };
         return vec![Evaluation::new(table_name, kind, Metric::FRESHNESS_SECONDS, Status::Critical, message)];
     };
@@ -155,11 +191,17 @@ pub fn judge(
     let (status, verdict) = threshold_status(age, config);
     // The append half of an overwrite written as `delete` + `append` in one commit.
     let operation = if last.replaces_rows { "overwrite: delete + append" } else { last.operation.as_str() };
-    let mut message = format!("last data commit ({operation}) {} ago{}", human_seconds(age), verdict);
-    if let Some(latest) = &observation.last_commit
-        && latest.snapshot_id != last.snapshot_id
-    {
-        message.push_str(&format!("; newer `{}` commit(s) since then changed no data", latest.operation.as_str()));
+    let what = match observation.counts {
+        FreshnessCounts::Arrivals => "last commit that added rows",
+        FreshnessCounts::AnyDataChange => "last data commit",
+    };
+    let mut message = format!("{what} ({operation}) {} ago{}", human_seconds(age), verdict);
+    if !observation.skipped_since.is_empty() {
+        let changed = match observation.counts {
+            FreshnessCounts::Arrivals => "added no rows",
+            FreshnessCounts::AnyDataChange => "changed no data",
+        };
+        message.push_str(&format!("; newer {} commits {changed}", observation.skipped_since.join(" and ")));
     }
     let mut freshness = Evaluation::new(table_name, kind, Metric::FRESHNESS_SECONDS, status, message)
         .with_value(age)
@@ -543,6 +585,8 @@ mod tests {
             now_ms: 1_000_000_000,
             last_data_commit: Some(commit(1, 1_000_000_000 - age_s * 1000, CommitOperation::Append, 10)),
             data_commits: vec![(1, 1_000_000_000 - age_s * 1000)],
+            counts: FreshnessCounts::Arrivals,
+            skipped_since: Vec::new(),
             last_commit: None,
             event_time: None,
         };
@@ -558,6 +602,8 @@ mod tests {
             now_ms: 0,
             last_data_commit: None,
             data_commits: vec![],
+            counts: FreshnessCounts::Arrivals,
+            skipped_since: vec!["`replace`".to_string()],
             last_commit: Some(commit(1, 0, CommitOperation::Replace, 0)),
             event_time: None,
         };
@@ -572,11 +618,49 @@ mod tests {
             now_ms: 0,
             last_data_commit: None,
             data_commits: vec![(1, 0), (2, 60_000), (3, 180_000)],
+            counts: FreshnessCounts::Arrivals,
+            skipped_since: Vec::new(),
             last_commit: None,
             event_time: None,
         };
         let points = series("a.b", &observation);
         assert_eq!(points.iter().map(|point| point.value).collect::<Vec<_>>(), vec![60.0, 120.0]);
         assert_eq!(points[1].snapshot_id, Some(3));
+    }
+
+    #[test]
+    fn deletes_and_empty_appends_do_not_make_a_table_fresh_unless_any_change_counts() {
+        let empty = Commit { added_files: None, ..Commit::new(4, 4000, CommitOperation::Append, None) };
+        let history = vec![
+            commit(1, 1000, CommitOperation::Append, 10),
+            commit(2, 2000, CommitOperation::Append, 12),
+            Commit { deleted_records: Some(500), ..Commit::new(3, 3000, CommitOperation::Delete, None) },
+            empty,
+        ];
+        let arrivals = counted_commits(&history, FreshnessCounts::Arrivals);
+        assert_eq!(arrivals.data.iter().map(|commit| commit.snapshot_id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(arrivals.skipped_since, vec!["`delete`", "empty `append`"]);
+        let any = counted_commits(&history, FreshnessCounts::AnyDataChange);
+        assert_eq!(any.data.last().map(|commit| commit.snapshot_id), Some(3));
+        assert_eq!(any.skipped_since, vec!["empty `append`"]);
+
+        let config = config(1800, 7200);
+        let observation = FreshnessObservation {
+            now_ms: 2000 + 3 * 3_600_000,
+            last_data_commit: arrivals.data.last().map(|commit| (*commit).clone()),
+            data_commits: arrivals.data.iter().map(|commit| (commit.snapshot_id, commit.timestamp_ms)).collect(),
+            counts: FreshnessCounts::Arrivals,
+            skipped_since: arrivals.skipped_since.clone(),
+            last_commit: history.last().cloned(),
+            event_time: None,
+        };
+        let result = &judge("a.b", &config, &observation, &Windows::new())[0];
+        assert_eq!(result.status, Status::Critical, "{}", result.message);
+        assert!(
+            result.message.contains("last commit that added rows (append) 3h00m ago")
+                && result.message.contains("newer `delete` and empty `append` commits added no rows"),
+            "{}",
+            result.message
+        );
     }
 }

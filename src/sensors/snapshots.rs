@@ -94,6 +94,34 @@ impl Commit {
         self.added_files.unwrap_or(0) + self.deleted_files.unwrap_or(0) > 0
     }
 
+    /// The rows this commit added, however its writer recorded them: `added-records`, or zero
+    /// when that key is missing and no data file was added (PyIceberg writes an empty append so);
+    /// `None` when files were added but not counted.
+    pub fn added_rows(&self) -> Option<u64> {
+        match (self.added_records, self.added_files) {
+            (Some(rows), _) => Some(rows),
+            (None, None | Some(0)) => Some(0),
+            (None, Some(_)) => None,
+        }
+    }
+
+    /// Whether data arrived with this commit: an append or overwrite that added rows (or files
+    /// its writer did not count). A delete (retention, GDPR), a compaction, an empty append and a
+    /// metadata-only commit are not arrivals, though some of them are data changes.
+    pub fn is_arrival(&self) -> bool {
+        matches!(self.operation, CommitOperation::Append | CommitOperation::Overwrite) && self.added_rows() != Some(0)
+    }
+
+    /// How a commit that does not count as data for freshness reads in a message.
+    pub fn describe_without_rows(&self) -> String {
+        match self.operation {
+            CommitOperation::Append | CommitOperation::Overwrite if self.added_rows() == Some(0) => {
+                format!("empty `{}`", self.operation.as_str())
+            }
+            operation => format!("`{}`", operation.as_str()),
+        }
+    }
+
     /// An append whose rows are new data: not an overwrite (whose added rows are mostly
     /// rewritten ones), nor the insert half of an overwrite committed as `delete` + `append`.
     pub fn is_append(&self) -> bool {
@@ -189,6 +217,28 @@ mod tests {
 
     fn commit(operation: CommitOperation, added: Option<u64>, deleted: Option<u64>) -> Commit {
         Commit { deleted_records: deleted, ..Commit::new(1, 0, operation, added) }
+    }
+
+    #[test]
+    fn only_commits_that_added_rows_are_arrivals_however_the_count_was_recorded() {
+        let files = |added_files: Option<u64>, added: Option<u64>| Commit {
+            added_files,
+            ..Commit::new(1, 0, CommitOperation::Append, added)
+        };
+        assert!(files(Some(1), Some(10)).is_arrival());
+        // PyIceberg's empty append: no `added-records`, no `added-data-files`.
+        assert_eq!(files(None, None).added_rows(), Some(0));
+        assert!(!files(None, None).is_arrival());
+        assert!(!files(Some(0), None).is_arrival());
+        assert!(!files(Some(1), Some(0)).is_arrival());
+        // Files a writer added without counting their rows are an arrival of unknown size.
+        assert_eq!(files(Some(2), None).added_rows(), None);
+        assert!(files(Some(2), None).is_arrival());
+        assert!(!commit(CommitOperation::Delete, None, Some(3)).is_arrival());
+        assert!(!commit(CommitOperation::Replace, Some(100), Some(100)).is_arrival());
+        assert!(commit(CommitOperation::Overwrite, Some(5), Some(5)).is_arrival());
+        assert_eq!(files(None, None).describe_without_rows(), "empty `append`");
+        assert_eq!(commit(CommitOperation::Delete, None, Some(3)).describe_without_rows(), "`delete`");
     }
 
     #[test]

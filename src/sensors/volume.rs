@@ -98,7 +98,7 @@ pub fn series(table_name: &str, observation: &VolumeObservation) -> Vec<Point> {
             series: added.clone(),
             observed_at_ms: commit.timestamp_ms,
             snapshot_id: Some(commit.snapshot_id),
-            value: commit.added_records.unwrap_or(0) as f64,
+            value: commit.added_rows().unwrap_or(0) as f64,
         })
         .collect();
     points.extend(observation.totals.iter().map(|(snapshot_id, timestamp_ms, records)| Point {
@@ -140,7 +140,7 @@ pub fn judge(
         ));
         return results;
     };
-    let rows = newest.added_records.unwrap_or(0) as f64;
+    let rows = newest.added_rows().unwrap_or(0) as f64;
     let past: Vec<&Point> =
         windows.get(&rows_added_series(table_name)).map(|points| points.iter().collect()).unwrap_or_default();
     let (reference, like_note) = seasonal_reference(&past, newest.timestamp_ms, config);
@@ -151,8 +151,13 @@ pub fn judge(
     let deviation = deviation_percent(rows, &values);
     let window_text = crate::config::duration_to_string(config.window);
 
-    let (status, message) = if newest.added_records == Some(0) {
-        (Status::Critical, "the newest append commit added 0 rows".to_string())
+    let (status, message) = if newest.added_rows() == Some(0) {
+        let recorded = if newest.added_records.is_some() {
+            ""
+        } else {
+            " (its summary has no `added-records` and it added no data file)"
+        };
+        (Status::Critical, format!("the newest append commit added 0 rows{recorded}"))
     } else {
         match (&scored, deviation) {
             (None, _) => (
@@ -213,7 +218,7 @@ pub fn judge(
         .with_value(rows)
         .with_score(scored.as_ref(), Measure::RowsAdded)
         .at(newest.timestamp_ms, Some(newest.snapshot_id));
-    evaluation.deviation_percent = deviation.filter(|_| newest.added_records != Some(0) || !values.is_empty());
+    evaluation.deviation_percent = deviation.filter(|_| newest.added_rows() != Some(0) || !values.is_empty());
     results.push(evaluation);
 
     if let Some(latest) = &observation.latest_data_commit

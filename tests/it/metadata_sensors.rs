@@ -200,6 +200,53 @@ fn commit_kinds_volume_drops_and_short_history_get_the_right_verdicts() {
     assert_same_verdicts(&rebuilt, &report, "deleting the history store changed verdicts");
 }
 
+/// Freshness asks whether data arrives: a retention delete does not make a stale table fresh,
+/// and an empty append (PyIceberg records it with no `added-records` at all) is no arrival and
+/// is a zero-row append for volume.
+#[test]
+fn deletes_and_empty_appends_are_not_arrivals() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = pyiceberg(dir.path(), &["create"]);
+    let operations = |table: &str| -> Vec<&str> {
+        written[table].as_array().unwrap().iter().map(|snapshot| snapshot["operation"].as_str().unwrap()).collect()
+    };
+    assert_eq!(operations("it.retention").last(), Some(&"delete"));
+    assert_eq!(operations("it.empty_tail").last(), Some(&"append"));
+    let config = write_config(dir.path(), "arrivals.toml", "catalog.db", &["it.retention", "it.empty_tail"], "");
+    let (_, report) = check(&config);
+
+    // The last append is 3 days old (critical_after 2d); the delete of 25 minutes ago added no rows.
+    let retention = one(&report, "it.retention", "freshness", "freshness_seconds");
+    assert_eq!(status(retention), "critical", "{retention:#}");
+    let age = retention["value"].as_f64().unwrap();
+    assert!((3.0 * 86_400.0..3.0 * 86_400.0 + 600.0).contains(&age), "age {age}");
+    let message = retention["message"].as_str().unwrap();
+    assert!(message.contains("newer `delete` commits added no rows"), "{message}");
+    // The same table with deletes counting, as before: fresh.
+    let any_change = write_config(
+        dir.path(),
+        "any_change.toml",
+        "catalog.db",
+        &[],
+        "\n[tables.\"it.retention\".freshness]\nwarn_after = \"1d\"\ncritical_after = \"2d\"\ncounts = \"any_data_change\"\n",
+    );
+    let (_, report_any) = check(&any_change);
+    let counted = one(&report_any, "it.retention", "freshness", "freshness_seconds");
+    assert_eq!(status(counted), "ok", "{counted:#}");
+    assert!(counted["value"].as_f64().unwrap() < 3600.0, "{counted:#}");
+
+    // An empty append now: freshness is the append of 2 hours ago, and volume calls the empty
+    // one a zero-row append.
+    let fresh = one(&report, "it.empty_tail", "freshness", "freshness_seconds");
+    assert_eq!(status(fresh), "ok", "{fresh:#}");
+    let age = fresh["value"].as_f64().unwrap();
+    assert!((2.0 * 3600.0..2.0 * 3600.0 + 600.0).contains(&age), "age {age}");
+    assert!(fresh["message"].as_str().unwrap().contains("newer empty `append` commits added no rows"), "{fresh:#}");
+    let empty = one(&report, "it.empty_tail", "volume", "rows_added");
+    assert_eq!((status(empty), empty["value"].as_f64()), ("critical", Some(0.0)), "{empty:#}");
+    assert!(empty["message"].as_str().unwrap().contains("no `added-records`"), "{empty:#}");
+}
+
 #[test]
 fn schema_changes_made_while_icewatch_was_down_are_reported_once() {
     let dir = tempfile::tempdir().unwrap();

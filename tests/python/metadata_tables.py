@@ -11,6 +11,10 @@ Commands (the SQL catalog `default` is `<dir>/catalog.db`, the warehouse `<dir>/
                                     (`replace` snapshots) 30 and 10 minutes ago
                     it.deletes      10 daily appends ending 2 days ago, then `delete(...)`
                                     and `overwrite(...)` now
+                    it.retention    10 daily appends ending 3 days ago, then a retention
+                                    `delete` of the oldest day's file 25 minutes ago
+                    it.empty_tail   10 daily appends ending 2 hours ago, then an empty
+                                    append now (PyIceberg writes no `added-records` for it)
                     it.short        3 appends (less than min_history)
                     it.evolving     6 appends; its schema is changed by `evolve`
   evolve            on it.evolving: rename `qty` → `quantity`, drop `legacy`, promote
@@ -186,6 +190,17 @@ def create(directory):
     # Replaces everything with 200 rows: PyIceberg commits a `delete` and an `append` at once.
     deletes.overwrite(batch(next_id, 200))
     out["it.deletes"] = describe(deletes.refresh())
+
+    retention = create_table(cat, "it.retention", now - 14 * DAY_MS)
+    append_history(retention, NORMAL_ROWS[:10], now - 3 * DAY_MS)
+    with at(now - 25 * 60_000):
+        retention.delete(f"id < {NORMAL_ROWS[0]}")  # the oldest append's file, whole: a `delete`
+    out["it.retention"] = describe(retention.refresh())
+
+    empty_tail = create_table(cat, "it.empty_tail", now - 14 * DAY_MS)
+    next_id = append_history(empty_tail, NORMAL_ROWS[:10], now - 2 * HOUR_MS)
+    empty_tail.append(batch(next_id, 0))
+    out["it.empty_tail"] = describe(empty_tail.refresh())
 
     short = create_table(cat, "it.short", now - 14 * DAY_MS)
     append_history(short, [1000, 1010, 990], now - HOUR_MS)

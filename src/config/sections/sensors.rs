@@ -9,8 +9,8 @@ use crate::config::diagnostics::{did_you_mean, shortened};
 use crate::config::reader::{Key, Reader, Section, join, positive, probability, span_pair, type_name};
 use crate::config::sections::tables::SENSOR_COMMON_KEYS;
 use crate::config::{
-    Defaults, DistributionConfig, DriftConfig, FreshnessConfig, SchemaConfig, Scope, Seasonality, Statistic,
-    VolumeConfig,
+    Defaults, DistributionConfig, DriftConfig, FreshnessConfig, FreshnessCounts, SchemaConfig, Scope, Seasonality,
+    Statistic, VolumeConfig,
 };
 
 pub(in crate::config) const FRESHNESS_KEYS: &[Key] = &[
@@ -28,6 +28,11 @@ pub(in crate::config) const FRESHNESS_KEYS: &[Key] = &[
         name: "timestamp_column",
         default: "none",
         doc: "An event-time column; its maximum (from manifest bounds, scanning only files without them) gives the event-time lag. Checked by `validate --online`.",
+    },
+    Key {
+        name: "counts",
+        default: r#"`"arrivals"`"#,
+        doc: "Which commits make the table fresh: `\"arrivals\"`, those that added rows (an append, an overwrite's new rows; not a delete, a compaction, an empty append or a metadata-only commit), or `\"any_data_change\"`, any commit that added or removed records, for tables where a delete is the writer's signal.",
     },
     Key { name: "window", default: "`defaults.window`", doc: "Past commit gaps in the cadence window." },
 ];
@@ -131,8 +136,18 @@ impl Reader<'_> {
             );
         }
         let timestamp_column = self.column_name(section, "timestamp_column");
+        let counts = match self.choice(section, "counts", &["arrivals", "any_data_change"]).as_deref() {
+            Some("any_data_change") => FreshnessCounts::AnyDataChange,
+            _ => FreshnessCounts::Arrivals,
+        };
         let settings = self.settings(section, defaults, Some("window"));
-        Some(FreshnessConfig { warn_after: warn_after.or(critical_after), critical_after, timestamp_column, settings })
+        Some(FreshnessConfig {
+            warn_after: warn_after.or(critical_after),
+            critical_after,
+            timestamp_column,
+            counts,
+            settings,
+        })
     }
 
     /// A column name; its place is kept for `validate --online`, which looks the column up.
