@@ -206,6 +206,24 @@ pub struct KsResult {
     pub p_value: f64,
 }
 
+/// Benjamini–Hochberg adjusted p-values ("q-values"), in the order given: a test whose q is
+/// below α rejects while the expected share of false discoveries among the rejections stays
+/// at most α, however many tests one check runs. `q_(i) = min over j ≥ i of m·p_(j)/j`,
+/// capped at 1, for the p-values sorted ascending.
+pub fn benjamini_hochberg(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]));
+    let mut adjusted = vec![1.0; m];
+    let mut running_min: f64 = 1.0;
+    for (rank, &index) in order.iter().enumerate().rev() {
+        let q = (p_values[index] * m as f64 / (rank + 1) as f64).min(1.0);
+        running_min = running_min.min(q);
+        adjusted[index] = running_min;
+    }
+    adjusted
+}
+
 /// Two-sample Kolmogorov-Smirnov test; non-finite values are ignored, `None` when either side
 /// has no finite value.
 ///
@@ -744,5 +762,17 @@ mod tests {
                 prop_assert!(value.is_finite() && value >= 0.0);
             }
         }
+    }
+
+    #[test]
+    fn benjamini_hochberg_matches_the_textbook_adjustment() {
+        // m = 5: q = (0.005*5/1, min(0.01*5/2, ..), ...): the classic step-up with monotonicity.
+        let q = benjamini_hochberg(&[0.01, 0.04, 0.03, 0.005, 0.5]);
+        let expected = [0.025, 0.05, 0.05, 0.025, 0.5];
+        for (got, want) in q.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{q:?}");
+        }
+        assert_eq!(benjamini_hochberg(&[0.2]), vec![0.2]);
+        assert!(benjamini_hochberg(&[]).is_empty());
     }
 }

@@ -111,12 +111,12 @@ pub(in crate::config) const DRIFT_KEYS: &[Key] = &[
     Key {
         name: "ks_p_value",
         default: "`0.01`",
-        doc: "Kolmogorov–Smirnov p-value below which a numeric column has drifted.",
+        doc: "Kolmogorov–Smirnov p-value below which a numeric column has drifted, after the Benjamini–Hochberg adjustment over the p-value tests of all columns of the check (one column: no adjustment).",
     },
     Key {
         name: "chi_square_p_value",
         default: "`0.01`",
-        doc: "Chi-square p-value below which a categorical column has drifted.",
+        doc: "Chi-square p-value below which a categorical column has drifted, adjusted the same way.",
     },
 ];
 

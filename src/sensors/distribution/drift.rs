@@ -32,6 +32,11 @@ pub struct DriftResult {
     pub psi: Option<f64>,
     /// Chi-square test over the reference's top categories plus `other` (categorical columns).
     pub chi_square_p_value: Option<f64>,
+    /// The KS or chi-square p-value adjusted (Benjamini–Hochberg) over the tests of the whole
+    /// check, one per column with enough values: what is compared with the threshold.
+    pub adjusted_p_value: Option<f64>,
+    /// How many tests that adjustment was over.
+    pub tests_in_check: usize,
     /// Sample sizes compared.
     pub reference_size: usize,
     pub newest_size: usize,
@@ -43,11 +48,18 @@ pub struct DriftResult {
 impl DriftResult {
     pub(super) fn describe(&self, config: &DriftConfig) -> String {
         let mut parts = Vec::new();
+        let adjusted = |threshold: f64| match self.adjusted_p_value {
+            Some(q) if self.tests_in_check > 1 => format!(
+                ", adjusted p = {q:.3} over the check's {} tests (Benjamini–Hochberg; threshold {threshold})",
+                self.tests_in_check
+            ),
+            _ => format!(" (threshold {threshold})"),
+        };
         if let (Some(statistic), Some(p)) = (self.ks_statistic, self.ks_p_value) {
-            parts.push(format!("KS D = {statistic:.3}, p = {p:.3} (threshold {})", config.ks_p_value));
+            parts.push(format!("KS D = {statistic:.3}, p = {p:.3}{}", adjusted(config.ks_p_value)));
         }
         if let Some(p) = self.chi_square_p_value {
-            parts.push(format!("chi-square p = {p:.3} (threshold {})", config.chi_square_p_value));
+            parts.push(format!("chi-square p = {p:.3}{}", adjusted(config.chi_square_p_value)));
         }
         if let Some(psi) = self.psi {
             parts.push(format!("PSI = {psi:.3} (threshold {})", config.psi_threshold));
@@ -101,17 +113,16 @@ pub fn drift(
                     .copied()
                     .collect();
                 let ks = stats::ks_two_sample(&reference, values);
-                let psi = stats::psi(&reference, values, PSI_BINS);
-                let fired =
-                    [ks.map(|ks| ks.p_value < thresholds.ks_p_value), psi.map(|psi| psi >= thresholds.psi_threshold)];
                 DriftResult {
                     ks_statistic: ks.map(|ks| ks.statistic),
                     ks_p_value: ks.map(|ks| ks.p_value),
-                    psi,
+                    psi: stats::psi(&reference, values, PSI_BINS),
                     chi_square_p_value: None,
+                    adjusted_p_value: None,
+                    tests_in_check: 0,
                     reference_size: reference.len(),
                     newest_size: values.len(),
-                    status: drift_verdict(&fired, reference.len(), values.len()),
+                    status: Status::InsufficientHistory,
                 }
             }
             ColumnSample::Categorical(values) => {
@@ -125,26 +136,48 @@ pub fn drift(
                     .map(String::as_str)
                     .collect();
                 let (expected, actual) = category_counts(&reference, values);
-                let chi_square = stats::chi_square(&expected, &actual);
-                let psi = stats::psi_categorical(&expected, &actual);
-                let fired = [
-                    chi_square.map(|result| result.p_value < thresholds.chi_square_p_value),
-                    psi.map(|psi| psi >= thresholds.psi_threshold),
-                ];
                 DriftResult {
                     ks_statistic: None,
                     ks_p_value: None,
-                    psi,
-                    chi_square_p_value: chi_square.map(|result| result.p_value),
+                    psi: stats::psi_categorical(&expected, &actual),
+                    chi_square_p_value: stats::chi_square(&expected, &actual).map(|result| result.p_value),
+                    adjusted_p_value: None,
+                    tests_in_check: 0,
                     reference_size: reference.len(),
                     newest_size: values.len(),
-                    status: drift_verdict(&fired, reference.len(), values.len()),
+                    status: Status::InsufficientHistory,
                 }
             }
         };
         results.push((column.clone(), result));
     }
+    judge_together(&mut results, thresholds);
     results
+}
+
+/// Sets each column's verdict. The p-value tests of all columns with enough values are
+/// adjusted together (Benjamini–Hochberg), so a check of many columns does not raise chance
+/// alarms on unchanged data; PSI is a measure of size, not a test, and keeps its threshold.
+fn judge_together(results: &mut [(String, DriftResult)], thresholds: &DriftConfig) {
+    let testable =
+        |result: &DriftResult| result.reference_size >= MIN_DRIFT_SAMPLE && result.newest_size >= MIN_DRIFT_SAMPLE;
+    let tested: Vec<(usize, f64)> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, result))| testable(result))
+        .filter_map(|(index, (_, result))| Some((index, result.ks_p_value.or(result.chi_square_p_value)?)))
+        .collect();
+    let adjusted = stats::benjamini_hochberg(&tested.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    for ((index, _), q) in tested.iter().zip(adjusted) {
+        results[*index].1.adjusted_p_value = Some(q);
+        results[*index].1.tests_in_check = tested.len();
+    }
+    for (_, result) in results.iter_mut() {
+        let threshold = if result.ks_p_value.is_some() { thresholds.ks_p_value } else { thresholds.chi_square_p_value };
+        let fired =
+            [result.adjusted_p_value.map(|q| q < threshold), result.psi.map(|psi| psi >= thresholds.psi_threshold)];
+        result.status = drift_verdict(&fired, result.reference_size, result.newest_size);
+    }
 }
 
 fn drift_status(fired: &[Option<bool>]) -> Status {
@@ -228,5 +261,36 @@ mod tests {
         let result = &drift(&config, &make(2, changed), &reference)[0].1;
         assert_eq!(result.status, Status::Critical, "{result:?}");
         assert!(result.chi_square_p_value.unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn a_chance_p_value_among_many_columns_is_not_drift_but_a_real_shift_is() {
+        let result = |p: f64, psi: f64| DriftResult {
+            ks_statistic: Some(0.05),
+            ks_p_value: Some(p),
+            psi: Some(psi),
+            chi_square_p_value: None,
+            adjusted_p_value: None,
+            tests_in_check: 0,
+            reference_size: 2_000,
+            newest_size: 500,
+            status: Status::InsufficientHistory,
+        };
+        let config = config();
+        // Six unchanged columns: one p of 0.004 is what one test in 250 gives by chance.
+        let mut unchanged: Vec<(String, DriftResult)> = [0.004, 0.3, 0.5, 0.6, 0.8, 0.9]
+            .iter()
+            .enumerate()
+            .map(|(index, p)| (format!("c{index}"), result(*p, 0.02)))
+            .collect();
+        judge_together(&mut unchanged, &config.drift);
+        assert!(unchanged.iter().all(|(_, result)| result.status == Status::Ok), "{unchanged:?}");
+        assert!((unchanged[0].1.adjusted_p_value.unwrap() - 0.024).abs() < 1e-12);
+        assert!(unchanged[0].1.describe(&config.drift).contains("over the check's 6 tests (Benjamini–Hochberg"));
+        // A real shift among them still fires.
+        unchanged[1].1 = result(1e-9, 0.6);
+        judge_together(&mut unchanged, &config.drift);
+        assert_eq!(unchanged[1].1.status, Status::Critical, "{unchanged:?}");
+        assert_eq!(unchanged[0].1.status, Status::Ok);
     }
 }
