@@ -112,6 +112,15 @@ impl Commit {
         matches!(self.operation, CommitOperation::Append | CommitOperation::Overwrite) && self.added_rows() != Some(0)
     }
 
+    /// Whether this commit replaced the whole table: an overwrite (or the append half of one
+    /// written as `delete` + `append`) after which the table holds exactly the rows it wrote.
+    /// dbt `table` models, Spark `INSERT OVERWRITE` of an unpartitioned table and PyIceberg's
+    /// `overwrite()` write these; the rows each one leaves are the table's volume.
+    pub fn is_full_refresh(&self) -> bool {
+        let overwrites = self.operation == CommitOperation::Overwrite || self.replaces_rows;
+        overwrites && self.total_records.is_some() && self.total_records == self.added_rows()
+    }
+
     /// How a commit that does not count as data for freshness reads in a message.
     pub fn describe_without_rows(&self) -> String {
         match self.operation {
@@ -238,6 +247,17 @@ mod tests {
         assert!(!commit(CommitOperation::Replace, Some(100), Some(100)).is_arrival());
         assert!(commit(CommitOperation::Overwrite, Some(5), Some(5)).is_arrival());
         assert_eq!(files(None, None).describe_without_rows(), "empty `append`");
+        let refresh = |total: u64| Commit {
+            total_records: Some(total),
+            deleted_records: Some(900),
+            ..Commit::new(1, 0, CommitOperation::Overwrite, Some(1017))
+        };
+        assert!(refresh(1017).is_full_refresh());
+        // A partition overwrite leaves other rows: not the whole table.
+        assert!(!refresh(5000).is_full_refresh());
+        let append = Commit { total_records: Some(10), ..Commit::new(1, 0, CommitOperation::Append, Some(10)) };
+        assert!(!append.is_full_refresh(), "a first append leaves only its rows but replaced nothing");
+        assert!(Commit { replaces_rows: true, ..append }.is_full_refresh());
         assert_eq!(commit(CommitOperation::Delete, None, Some(3)).describe_without_rows(), "`delete`");
     }
 

@@ -25,7 +25,9 @@ const SEASONAL_TOLERANCE_MS: i64 = 45 * 60 * 1000;
 
 #[derive(Clone, Debug)]
 pub struct VolumeObservation {
-    /// Every append of the current branch, oldest first (an empty append is still an append).
+    /// Every append of the current branch, and every full refresh (an overwrite that leaves
+    /// only the rows it wrote), oldest first: the commits whose rows are the table's volume (an
+    /// empty append is still an append).
     pub appends: Vec<Commit>,
     /// The newest commit that changed data (append, overwrite or delete). When one table
     /// commit published several snapshots (PyIceberg's `overwrite()`: a `delete` and an
@@ -41,7 +43,7 @@ pub struct VolumeObservation {
 pub fn observe(table: &iceberg::table::Table) -> VolumeObservation {
     let history = commits(table.metadata());
     VolumeObservation {
-        appends: history.iter().filter(|commit| commit.is_append()).cloned().collect(),
+        appends: history.iter().filter(|commit| commit.is_append() || commit.is_full_refresh()).cloned().collect(),
         latest_data_commit: latest_data_change(&history),
         current: history.last().cloned(),
         totals: history
@@ -151,7 +153,11 @@ pub fn judge(
     let deviation = deviation_percent(rows, &values);
     let window_text = crate::config::duration_to_string(config.window);
 
-    let (status, message) = if newest.added_rows() == Some(0) {
+    let refresh = newest.is_full_refresh();
+    let added = if refresh { "a full refresh left" } else { "added" };
+    let (status, message) = if newest.added_rows() == Some(0) && refresh {
+        (Status::Critical, "the newest full refresh left the table with 0 rows".to_string())
+    } else if newest.added_rows() == Some(0) {
         let recorded = if newest.added_records.is_some() {
             ""
         } else {
@@ -163,7 +169,7 @@ pub fn judge(
             (None, _) => (
                 Status::InsufficientHistory,
                 format!(
-                    "added {} rows; {} comparable past append(s) in the last {window_text}{like_note}, need {}",
+                    "{added} {} rows; {} comparable past commit(s) in the last {window_text}{like_note}, need {}",
                     human_number(rows),
                     recent.len(),
                     params.min_history
@@ -196,7 +202,7 @@ pub fn judge(
                 (
                     status,
                     format!(
-                        "added {} rows, {:.0}% {side} the {window_text} mean of {}{like_note} (z={:.1}){verdict}",
+                        "{added} {} rows, {:.0}% {side} the {window_text} mean of {}{like_note} (z={:.1}){verdict}",
                         human_number(rows),
                         magnitude,
                         human_number(score.mean),
@@ -207,7 +213,7 @@ pub fn judge(
             (Some(score), None) => (
                 Status::Ok,
                 format!(
-                    "added {} rows; the window mean is 0, no deviation (z={:.1})",
+                    "{added} {} rows; the window mean is 0, no deviation (z={:.1})",
                     human_number(rows),
                     score.zscore
                 ),
@@ -221,9 +227,12 @@ pub fn judge(
     evaluation.deviation_percent = deviation.filter(|_| newest.added_rows() != Some(0) || !values.is_empty());
     results.push(evaluation);
 
+    // A partial delete or overwrite after the newest judged commit is a deliberate change; a
+    // full refresh was judged above as the table's volume.
     if let Some(latest) = &observation.latest_data_commit
         && latest.operation != CommitOperation::Append
         && latest.timestamp_ms >= newest.timestamp_ms
+        && !(refresh && latest.snapshot_id == newest.snapshot_id)
     {
         let deleted = latest.deleted_records.unwrap_or(0) + latest.added_delete_records.unwrap_or(0);
         let written = latest.added_records.unwrap_or(0);

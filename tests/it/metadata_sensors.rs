@@ -133,8 +133,7 @@ fn commit_kinds_volume_drops_and_short_history_get_the_right_verdicts() {
     };
     assert_eq!(&operations("it.compacted")[10..], ["replace", "replace"]);
     assert_eq!(&operations("it.deletes")[10..], ["overwrite", "delete", "delete", "append"]);
-    // What PyIceberg's `overwrite()` removed: the `delete` half of the last commit.
-    let overwritten = &written["it.deletes"][12]["deleted_records"];
+    assert_eq!(&operations("it.refreshed")[..3], ["append", "delete", "append"]);
     let config = write_config(dir.path(), "sensors.toml", "catalog.db", &PY_TABLES, "");
     let (code, report) = check(&config);
     assert_result_shape(&report);
@@ -165,8 +164,9 @@ fn commit_kinds_volume_drops_and_short_history_get_the_right_verdicts() {
     assert_eq!(status(one(&report, "it.compacted", "volume", "rows_added")), "ok");
     assert_eq!(one(&report, "it.compacted", "volume", "total_rows")["value"], 10_060.0);
 
-    // Deletes and an overwrite (PyIceberg writes `delete` + `append`): fresh data, deleted
-    // records, not a drop of the appends.
+    // Deletes, then an overwrite that replaces the whole table with 200 rows (PyIceberg writes
+    // `delete` + `append`): fresh data, and the refresh is the table's volume now: 200 rows
+    // against appends of about 1000 is a drop, not "a deliberate change".
     let deletes_freshness = one(&report, "it.deletes", "freshness", "freshness_seconds");
     assert_eq!(status(deletes_freshness), "ok", "{deletes_freshness:#}");
     assert!(deletes_freshness["value"].as_f64().unwrap() < 600.0);
@@ -175,15 +175,32 @@ fn commit_kinds_volume_drops_and_short_history_get_the_right_verdicts() {
         "{deletes_freshness:#}"
     );
     let deletes_volume = one(&report, "it.deletes", "volume", "rows_added");
-    assert_eq!(status(deletes_volume), "ok", "{deletes_volume:#}");
-    assert_eq!(deletes_volume["value"], 960.0, "the last real append is judged, not the overwrite's 200 rows");
-    let deleted = one(&report, "it.deletes", "volume", "rows_deleted");
-    assert_eq!(deleted["value"].as_f64(), overwritten.as_f64(), "{deleted:#}");
-    let message = deleted["message"].as_str().unwrap();
-    assert!(
-        message.contains("`delete`") && message.contains("wrote 200") && message.contains("not a volume drop"),
-        "{message}"
+    assert_eq!(
+        (status(deletes_volume), deletes_volume["value"].as_f64()),
+        ("critical", Some(200.0)),
+        "{deletes_volume:#}"
     );
+    assert!(deletes_volume["message"].as_str().unwrap().contains("a full refresh left 200 rows"), "{deletes_volume:#}");
+    assert!(
+        !results(&report).iter().any(|result| result["table"] == "it.deletes" && result["metric"] == "rows_deleted"),
+        "a full refresh is judged, not excused: {report:#}"
+    );
+
+    // A full-refresh table: each refresh's rows are its volume series; the newest refresh wrote
+    // 1017 rows where the others wrote about 2540. (Its refreshes were written a few ms apart,
+    // so only volume is configured: its cadence moves from one run to the next.)
+    let refresh_only = write_config(
+        dir.path(),
+        "refreshed.toml",
+        "catalog.db",
+        &[],
+        "\n[tables.\"it.refreshed\".volume]\ndeviation_percent = 20\nwindow = \"30d\"\n",
+    );
+    let (_, refreshed_report) = check(&refresh_only);
+    let refreshed = one(&refreshed_report, "it.refreshed", "volume", "rows_added");
+    assert_eq!((status(refreshed), refreshed["value"].as_f64()), ("critical", Some(1017.0)), "{refreshed:#}");
+    let deviation = refreshed["deviation_percent"].as_f64().unwrap();
+    assert!((-62.0..=-58.0).contains(&deviation), "deviation {deviation}: {refreshed:#}");
 
     // Fewer than min_history points.
     let short = one(&report, "it.short", "volume", "rows_added");
@@ -231,6 +248,12 @@ fn deletes_and_empty_appends_are_not_arrivals() {
         "\n[tables.\"it.retention\".freshness]\nwarn_after = \"1d\"\ncritical_after = \"2d\"\ncounts = \"any_data_change\"\n",
     );
     let (_, report_any) = check(&any_change);
+    // A partial delete (one day's file of ten) is a deliberate change for volume, not a drop.
+    let deleted = one(&report, "it.retention", "volume", "rows_deleted");
+    assert_eq!(deleted["value"].as_f64(), Some(1000.0), "{deleted:#}");
+    let message = deleted["message"].as_str().unwrap();
+    assert!(message.contains("`delete`") && message.contains("not a volume drop"), "{message}");
+    assert_eq!(status(one(&report, "it.retention", "volume", "rows_added")), "ok");
     let counted = one(&report_any, "it.retention", "freshness", "freshness_seconds");
     assert_eq!(status(counted), "ok", "{counted:#}");
     assert!(counted["value"].as_f64().unwrap() < 3600.0, "{counted:#}");

@@ -15,6 +15,9 @@ Commands (the SQL catalog `default` is `<dir>/catalog.db`, the warehouse `<dir>/
                                     `delete` of the oldest day's file 25 minutes ago
                     it.empty_tail   10 daily appends ending 2 hours ago, then an empty
                                     append now (PyIceberg writes no `added-records` for it)
+                    it.refreshed    a full-refresh table: 11 `overwrite()`s in a row (PyIceberg
+                                    commits each as `delete` + `append`), ~2540 rows each,
+                                    the newest 1017
                     it.short        3 appends (less than min_history)
                     it.evolving     6 appends; its schema is changed by `evolve`
   evolve            on it.evolving: rename `qty` → `quantity`, drop `legacy`, promote
@@ -201,6 +204,13 @@ def create(directory):
     next_id = append_history(empty_tail, NORMAL_ROWS[:10], now - 2 * HOUR_MS)
     empty_tail.append(batch(next_id, 0))
     out["it.empty_tail"] = describe(empty_tail.refresh())
+
+    # Real commit times, not `at()`: the two snapshots of one overwrite must not share a time,
+    # or its `delete` half looks published on its own.
+    refreshed = create_table(cat, "it.refreshed", now - 14 * DAY_MS)
+    for rows in [2540, 2610, 2480, 2555, 2500, 2590, 2525, 2570, 2495, 2545, 1017]:
+        refreshed.overwrite(batch(0, rows))
+    out["it.refreshed"] = describe(refreshed.refresh())
 
     short = create_table(cat, "it.short", now - 14 * DAY_MS)
     append_history(short, [1000, 1010, 990], now - HOUR_MS)
