@@ -60,6 +60,10 @@ pub struct Baseline {
 /// Past points further than this from the window's median, in robust z (Iglewicz and
 /// Hoaglin's modified z-score, 0.6745·|x − median| / MAD), are left out of the baseline.
 pub const OUTLIER_MODIFIED_Z: f64 = 3.5;
+/// ... but only while they are rare: when more than this share of the window lies beyond the
+/// cut on one side, those points are a regular part of the series (a peak-hour load, one of a
+/// table's several levels), not outliers, and they stay.
+pub const MAX_OUTLIER_SHARE: f64 = 0.1;
 
 /// The baseline of `window`, ignoring non-finite points; `None` with fewer than
 /// `params.min_history` finite points (or at least one, whatever `min_history` says).
@@ -81,8 +85,14 @@ pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
     usable.then_some(Baseline { count, mean, stddev })
 }
 
-/// `values` without the points whose modified z-score exceeds [`OUTLIER_MODIFIED_Z`]; all of
-/// them when the median absolute deviation is 0 or fewer than `keep_at_least` would remain.
+/// `values` without the points whose modified z-score exceeds [`OUTLIER_MODIFIED_Z`], one side
+/// at a time and only where that side's such points are at most [`MAX_OUTLIER_SHARE`] of the
+/// window; all of them when the median absolute deviation is 0 or fewer than `keep_at_least`
+/// would remain.
+///
+/// Without the share, a table that loads at four levels a day lost its whole peak-hour mode:
+/// the three dense modes set the median and a small MAD, so every peak point looked like an
+/// outlier, the mean fell to that of the other modes, and the next normal peak alarmed.
 fn without_outliers(values: &[f64], keep_at_least: usize) -> Vec<f64> {
     let median_of = |sorted: &[f64]| -> f64 {
         let middle = sorted.len() / 2;
@@ -97,8 +107,15 @@ fn without_outliers(values: &[f64], keep_at_least: usize) -> Vec<f64> {
     if !(mad > 0.0 && mad.is_finite()) {
         return values.to_vec();
     }
-    let kept: Vec<f64> =
-        values.iter().copied().filter(|value| 0.6745 * (value - median).abs() / mad <= OUTLIER_MODIFIED_Z).collect();
+    let beyond = |value: f64| 0.6745 * (value - median).abs() / mad > OUTLIER_MODIFIED_Z;
+    let rare = |count: usize| count as f64 <= MAX_OUTLIER_SHARE * values.len() as f64;
+    let above_are_rare = rare(values.iter().filter(|value| **value > median && beyond(**value)).count());
+    let below_are_rare = rare(values.iter().filter(|value| **value < median && beyond(**value)).count());
+    let kept: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|value| !beyond(*value) || (*value > median && !above_are_rare) || (*value < median && !below_are_rare))
+        .collect();
     if kept.len() >= keep_at_least { kept } else { values.to_vec() }
 }
 
@@ -414,6 +431,19 @@ mod tests {
 
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_regular_mode_of_the_series_is_not_left_out_as_outliers() {
+        // Four loads a day at four levels for a week: 400, 500, 600 and a 1600 peak.
+        let window: Vec<f64> =
+            (0..28).map(|index| [400.0, 500.0, 600.0, 1600.0][index % 4] + (index % 3) as f64).collect();
+        let params = ScoringParams::default();
+        let kept = baseline(&window, &params).unwrap();
+        let all = mean(&window).unwrap();
+        assert!((kept.mean - all).abs() < 1e-9, "the peak mode was dropped: mean {} vs {all}", kept.mean);
+        // So the next normal peak is not an anomaly.
+        assert!(!score(1602.0, &window, &params).unwrap().is_anomaly);
+    }
 
     fn close(actual: f64, expected: f64, tolerance: f64) -> bool {
         (actual - expected).abs() <= tolerance * expected.abs().max(1.0)

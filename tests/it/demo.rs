@@ -59,7 +59,9 @@ async fn demo_history_reads_back_everywhere_and_the_live_writer_extends_it() {
     let warehouse = demo::prepare(&options).await.unwrap();
     let elapsed = started.elapsed();
     println!("demo::prepare ({DAYS} days) took {:.1} s", elapsed.as_secs_f64());
-    assert!(elapsed < Duration::from_secs(60), "prepare took {elapsed:?}");
+    // A guard against a gross regression only (about 30 s on 2 idle cores): the figure is
+    // printed above; a machine busy with other builds takes twice as long.
+    assert!(elapsed < Duration::from_secs(180), "prepare took {elapsed:?}");
     assert!(warehouse.config_path.is_file());
     assert!(warehouse.dir.join("catalog.db").is_file());
 
