@@ -65,7 +65,7 @@ pub struct Metrics {
     latest_labels: Mutex<HashMap<(&'static str, String), Vec<String>>>,
     /// The `icewatch_result_severity` label sets of each (table, sensor)'s last run, so a
     /// result the next run no longer has (a statistic or column dropped) loses its series.
-    verdict_labels: Mutex<HashMap<(String, SensorKind), BTreeSet<[String; 6]>>>,
+    verdict_labels: Mutex<HashMap<(String, SensorKind), BTreeSet<VerdictLabels>>>,
     /// Every family with a `table` label, for [`Metrics::forget_tables`].
     table_families: Vec<Box<dyn TableFamily>>,
 }
@@ -117,6 +117,8 @@ const TABLE_LAYER: &[&str] = &["table", "layer"];
 /// `column` and `statistic` are empty when a result has none (a table-level metric), so each
 /// distribution statistic and each drift column has its own verdict.
 const VERDICT_LABELS: &[&str] = &["table", "layer", "sensor", "metric", "column", "statistic"];
+/// The values of [`VERDICT_LABELS`] of one `icewatch_result_severity` series.
+type VerdictLabels = [String; 6];
 const DISTRIBUTION: &[&str] = &["table", "column", "statistic"];
 
 fn gauge(declarations: &Declarations, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -429,7 +431,7 @@ impl Metrics {
             return;
         }
         // Every result of the run keeps its series; an `error` one keeps its previous value.
-        let mut worst: BTreeMap<[String; 6], Option<i64>> = BTreeMap::new();
+        let mut worst: BTreeMap<VerdictLabels, Option<i64>> = BTreeMap::new();
         for evaluation in evaluations {
             let labels = [
                 table.to_string(),
@@ -448,7 +450,7 @@ impl Metrics {
                 self.icewatch_result_severity.with_label_values(&labels.each_ref().map(String::as_str)).set(*severity);
             }
         }
-        let current: BTreeSet<[String; 6]> = worst.into_keys().collect();
+        let current: BTreeSet<VerdictLabels> = worst.into_keys().collect();
         let Ok(mut verdicts) = self.verdict_labels.lock() else { return };
         let previous = verdicts.insert((table.to_string(), sensor), current.clone()).unwrap_or_default();
         for gone in previous.difference(&current) {
@@ -642,7 +644,12 @@ mod tests {
     }
 
     fn severities(metrics: &Metrics) -> Vec<String> {
-        metrics.encode().lines().filter(|line| line.starts_with("icewatch_result_severity{")).map(str::to_string).collect()
+        metrics
+            .encode()
+            .lines()
+            .filter(|line| line.starts_with("icewatch_result_severity{"))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Each statistic (and drift column) has its own verdict; a run replaces the previous
