@@ -432,7 +432,9 @@ fn every_warning_and_critical_verdict_is_an_alert_and_nothing_else_is() {
             .into_iter()
             .filter_map(|(labels, _)| labels.get("table").cloned())
             .collect();
-        (tables.len() == 3 && !vector(&prometheus, "ALERTS").is_empty()).then_some(())
+        // Four sensors on each of the three tables have run.
+        let sensors_run = vector(&prometheus, "icewatch_sensor_up").len();
+        (tables.len() == 3 && sensors_run >= 12 && !vector(&prometheus, "ALERTS").is_empty()).then_some(())
     });
 
     let mut attempts = Vec::new();
