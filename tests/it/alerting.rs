@@ -1,7 +1,8 @@
 //! The alert path end to end and the dashboards against live data: icewatch on a demo warehouse
 //! whose bronze table has gone stale → a real Prometheus scraping it with `rules/` loaded → the
 //! freshness alert fires → a real Alertmanager (with the shipped `deploy/alertmanager.yml`
-//! routing) holds it and notifies a webhook; and every dashboard expression run against a
+//! routing) holds it and notifies a webhook; the verdicts icewatch reports against the alerts
+//! Prometheus raises from them (the same set); and every dashboard expression run against a
 //! Prometheus that has scraped icewatch.
 //!
 //! Test-only changes to the shipped files, and why: the rules are copied with every `for:` set
