@@ -327,9 +327,9 @@ const FRESHNESS_ALERTS: [&str; 5] = [
     "FreshnessCriticalFailure",
 ];
 
-/// Alerts that follow metadata facts no judge weighs (rules/schema.yml and rules/volume.yml say
-/// why), pipeline health and the service itself: not verdicts, not compared. Their results
-/// (`schema_change`, `lineage`) are left out of the other side too.
+/// Alerts that follow metadata facts (schema changes by type, an empty snapshot: rules/schema.yml
+/// and rules/volume.yml say why), pipeline health and the service itself: not verdicts, not
+/// compared. The results they stand beside (`schema_change`, `lineage`) are left out too.
 const NOT_VERDICT_ALERTS: [&str; 16] = [
     "UnexpectedColumnDrop",
     "ColumnAdded",
