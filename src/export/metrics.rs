@@ -5,7 +5,7 @@
 //! Encodes the 0.0.4 text format that `/metrics` serves and the Pushgateway receives.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use prometheus::{
@@ -63,6 +63,9 @@ pub struct Metrics {
     sensor_families: HashMap<&'static str, SensorFamily>,
     /// The labels currently exported per (family, table) of the `LatestPerTable` families.
     latest_labels: Mutex<HashMap<(&'static str, String), Vec<String>>>,
+    /// The `icewatch_result_severity` label sets of each (table, sensor)'s last run, so a
+    /// result the next run no longer has (a statistic or column dropped) loses its series.
+    verdict_labels: Mutex<HashMap<(String, SensorKind), BTreeSet<VerdictLabels>>>,
     /// Every family with a `table` label, for [`Metrics::forget_tables`].
     table_families: Vec<Box<dyn TableFamily>>,
 }
@@ -111,6 +114,11 @@ impl Declarations {
 }
 
 const TABLE_LAYER: &[&str] = &["table", "layer"];
+/// `column` and `statistic` are empty when a result has none (a table-level metric), so each
+/// distribution statistic and each drift column has its own verdict.
+const VERDICT_LABELS: &[&str] = &["table", "layer", "sensor", "metric", "column", "statistic"];
+/// The values of [`VERDICT_LABELS`] of one `icewatch_result_severity` series.
+type VerdictLabels = [String; 6];
 const DISTRIBUTION: &[&str] = &["table", "column", "statistic"];
 
 fn gauge(declarations: &Declarations, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -141,7 +149,7 @@ impl Metrics {
                 "icewatch_result_severity",
                 "Verdict of the latest result: 0 ok or insufficient history, 1 warning, 2 critical.",
             ),
-            &["table", "layer", "sensor", "metric"],
+            VERDICT_LABELS,
         )
         .expect("valid metric");
         registry.register(Box::new(icewatch_result_severity.clone())).expect("register once");
@@ -370,6 +378,7 @@ impl Metrics {
                 .map(|family| (family.name, SensorFamily::declare(r, family)))
                 .collect(),
             latest_labels: Mutex::new(HashMap::new()),
+            verdict_labels: Mutex::new(HashMap::new()),
             table_families: declarations.table_families.take(),
             registry: declarations.registry,
         }
@@ -380,6 +389,9 @@ impl Metrics {
     pub fn forget_tables(&self, keep: &dyn Fn(&str) -> bool) -> usize {
         if let Ok(mut latest) = self.latest_labels.lock() {
             latest.retain(|(_, table), _| keep(table));
+        }
+        if let Ok(mut verdicts) = self.verdict_labels.lock() {
+            verdicts.retain(|(table, _), _| keep(table));
         }
         self.table_families.iter().map(|family| family.forget_tables(keep)).sum()
     }
@@ -393,7 +405,10 @@ impl Metrics {
         String::from_utf8(buffer).unwrap_or_default()
     }
 
-    /// One finished sensor run: outcome, duration, and the verdicts per metric.
+    /// One finished sensor run: outcome, duration, and the verdicts per (metric, column,
+    /// statistic). A run that only failed keeps the previous verdicts (the alerts on them keep
+    /// their state; `icewatch_sensor_up` says the run failed); any other run replaces them, so
+    /// a result the run no longer has (a column or statistic removed) loses its series.
     pub fn record_run(
         &self,
         table: &str,
@@ -412,13 +427,34 @@ impl Metrics {
         if !failed {
             self.icewatch_sensor_last_success_timestamp_seconds.with_label_values(&[table, sensor_name]).set(now_s);
         }
-        let mut worst: HashMap<&str, i64> = HashMap::new();
-        for evaluation in evaluations.iter().filter(|evaluation| evaluation.status != Status::Error) {
-            let severity = worst.entry(evaluation.metric.as_str()).or_insert(0);
-            *severity = (*severity).max(evaluation.status.severity());
+        if evaluations.iter().all(|evaluation| evaluation.status == Status::Error) {
+            return;
         }
-        for (metric, severity) in worst {
-            self.icewatch_result_severity.with_label_values(&[table, layer, sensor_name, metric]).set(severity);
+        // Every result of the run keeps its series; an `error` one keeps its previous value.
+        let mut worst: BTreeMap<VerdictLabels, Option<i64>> = BTreeMap::new();
+        for evaluation in evaluations {
+            let labels = [
+                table.to_string(),
+                layer.to_string(),
+                sensor_name.to_string(),
+                evaluation.metric.as_str().to_string(),
+                evaluation.column.clone().unwrap_or_default(),
+                evaluation.statistic.clone().unwrap_or_default(),
+            ];
+            let severity = (evaluation.status != Status::Error).then(|| evaluation.status.severity());
+            let entry = worst.entry(labels).or_insert(None);
+            *entry = (*entry).max(severity);
+        }
+        for (labels, severity) in &worst {
+            if let Some(severity) = severity {
+                self.icewatch_result_severity.with_label_values(&labels.each_ref().map(String::as_str)).set(*severity);
+            }
+        }
+        let current: BTreeSet<VerdictLabels> = worst.into_keys().collect();
+        let Ok(mut verdicts) = self.verdict_labels.lock() else { return };
+        let previous = verdicts.insert((table.to_string(), sensor), current.clone()).unwrap_or_default();
+        for gone in previous.difference(&current) {
+            let _ = self.icewatch_result_severity.remove_label_values(&gone.each_ref().map(String::as_str));
         }
     }
 
@@ -575,6 +611,7 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sensors::SensorError;
 
     /// A kind's families reach the docs without anyone remembering: every family a registered
     /// sensor declares has its row in docs/metrics.md, with its type and its labels in order.
@@ -596,6 +633,63 @@ mod tests {
             }
         }
         assert!(problems.is_empty(), "families without their row in docs/metrics.md:\n{}", problems.join("\n"));
+    }
+
+    fn statistic(name: &str, status: Status) -> Evaluation {
+        let mut evaluation =
+            Evaluation::new("a.b", SensorKind::DISTRIBUTION, Metric::DISTRIBUTION_VALUE, status, String::new());
+        evaluation.column = Some("price".to_string());
+        evaluation.statistic = Some(name.to_string());
+        evaluation
+    }
+
+    fn severities(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .encode()
+            .lines()
+            .filter(|line| line.starts_with("icewatch_result_severity{"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Each statistic (and drift column) has its own verdict; a run replaces the previous
+    /// run's verdicts, except a run that only failed; a table dropped by a reload loses them.
+    #[test]
+    fn verdicts_are_per_column_and_statistic_and_follow_the_last_run() {
+        let metrics = Metrics::new();
+        let kind = SensorKind::DISTRIBUTION;
+        let mut drift = Evaluation::new("a.b", kind, Metric::DRIFT, Status::InsufficientHistory, String::new());
+        drift.column = Some("price".to_string());
+        let first = [statistic("mean", Status::Critical), statistic("max", Status::Ok), drift];
+        metrics.record_run("a.b", "bronze", kind, &first, 0.1, 1.0);
+        assert_eq!(
+            severities(&metrics),
+            [
+                r#"icewatch_result_severity{column="price",layer="bronze",metric="drift",sensor="distribution",statistic="",table="a.b"} 0"#,
+                r#"icewatch_result_severity{column="price",layer="bronze",metric="value",sensor="distribution",statistic="max",table="a.b"} 0"#,
+                r#"icewatch_result_severity{column="price",layer="bronze",metric="value",sensor="distribution",statistic="mean",table="a.b"} 2"#,
+            ]
+        );
+
+        let error = SensorError::Internal { table: "a.b".to_string(), sensor: kind, panic: "boom".to_string() };
+        metrics.record_run("a.b", "bronze", kind, &[Evaluation::error("a.b", kind, &error)], 0.1, 2.0);
+        assert_eq!(severities(&metrics).len(), 3, "a failed run keeps the last verdicts");
+
+        // `max` fails to compute (its previous verdict stays), `mean` is fine, drift is gone.
+        let second = [statistic("mean", Status::Warning), statistic("max", Status::Error)];
+        metrics.record_run("a.b", "bronze", kind, &second, 0.1, 3.0);
+        assert_eq!(
+            severities(&metrics),
+            [
+                r#"icewatch_result_severity{column="price",layer="bronze",metric="value",sensor="distribution",statistic="max",table="a.b"} 0"#,
+                r#"icewatch_result_severity{column="price",layer="bronze",metric="value",sensor="distribution",statistic="mean",table="a.b"} 1"#,
+            ]
+        );
+
+        assert!(metrics.forget_tables(&|table| table != "a.b") >= 2);
+        assert!(severities(&metrics).is_empty());
+        metrics.record_run("a.b", "bronze", kind, &[statistic("mean", Status::Ok)], 0.1, 4.0);
+        assert_eq!(severities(&metrics).len(), 1, "nothing of the forgotten table comes back");
     }
 
     #[test]

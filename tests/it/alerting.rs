@@ -1,7 +1,8 @@
 //! The alert path end to end and the dashboards against live data: icewatch on a demo warehouse
 //! whose bronze table has gone stale → a real Prometheus scraping it with `rules/` loaded → the
 //! freshness alert fires → a real Alertmanager (with the shipped `deploy/alertmanager.yml`
-//! routing) holds it and notifies a webhook; and every dashboard expression run against a
+//! routing) holds it and notifies a webhook; the verdicts icewatch reports against the alerts
+//! Prometheus raises from them (the same set); and every dashboard expression run against a
 //! Prometheus that has scraped icewatch.
 //!
 //! Test-only changes to the shipped files, and why: the rules are copied with every `for:` set
@@ -9,6 +10,7 @@
 //! config is copied with its webhook URLs pointed at this test's receiver and `group_wait`
 //! shortened to 1s. Nothing else changes.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -309,4 +311,181 @@ fn every_dashboard_expression_parses_and_returns_data_from_a_scraped_icewatch() 
     assert!(rejected.is_empty(), "expressions Prometheus rejects:\n{}", rejected.join("\n"));
     assert!(empty.is_empty(), "dashboard expressions without data:\n{}", empty.join("\n"));
     assert!(with_data >= 30, "only {with_data} expressions returned data");
+}
+
+/// What a verdict is about: (table, sensor, metric, column, statistic), empty strings where a
+/// result has none (as the `icewatch_result_severity` labels are).
+type VerdictKey = (String, String, String, String, String);
+
+/// The freshness alerts name the table and the `metric`, not the timestamp column (a table has
+/// one `freshness.timestamp_column`): results of `event_time_lag_seconds` are compared without it.
+const FRESHNESS_ALERTS: [&str; 5] = [
+    "BronzeFreshnessViolation",
+    "SilverFreshnessViolation",
+    "GoldFreshnessViolation",
+    "FreshnessViolation",
+    "FreshnessCriticalFailure",
+];
+
+/// Alerts that follow metadata facts (schema changes by type, an empty snapshot: rules/schema.yml
+/// and rules/volume.yml say why), pipeline health and the service itself: not verdicts, not
+/// compared. The results they stand beside (`schema_change`, `lineage`) are left out too.
+const NOT_VERDICT_ALERTS: [&str; 16] = [
+    "UnexpectedColumnDrop",
+    "ColumnAdded",
+    "ColumnTypeChanged",
+    "SchemaEvolved",
+    "ZeroRowCount",
+    "PipelineStageFailure",
+    "PipelineEndToEndFailure",
+    "PipelineStageRootCause",
+    "PipelineStageImpacted",
+    "IcewatchDown",
+    "IcewatchSensorErrors",
+    "IcewatchSensorFailing",
+    "IcewatchStaleResults",
+    "IcewatchPushFailures",
+    "IcewatchSkippedRuns",
+    "IcewatchSchedulerLag",
+];
+
+/// The warning and critical results icewatch reports on `/api/v1/results`, and how many results
+/// it reports in all.
+fn judged_problems(icewatch: &Icewatch) -> (BTreeSet<VerdictKey>, usize) {
+    let body = http_get(&format!("{}/api/v1/results", icewatch.base_url)).expect("GET /api/v1/results");
+    let results: Value = serde_json::from_str(&body).expect("results JSON");
+    let results = results["results"].as_array().cloned().unwrap_or_default();
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_string();
+    let problems = results
+        .iter()
+        .filter(|result| matches!(result["status"].as_str(), Some("warning" | "critical")))
+        .filter(|result| result["metric"] != "schema_change" && result["sensor"] != "lineage")
+        .map(|result| {
+            let column = if result["sensor"] == "freshness" { String::new() } else { text(&result["column"]) };
+            (
+                text(&result["table"]),
+                text(&result["sensor"]),
+                text(&result["metric"]),
+                column,
+                text(&result["statistic"]),
+            )
+        })
+        .collect();
+    (problems, results.len())
+}
+
+/// The verdicts Prometheus' firing and pending verdict alerts cover, and the other alerts by name.
+fn alerted_verdicts(prometheus: &TestPrometheus) -> (BTreeSet<VerdictKey>, BTreeSet<String>) {
+    let body = http_get(&format!("{}/api/v1/alerts", prometheus.base_url)).expect("GET /api/v1/alerts");
+    let alerts: Value = serde_json::from_str(&body).expect("alerts JSON");
+    let mut covered = BTreeSet::new();
+    let mut others = BTreeSet::new();
+    for alert in alerts["data"]["alerts"].as_array().into_iter().flatten() {
+        let labels = &alert["labels"];
+        let label = |name: &str| labels[name].as_str().unwrap_or_default().to_string();
+        let name = label("alertname");
+        let key = if NOT_VERDICT_ALERTS.contains(&name.as_str()) {
+            others.insert(format!("{name}{{table={:?}}} {}", label("table"), alert["state"]));
+            continue;
+        } else if FRESHNESS_ALERTS.contains(&name.as_str()) {
+            (label("table"), "freshness".to_string(), label("metric"), String::new(), String::new())
+        } else if name == "VolumeAnomalyDetected" {
+            (label("table"), "volume".to_string(), "rows_added".to_string(), String::new(), String::new())
+        } else {
+            assert!(!label("sensor").is_empty() && !label("metric").is_empty(), "{name} does not name its verdict");
+            (label("table"), label("sensor"), label("metric"), label("column"), label("statistic"))
+        };
+        covered.insert(key);
+    }
+    (covered, others)
+}
+
+fn show(keys: &BTreeSet<VerdictKey>) -> String {
+    keys.iter()
+        .map(|(table, sensor, metric, column, statistic)| format!("  {table} {sensor} {metric} {column} {statistic}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The verdicts icewatch reports and the alerts `rules/` raise are the same set: icewatch on the
+/// demo warehouse without its live writer (so results only move with the clock: bronze and
+/// silver are past `warn_after`, not yet past `critical_after`), a real Prometheus scraping it
+/// every second with the shipped rules (`for:` zeroed). Each comparison reads the results,
+/// waits for Prometheus to scrape and evaluate after that, reads its alerts, and reads the
+/// results again: only a comparison between two identical reads counts.
+#[test]
+fn every_warning_and_critical_verdict_is_an_alert_and_nothing_else_is() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let warehouse = prepare_demo(dir.path());
+    let port = common::free_port();
+    let config = demo_config(&warehouse, "verdicts.toml", port, "*/2 * * * * *", "");
+    let icewatch = Icewatch::start(&config, port);
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir_all(&rules_dir).expect("rules dir");
+    let prometheus = TestPrometheus::start(&format!(
+        "{}scrape_configs:\n  - job_name: icewatch\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+        rules_without_for(&rules_dir),
+    ));
+    // Every table's verdicts scraped, and the rules evaluated on them.
+    wait_for("every demo table's verdicts in Prometheus", Duration::from_secs(90), || {
+        let tables: BTreeSet<String> = vector(&prometheus, "icewatch_result_severity{sensor=\"distribution\"}")
+            .into_iter()
+            .filter_map(|(labels, _)| labels.get("table").cloned())
+            .collect();
+        // Four sensors on each of the three tables have run.
+        let sensors_run = vector(&prometheus, "icewatch_sensor_up").len();
+        (tables.len() == 3 && sensors_run >= 12 && !vector(&prometheus, "ALERTS").is_empty()).then_some(())
+    });
+
+    let mut attempts = Vec::new();
+    let agreed = (0..5).find_map(|attempt| {
+        let (before, total) = judged_problems(&icewatch);
+        // Two scrapes and two evaluations after the read: Prometheus holds results at least as
+        // new as `before`.
+        std::thread::sleep(Duration::from_secs(3));
+        let (alerted, others) = alerted_verdicts(&prometheus);
+        let (after, _) = judged_problems(&icewatch);
+        eprintln!(
+            "attempt {attempt}: {total} results, {} warning/critical:\n{}\nverdict alerts cover {}:\n{}\nother alerts: {others:?}",
+            before.len(),
+            show(&before),
+            alerted.len(),
+            show(&alerted),
+        );
+        if before != after {
+            eprintln!("the results changed while Prometheus scraped them; again");
+            return None;
+        }
+        attempts.push((before.clone(), alerted.clone()));
+        (before == alerted).then_some(before)
+    });
+    let Some(problems) = agreed else {
+        let (results, alerted) = attempts.last().cloned().unwrap_or_default();
+        panic!(
+            "the alerts never matched the verdicts; last stable read:\nverdicts without an alert:\n{}\nalerts without a verdict:\n{}",
+            show(&results.difference(&alerted).cloned().collect()),
+            show(&alerted.difference(&results).cloned().collect())
+        );
+    };
+    // The demo has problems to alert on: bronze and silver are stale.
+    for table in ["bronze.raw_trades", "silver.cleaned_trades"] {
+        let key =
+            (table.to_string(), "freshness".to_string(), "freshness_seconds".to_string(), String::new(), String::new());
+        assert!(problems.contains(&key), "{table} should be judged stale: {problems:?}");
+    }
+    // And something past an old fixed threshold that the judge did not call a problem.
+    let quiet_raw = vector(
+        &prometheus,
+        "(abs(data_distribution_zscore) >= 3 or data_drift_psi > 0.25 or data_commit_gap_zscore >= 3) \
+         unless on (table, column, statistic) (icewatch_result_severity >= 1)",
+    );
+    eprintln!("raw figures past the old fixed thresholds, judged ok or insufficient_history: {quiet_raw:?}");
+    assert!(
+        !quiet_raw.is_empty(),
+        "the demo should have a figure past an old fixed threshold that icewatch does not call a problem \
+         (gold's drift over too few values): nothing here shows the alerts follow the verdict"
+    );
+    icewatch.assert_running();
+    eprintln!("whole test {:.1}s", started.elapsed().as_secs_f64());
 }

@@ -159,6 +159,6 @@ fn maintenance_debt_warns_from_metadata_and_clears_when_the_maintenance_runs() {
     assert_eq!(gauge(&metrics, r#"iceberg_small_data_files{layer="",table="it.tiny"}"#), Some(1.0), "{metrics}");
     assert_eq!(gauge(&metrics, r#"iceberg_expirable_snapshots{layer="",table="it.tiny"}"#), Some(0.0));
     assert!(gauge(&metrics, r#"iceberg_last_compaction_timestamp_seconds{layer="",table="it.tiny"}"#).is_some());
-    let severity = r#"icewatch_result_severity{layer="",metric="delete_ratio",sensor="health",table="it.tiny"}"#;
+    let severity = r#"icewatch_result_severity{column="",layer="",metric="delete_ratio",sensor="health",statistic="",table="it.tiny"}"#;
     assert_eq!(gauge(&metrics, severity), Some(1.0), "{metrics}");
 }
