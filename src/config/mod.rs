@@ -299,6 +299,11 @@ pub struct FreshnessConfig {
     pub critical_after: Option<Duration>,
     /// Event-time column whose max gives the event-time lag.
     pub timestamp_column: Option<String>,
+    /// Warning / critical when the event-time lag is older than these (its own check: the
+    /// commit-age thresholds above do not apply to it). Neither set: the lag is reported, not
+    /// judged, except an event time in the future, which is a warning.
+    pub lag_warn_after: Option<Duration>,
+    pub lag_critical_after: Option<Duration>,
     /// Which commits count as the table receiving data (for the age and the cadence).
     pub counts: FreshnessCounts,
     pub settings: SensorSettings,

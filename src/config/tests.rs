@@ -93,3 +93,21 @@ const DISTRIBUTION: &str = "distribution";
 fn days(count: u64) -> Duration {
     Duration::from_secs(count * 86_400)
 }
+
+#[test]
+fn the_event_time_lag_thresholds_need_an_event_time_column() {
+    let text = format!(
+        "{MINIMAL}uri = \"sqlite://c.db\"\n[tables.\"a.b\".freshness]\nwarn_after = \"1h\"\nlag_warn_after = \"2h\"\n"
+    );
+    let error = parse_with_env(&text, &[]).unwrap_err().to_string();
+    assert!(error.contains("lag_warn_after`: needs `timestamp_column`"), "{error}");
+    let text = format!(
+        "{MINIMAL}uri = \"sqlite://c.db\"\n[tables.\"a.b\".freshness]\ntimestamp_column = \"ts\"\nlag_critical_after = \"2h\"\n"
+    );
+    let freshness = parse_with_env(&text, &[]).expect("valid").tables[0].freshness.clone().unwrap();
+    assert_eq!(
+        (freshness.lag_warn_after, freshness.lag_critical_after),
+        (Some(Duration::from_secs(7200)), Some(Duration::from_secs(7200)))
+    );
+    assert_eq!(freshness.warn_after, None, "the commit age keeps its own (unset) thresholds");
+}

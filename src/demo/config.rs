@@ -31,6 +31,8 @@ layer = "bronze"
 warn_after = "2m"
 critical_after = "15m"
 timestamp_column = "ts"
+lag_warn_after = "5m"
+lag_critical_after = "30m"
 
 [tables."bronze.raw_trades".volume]
 deviation_percent = 20
@@ -50,6 +52,8 @@ layer = "silver"
 warn_after = "5m"
 critical_after = "30m"
 timestamp_column = "ts"
+lag_warn_after = "10m"
+lag_critical_after = "1h"
 
 [tables."silver.cleaned_trades".volume]
 deviation_percent = 20

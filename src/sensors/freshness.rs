@@ -215,18 +215,23 @@ pub fn judge(
     results.push(judge_cadence(table_name, config, observation, windows, age, status));
 
     if let (Some(event), Some(lag)) = (&observation.event_time, observation.event_time_lag_seconds()) {
-        let (status, verdict) = threshold_status(lag, config);
+        let (status, verdict) = lag_status(lag, config);
         let source = if event.files_scanned == 0 {
             "from manifest bounds, no data scanned".to_string()
         } else {
             format!("{} file(s) from manifest bounds, {} scanned", event.files_from_metadata, event.files_scanned)
+        };
+        let age = if lag < 0.0 {
+            format!("{} in the future", human_seconds(-lag))
+        } else {
+            format!("{} old", human_seconds(lag))
         };
         let mut lag_result = Evaluation::new(
             table_name,
             kind,
             Metric::EVENT_TIME_LAG_SECONDS,
             status,
-            format!("newest `{}` is {} old{verdict} ({source})", event.column, human_seconds(lag)),
+            format!("newest `{}` is {age}{verdict} ({source})", event.column),
         )
         .with_value(lag)
         .at(observation.now_ms, None);
@@ -234,6 +239,33 @@ pub fn judge(
         results.push(lag_result);
     }
     results
+}
+
+/// How far in the future the newest event time may be before it is a warning: clocks of
+/// writers and of icewatch drift a little; more is clock skew or bad data.
+pub const FUTURE_EVENT_TOLERANCE_SECONDS: f64 = 300.0;
+
+/// Status of the event-time lag against its own thresholds (`lag_warn_after`,
+/// `lag_critical_after`), and the words that explain it. An event time in the future beyond
+/// [`FUTURE_EVENT_TOLERANCE_SECONDS`] is a warning whatever the thresholds.
+fn lag_status(lag_seconds: f64, config: &FreshnessConfig) -> (Status, String) {
+    if lag_seconds < -FUTURE_EVENT_TOLERANCE_SECONDS {
+        return (Status::Warning, ": an event time in the future (clock skew, or bad data in the column)".to_string());
+    }
+    if let Some(critical) = config.lag_critical_after
+        && lag_seconds > critical.as_secs_f64()
+    {
+        return (Status::Critical, format!(", over lag_critical_after {}", human_seconds(critical.as_secs_f64())));
+    }
+    if let Some(warn) = config.lag_warn_after
+        && lag_seconds > warn.as_secs_f64()
+    {
+        return (Status::Warning, format!(", over lag_warn_after {}", human_seconds(warn.as_secs_f64())));
+    }
+    match config.lag_warn_after {
+        Some(warn) => (Status::Ok, format!(", within lag_warn_after {}", human_seconds(warn.as_secs_f64()))),
+        None => (Status::Ok, " (no lag_warn_after: reported, not judged)".to_string()),
+    }
 }
 
 /// Status of an age against `warn_after` / `critical_after`, and the words that explain it.
@@ -502,17 +534,23 @@ static CRITICAL_THRESHOLD_SECONDS: Family =
     Family::table_gauge("data_freshness_critical_threshold_seconds", "The table's freshness.critical_after.");
 static LAST_COMMIT_TIMESTAMP_SECONDS: Family =
     Family::table_gauge("data_last_commit_timestamp_seconds", "Unix time of the last data-changing commit.");
+static LAG_WARNING_THRESHOLD_SECONDS: Family =
+    Family::table_gauge("data_event_time_lag_warning_threshold_seconds", "The table's freshness.lag_warn_after.");
+static LAG_CRITICAL_THRESHOLD_SECONDS: Family =
+    Family::table_gauge("data_event_time_lag_critical_threshold_seconds", "The table's freshness.lag_critical_after.");
 static EVENT_TIME_LAG_SECONDS: Family =
     Family::table_gauge("data_event_time_lag_seconds", "Now minus the max of freshness.timestamp_column.");
 static MAX_EVENT_TIMESTAMP_SECONDS: Family =
     Family::table_gauge("data_max_event_timestamp_seconds", "Max of freshness.timestamp_column as Unix time.");
 
-static FAMILIES: [&Family; 6] = [
+static FAMILIES: [&Family; 8] = [
     &FRESHNESS_SECONDS,
     &WARNING_THRESHOLD_SECONDS,
     &CRITICAL_THRESHOLD_SECONDS,
     &LAST_COMMIT_TIMESTAMP_SECONDS,
     &EVENT_TIME_LAG_SECONDS,
+    &LAG_WARNING_THRESHOLD_SECONDS,
+    &LAG_CRITICAL_THRESHOLD_SECONDS,
     &MAX_EVENT_TIMESTAMP_SECONDS,
 ];
 
@@ -549,6 +587,12 @@ fn readings(config: &FreshnessConfig, observation: &FreshnessObservation) -> Vec
     }
     if let Some(critical) = config.critical_after {
         readings.push(Reading::new(&CRITICAL_THRESHOLD_SECONDS, critical.as_secs_f64()));
+    }
+    if let Some(warn) = config.lag_warn_after {
+        readings.push(Reading::new(&LAG_WARNING_THRESHOLD_SECONDS, warn.as_secs_f64()));
+    }
+    if let Some(critical) = config.lag_critical_after {
+        readings.push(Reading::new(&LAG_CRITICAL_THRESHOLD_SECONDS, critical.as_secs_f64()));
     }
     if let (Some(age), Some(commit)) = (observation.age_seconds(), &observation.last_data_commit) {
         readings.push(Reading::new(&FRESHNESS_SECONDS, age));
@@ -662,5 +706,21 @@ mod tests {
             "{}",
             result.message
         );
+    }
+
+    #[test]
+    fn the_event_time_lag_has_its_own_thresholds_and_the_future_is_a_warning() {
+        let mut config = config(60, 120);
+        // No lag threshold: reported, not judged, however old (the commit-age thresholds do
+        // not apply to it).
+        assert_eq!(lag_status(3600.0, &config).0, Status::Ok);
+        assert_eq!(lag_status(-3600.0, &config).0, Status::Warning, "an hour in the future");
+        assert_eq!(lag_status(-60.0, &config).0, Status::Ok, "a minute of clock skew");
+        config.lag_warn_after = Some(std::time::Duration::from_secs(1800));
+        config.lag_critical_after = Some(std::time::Duration::from_secs(7200));
+        assert_eq!(lag_status(1000.0, &config).0, Status::Ok);
+        let (status, words) = lag_status(2000.0, &config);
+        assert_eq!((status, words.as_str()), (Status::Warning, ", over lag_warn_after 30m"));
+        assert_eq!(lag_status(8000.0, &config).0, Status::Critical);
     }
 }

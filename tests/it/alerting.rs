@@ -319,12 +319,15 @@ type VerdictKey = (String, String, String, String, String);
 
 /// The freshness alerts name the table and the `metric`, not the timestamp column (a table has
 /// one `freshness.timestamp_column`): results of `event_time_lag_seconds` are compared without it.
-const FRESHNESS_ALERTS: [&str; 5] = [
+const FRESHNESS_ALERTS: [&str; 8] = [
     "BronzeFreshnessViolation",
     "SilverFreshnessViolation",
     "GoldFreshnessViolation",
     "FreshnessViolation",
     "FreshnessCriticalFailure",
+    "EventTimeLagHigh",
+    "EventTimeLagCritical",
+    "EventTimeInFuture",
 ];
 
 /// Alerts that follow metadata facts (schema changes by type, an empty snapshot: rules/schema.yml

@@ -30,6 +30,16 @@ pub(in crate::config) const FRESHNESS_KEYS: &[Key] = &[
         doc: "An event-time column; its maximum (from manifest bounds, scanning only files without them) gives the event-time lag. Checked by `validate --online`.",
     },
     Key {
+        name: "lag_warn_after",
+        default: "`lag_critical_after`",
+        doc: "Warning when the newest `timestamp_column` value is older than this (the event-time lag's own threshold; `warn_after` is the commit age's).",
+    },
+    Key {
+        name: "lag_critical_after",
+        default: "none",
+        doc: "Critical when the event-time lag is over this. With neither set, the lag is reported but not judged, except an event time more than 5 minutes in the future, which is a warning (clock skew or bad data). Needs `timestamp_column`; `lag_warn_after` must not be longer.",
+    },
+    Key {
         name: "counts",
         default: r#"`"arrivals"`"#,
         doc: "Which commits make the table fresh: `\"arrivals\"`, those that added rows (an append, an overwrite's new rows; not a delete, a compaction, an empty append or a metadata-only commit), or `\"any_data_change\"`, any commit that added or removed records, for tables where a delete is the writer's signal.",
@@ -136,6 +146,28 @@ impl Reader<'_> {
             );
         }
         let timestamp_column = self.column_name(section, "timestamp_column");
+        let lag_warn_after = self.duration(section, "lag_warn_after");
+        let lag_critical_after = self.duration(section, "lag_critical_after");
+        if let (Some(warn), Some(critical)) = (lag_warn_after, lag_critical_after)
+            && warn > critical
+        {
+            let span = Reader::value_span(section, "lag_warn_after");
+            self.problem_at(
+                span,
+                &join(&section.path, "lag_warn_after"),
+                "`lag_warn_after` must not be longer than `lag_critical_after`",
+            );
+        }
+        for key in ["lag_warn_after", "lag_critical_after"] {
+            if timestamp_column.is_none() && section.table.get(key).is_some() {
+                let span = Reader::value_span(section, key);
+                self.problem_at(
+                    span,
+                    &join(&section.path, key),
+                    "needs `timestamp_column`: there is no event time to judge",
+                );
+            }
+        }
         let counts = match self.choice(section, "counts", &["arrivals", "any_data_change"]).as_deref() {
             Some("any_data_change") => FreshnessCounts::AnyDataChange,
             _ => FreshnessCounts::Arrivals,
@@ -145,6 +177,8 @@ impl Reader<'_> {
             warn_after: warn_after.or(critical_after),
             critical_after,
             timestamp_column,
+            lag_warn_after: lag_warn_after.or(lag_critical_after),
+            lag_critical_after,
             counts,
             settings,
         })
