@@ -41,38 +41,76 @@ pub fn render(results: &[SensorResult], format: ReportFormat, exit_code: u8) -> 
     }
 }
 
+/// The text report's width: every line fits, the message wrapped under its result.
+const REPORT_WIDTH: usize = 120;
+/// Where a result's message starts, under its status.
+const MESSAGE_INDENT: &str = "      ";
+
+/// One result as the text report shows it.
+struct Row<'a> {
+    status: &'static str,
+    sensor: &'static str,
+    check: String,
+    value: String,
+    range: String,
+    message: &'a str,
+}
+
+impl<'a> Row<'a> {
+    fn of(evaluation: &'a Evaluation) -> Row<'a> {
+        let mut check = evaluation.metric.to_string();
+        if let Some(column) = &evaluation.column {
+            check = format!("{check} {column}");
+        }
+        if let Some(statistic) = &evaluation.statistic {
+            check = format!("{check}.{statistic}");
+        }
+        let range = match (evaluation.expected_lower, evaluation.expected_upper) {
+            (Some(lower), Some(upper)) => format!("expected {} to {}", human_number(lower), human_number(upper)),
+            _ => String::new(),
+        };
+        Row {
+            status: evaluation.status.as_str(),
+            sensor: evaluation.sensor.as_str(),
+            check,
+            value: evaluation.value.map(human_number).unwrap_or_default(),
+            range,
+            message: &evaluation.message,
+        }
+    }
+}
+
+/// Per table, one line per result (status, sensor, check, value, expected range), aligned
+/// over the whole report, and its message wrapped beneath: nothing is cut, and every line
+/// fits [`REPORT_WIDTH`] unless a single word (a long column name) does not.
 fn render_text(results: &[SensorResult], summary: &BTreeMap<&'static str, usize>) -> String {
+    let rows: Vec<Vec<Row>> = results.iter().map(|result| result.evaluations.iter().map(Row::of).collect()).collect();
+    let width = |cell: fn(&Row) -> usize| rows.iter().flatten().map(cell).max().unwrap_or(0);
+    let status_width = width(|row| row.status.len());
+    let sensor_width = width(|row| row.sensor.len());
+    let value_width = width(|row| row.value.chars().count());
+    let mut check_width = width(|row| row.check.chars().count());
+    let range_width = width(|row| row.range.chars().count());
+    if 2 + status_width + sensor_width + check_width + value_width + range_width + 8 > REPORT_WIDTH {
+        check_width = 0;
+    }
     let mut out = String::new();
     let mut current_table: Option<&str> = None;
-    for result in results {
+    for (result, rows) in results.iter().zip(&rows) {
         if current_table != Some(result.table.as_str()) {
             current_table = Some(result.table.as_str());
             let layer = if result.layer.is_empty() { String::new() } else { format!("  (layer {})", result.layer) };
             let _ = writeln!(out, "\n{}{layer}", result.table);
         }
-        for evaluation in &result.evaluations {
-            let mut name = evaluation.metric.to_string();
-            if let Some(column) = &evaluation.column {
-                name = format!("{name} {column}");
-            }
-            if let Some(statistic) = &evaluation.statistic {
-                name = format!("{name}.{statistic}");
-            }
-            let value = evaluation.value.map(human_number).unwrap_or_else(|| "-".to_string());
-            let range = match (evaluation.expected_lower, evaluation.expected_upper) {
-                (Some(lower), Some(upper)) => format!("[{}, {}]", human_number(lower), human_number(upper)),
-                _ => "-".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "  {:<13} {:<28} {:<21} {:>12}  {:<22} {}",
-                evaluation.sensor.as_str(),
-                truncate(&name, 28),
-                evaluation.status.as_str(),
-                value,
-                range,
-                evaluation.message
+        for row in rows {
+            let line = format!(
+                "  {:<status_width$}  {:<sensor_width$}  {:<check_width$}  {:>value_width$}  {}",
+                row.status, row.sensor, row.check, row.value, row.range
             );
+            let _ = writeln!(out, "{}", line.trim_end());
+            for wrapped in wrap(row.message, REPORT_WIDTH - MESSAGE_INDENT.len()) {
+                let _ = writeln!(out, "{MESSAGE_INDENT}{wrapped}");
+            }
         }
     }
     let _ = writeln!(
@@ -83,12 +121,37 @@ fn render_text(results: &[SensorResult], summary: &BTreeMap<&'static str, usize>
     out
 }
 
-fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        text.to_string()
-    } else {
-        let mut cut: String = text.chars().take(width - 1).collect();
-        cut.push('…');
-        cut
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word keeps its
+/// own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_wrap_at_spaces_within_the_width() {
+        let text = "drift of `amount`: KS D = 1.000, p = 0.000, adjusted p = 0.000 over the check's 2 tests";
+        let lines = wrap(text, 30);
+        assert!(lines.iter().all(|line| line.chars().count() <= 30), "{lines:?}");
+        assert_eq!(lines.join(" "), text);
+        assert_eq!(wrap("a-very-long-word-that-cannot-break", 10), vec!["a-very-long-word-that-cannot-break"]);
+        assert!(wrap("", 10).is_empty());
     }
 }
