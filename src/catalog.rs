@@ -150,6 +150,21 @@ impl CatalogHandle {
     }
 }
 
+impl CatalogHandle {
+    /// The tables the catalog lists in `name`'s namespace, as `ns.table` (empty when it cannot
+    /// list them): what a "did you mean" for a table that was not found chooses from.
+    pub async fn tables_beside(&self, name: &TableName) -> Vec<String> {
+        let Ok(namespace) = NamespaceIdent::from_vec(name.namespace.clone()) else { return Vec::new() };
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.catalog.list_tables(&namespace)).await {
+            Ok(Ok(tables)) => tables
+                .iter()
+                .map(|table| format!("{}.{}", table.namespace().clone().inner().join("."), table.name()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// A catalog connected on first use and shared by every sensor. Connecting never holds a lock
 /// the others need: one attempt runs at a time and every caller awaits that same attempt. A
 /// failed attempt is remembered and returned at once until its backoff (1 s, doubling to 60 s)
@@ -296,6 +311,17 @@ fn check_pool_properties(properties: &HashMap<String, String>) -> Result<(), Cat
         }
     }
     Ok(())
+}
+
+/// The SQLite file a SQL catalog names, when it does not exist (a wrong path in the config).
+pub fn missing_sqlite_file(config: &CatalogConfig) -> Option<String> {
+    if config.kind != CatalogKind::Sql {
+        return None;
+    }
+    match check_sqlite_file(config.uri.expose(), "") {
+        Err(CatalogError::Unreachable { reason, .. }) => Some(reason),
+        _ => None,
+    }
 }
 
 /// A missing SQLite file would otherwise surface as "unable to open database file".

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use iceberg::spec::SchemaRef;
 
-use crate::catalog::CatalogHandle;
-use crate::config::{Config, TableColumns, online_problems};
+use crate::catalog::{CatalogError, CatalogHandle};
+use crate::config::{Config, Problem, TableColumns, online_problems};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -32,13 +32,31 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
+    // A catalog file that is not there is a wrong path in the config: a problem at its key.
+    if let Some(reason) = crate::catalog::missing_sqlite_file(&config.catalog) {
+        let (line, column) = locations.get("catalog.uri").unwrap_or((1, 1));
+        let problem = Problem { line, column, key_path: "catalog.uri".to_string(), message: reason };
+        eprintln!("1 problem(s) found online in `{}`:", args.config.display());
+        eprintln!("  {}", problem.at(&args.config));
+        return Ok(super::EXIT_USAGE);
+    }
     let catalog = CatalogHandle::connect(&config.catalog).await.context("online validation failed")?;
     // Each table's current schema, or why it did not load.
     let mut schemas: BTreeMap<&str, Result<CurrentSchema, String>> = BTreeMap::new();
     for table in &config.tables {
-        let loaded = catalog.load_table(&table.name).await;
-        let schema = loaded.map(|loaded| CurrentSchema(loaded.metadata().current_schema().clone()));
-        schemas.insert(table.name.as_str(), schema.map_err(|error| error.to_string()));
+        let schema = match catalog.load_table(&table.name).await {
+            Ok(loaded) => Ok(CurrentSchema(loaded.metadata().current_schema().clone())),
+            Err(error @ CatalogError::TableNotFound { .. }) => {
+                let beside = catalog.tables_beside(&table.name).await;
+                let beside: Vec<&str> = beside.iter().map(String::as_str).collect();
+                let suggestion = crate::config::did_you_mean(table.name.as_str(), &beside)
+                    .map(|candidate| format!(" (did you mean `{candidate}`?)"))
+                    .unwrap_or_default();
+                Err(format!("{error}{suggestion}"))
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        schemas.insert(table.name.as_str(), schema);
     }
     let problems = online_problems(&config, &locations, |name| match schemas.get(name.as_str()) {
         Some(Ok(schema)) => Ok(schema as &dyn TableColumns),

@@ -39,7 +39,7 @@ impl Locations {
     }
 
     /// Line and column of `key_path`, when the loader kept it.
-    pub(super) fn get(&self, key_path: &str) -> Option<(usize, usize)> {
+    pub fn get(&self, key_path: &str) -> Option<(usize, usize)> {
         self.places.get(key_path).copied()
     }
 }
@@ -184,7 +184,31 @@ pub(crate) fn shortened_quotes(message: &str) -> String {
 }
 
 /// The closest of `candidates` to `input`, when it is close enough to be a likely typo.
+/// Words that mean a candidate without being spelt like it: (what was written, what is meant).
+/// Used only when the meant word is among the candidates.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("median", "p50"),
+    ("avg", "mean"),
+    ("average", "mean"),
+    ("std", "stddev"),
+    ("stdev", "stddev"),
+    ("count", "row_count"),
+    ("nulls", "null_percent"),
+    ("null_rate", "null_percent"),
+    ("sqlite", "sql"),
+    ("postgres", "sql"),
+    ("postgresql", "sql"),
+    ("jdbc", "sql"),
+    ("http", "rest"),
+];
+
 pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // What people write for a name we spell otherwise: no edit distance finds these.
+    if let Some((_, meant)) = SYNONYMS.iter().find(|(said, _)| said.eq_ignore_ascii_case(input.trim()))
+        && let Some(candidate) = candidates.iter().find(|candidate| *candidate == meant)
+    {
+        return Some(candidate);
+    }
     let close_enough = |candidate: &str| 2.max(candidate.len() / 4);
     // An edit distance is at least the difference in length: a candidate too far off by length
     // alone is not measured (measuring is quadratic, and a key can be 10 MB long).
@@ -201,6 +225,16 @@ pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synonyms_are_suggested_where_the_edit_distance_finds_nothing() {
+        assert_eq!(did_you_mean("median", &["mean", "p25", "p50", "p75"]), Some("p50"));
+        assert_eq!(did_you_mean("sqlite", &["sql", "rest"]), Some("sql"));
+        assert_eq!(did_you_mean("Postgres", &["sql", "rest"]), Some("sql"));
+        // A synonym whose word is not among the candidates suggests nothing of its own.
+        assert_eq!(did_you_mean("median", &["freshness", "volume"]), None);
+        assert_eq!(did_you_mean("volumen", &["freshness", "volume"]), Some("volume"));
+    }
 
     /// The scan from the start of the text that [`LineIndex`] replaces, as the reference.
     fn scanned(text: &str, offset: usize) -> (usize, usize) {

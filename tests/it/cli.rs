@@ -201,12 +201,13 @@ fn validate_online_on_the_demo_warehouse() {
     let broken = read(&demo_config)
         .replacen("timestamp_column = \"ts\"", "timestamp_column = \"event_ts\"", 1)
         .replacen("notional = [\"mean\", \"max\"]", "notionl = [\"mean\", \"max\"]", 1)
-        + "\n[tables.\"bronze.no_such_table\".volume]\ndeviation_percent = 20\n";
+        + "\n[tables.\"bronze.no_such_table\".volume]\ndeviation_percent = 20\n"
+        + "\n[tables.\"bronze.raw_trade\".volume]\ndeviation_percent = 20\n";
     std::fs::write(dir.path().join("demo/broken.toml"), broken).expect("write broken config");
     let (code, stdout, stderr) =
         run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/broken.toml"]));
     assert_eq!(code, 2, "{stdout}{stderr}");
-    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    assert!(stderr.contains("4 problem(s)"), "{stderr}");
     assert!(
         stderr.contains("`tables.\"bronze.raw_trades\".freshness.timestamp_column`: column `event_ts` not found in table `bronze.raw_trades`"),
         "{stderr}"
@@ -216,6 +217,19 @@ fn validate_online_on_the_demo_warehouse() {
         "{stderr}"
     );
     assert!(stderr.contains("table `bronze.no_such_table` not found"), "{stderr}");
+    // A catalog file that is not there is a configuration problem too, at its key.
+    let missing = read(&demo_config).replacen("sqlite://catalog.db", "sqlite://no/such/catalog.db", 1);
+    std::fs::write(dir.path().join("demo/missing.toml"), missing).expect("write config");
+    let (missing_code, missing_stdout, missing_stderr) =
+        run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/missing.toml"]));
+    assert_eq!(missing_code, 2, "{missing_stdout}{missing_stderr}");
+    assert!(
+        missing_stderr.contains("demo/missing.toml:6:7: `catalog.uri`: the catalog database file"),
+        "{missing_stderr}"
+    );
+    // A typo of a table the catalog holds gets the name it has.
+    assert!(stderr.contains("table `bronze.raw_trade` not found in catalog"), "{stderr}");
+    assert!(stderr.contains("(did you mean `bronze.raw_trades`?)"), "{stderr}");
     // Each online problem points at the key that named the table or column, like offline ones.
     for problem in stderr.lines().skip(1) {
         let place: Vec<&str> = problem.trim_start().splitn(4, ':').collect();

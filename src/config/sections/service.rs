@@ -155,6 +155,8 @@ impl Reader<'_> {
         };
         let uri = self.required_string(&section, "uri");
         let uri_span = Reader::value_span(&section, "uri");
+        // `validate --online` reports a catalog it cannot open at this key.
+        self.remember("catalog.uri", uri_span);
         let uri = match (kind, uri) {
             (Some(CatalogKind::Sql), Some(uri)) => self.sql_catalog_uri(&uri, uri_span),
             (Some(CatalogKind::Rest), Some(uri)) => {
