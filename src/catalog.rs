@@ -313,6 +313,33 @@ fn check_pool_properties(properties: &HashMap<String, String>) -> Result<(), Cat
     Ok(())
 }
 
+/// The catalog names a SQL catalog's database holds tables for (its `iceberg_tables`), read
+/// with a short-lived read-only connection; `None` for a REST catalog or when it cannot be read.
+/// For "a wrong catalog `name`": every table is then "not found", and this says why once.
+pub async fn sql_catalog_names(config: &CatalogConfig) -> Option<Vec<String>> {
+    use sqlx::Connection;
+    if config.kind != CatalogKind::Sql {
+        return None;
+    }
+    const QUERY: &str = "SELECT DISTINCT catalog_name FROM iceberg_tables ORDER BY catalog_name";
+    let uri = config.uri.expose();
+    let reading = async {
+        if uri.starts_with("sqlite:") {
+            let options: sqlx::sqlite::SqliteConnectOptions = uri.parse().ok()?;
+            let mut connection = sqlx::SqliteConnection::connect_with(&options.read_only(true)).await.ok()?;
+            let names: Vec<String> = sqlx::query_scalar(QUERY).fetch_all(&mut connection).await.ok()?;
+            let _ = connection.close().await;
+            Some(names)
+        } else {
+            let mut connection = sqlx::PgConnection::connect(uri).await.ok()?;
+            let names: Vec<String> = sqlx::query_scalar(QUERY).fetch_all(&mut connection).await.ok()?;
+            let _ = connection.close().await;
+            Some(names)
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, reading).await.ok().flatten()
+}
+
 /// The SQLite file a SQL catalog names, when it does not exist (a wrong path in the config).
 pub fn missing_sqlite_file(config: &CatalogConfig) -> Option<String> {
     if config.kind != CatalogKind::Sql {

@@ -58,6 +58,31 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
         };
         schemas.insert(table.name.as_str(), schema);
     }
+    // Not one table found, and the database holds tables for other catalog names: the
+    // `[catalog] name` is wrong. Said once, at that key, instead of once per table.
+    let none_found = !schemas.is_empty()
+        && schemas.values().all(|schema| schema.as_ref().is_err_and(|reason| reason.contains("not found")));
+    if none_found
+        && let Some(names) = crate::catalog::sql_catalog_names(&config.catalog).await
+        && !names.is_empty()
+        && !names.contains(&config.catalog.name)
+    {
+        let (line, column) = locations.get("catalog.name").or(locations.get("catalog.uri")).unwrap_or((1, 1));
+        let listed = names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
+        let suggestion =
+            crate::config::did_you_mean(&config.catalog.name, &names.iter().map(String::as_str).collect::<Vec<_>>())
+                .map(|candidate| format!(" (did you mean `{candidate}`?)"))
+                .unwrap_or_default();
+        let message = format!(
+            "no table of this config is in catalog `{}` of `{}`{suggestion}; the database holds tables for catalog(s) {listed}",
+            config.catalog.name,
+            catalog.uri()
+        );
+        let problem = Problem { line, column, key_path: "catalog.name".to_string(), message };
+        eprintln!("1 problem(s) found online in `{}`:", args.config.display());
+        eprintln!("  {}", problem.at(&args.config));
+        return Ok(super::EXIT_USAGE);
+    }
     let problems = online_problems(&config, &locations, |name| match schemas.get(name.as_str()) {
         Some(Ok(schema)) => Ok(schema as &dyn TableColumns),
         Some(Err(reason)) => Err(reason.clone()),

@@ -227,6 +227,18 @@ fn validate_online_on_the_demo_warehouse() {
         missing_stderr.contains("demo/missing.toml:6:7: `catalog.uri`: the catalog database file"),
         "{missing_stderr}"
     );
+    // A wrong catalog `name`: said once, with the names the database holds.
+    let misnamed = read(&demo_config).replacen("name = \"default\"", "name = \"defualt\"", 1);
+    std::fs::write(dir.path().join("demo/misnamed.toml"), misnamed).expect("write config");
+    let (misnamed_code, _, misnamed_stderr) =
+        run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/misnamed.toml"]));
+    assert_eq!(misnamed_code, 2, "{misnamed_stderr}");
+    assert!(misnamed_stderr.contains("1 problem(s)"), "{misnamed_stderr}");
+    assert!(
+        misnamed_stderr.contains("`catalog.name`: no table of this config is in catalog `defualt`")
+            && misnamed_stderr.contains("(did you mean `default`?)"),
+        "{misnamed_stderr}"
+    );
     // A typo of a table the catalog holds gets the name it has.
     assert!(stderr.contains("table `bronze.raw_trade` not found in catalog"), "{stderr}");
     assert!(stderr.contains("(did you mean `bronze.raw_trades`?)"), "{stderr}");

@@ -184,6 +184,9 @@ impl Reader<'_> {
             );
         }
         let name = self.string(&section, "name").unwrap_or_else(|| "default".to_string());
+        if section.table.get("name").is_some() {
+            self.remember("catalog.name", Reader::value_span(&section, "name"));
+        }
         if name.trim().is_empty() {
             let span = Reader::value_span(&section, "name");
             self.problem_at(span, "catalog.name", "the catalog name cannot be empty");
