@@ -35,7 +35,8 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<u8> {
     // A catalog file that is not there is a wrong path in the config: a problem at its key.
     if let Some(reason) = crate::catalog::missing_sqlite_file(&config.catalog) {
         let (line, column) = locations.get("catalog.uri").unwrap_or((1, 1));
-        let problem = Problem { line, column, key_path: "catalog.uri".to_string(), message: reason };
+        let message = format!("cannot reach catalog `{}`: {reason}", config.catalog.uri.redacted());
+        let problem = Problem { line, column, key_path: "catalog.uri".to_string(), message };
         eprintln!("1 problem(s) found online in `{}`:", args.config.display());
         eprintln!("  {}", problem.at(&args.config));
         return Ok(super::EXIT_USAGE);

@@ -104,6 +104,9 @@ fn a_missing_sqlite_catalog_is_one_clear_error() {
     for args in [&["validate", "--online"][..], &["check"]] {
         let (code, stdout, stderr) = run(&mut icewatch_in(dir.path(), args));
         assert_ne!(code, 0, "{args:?}");
+        if args[0] == "validate" {
+            assert_eq!(code, 2, "a wrong catalog path is a configuration problem: {stderr}");
+        }
         let output = format!("{stdout}{stderr}");
         assert!(output.contains(&format!("cannot reach catalog `{expected_uri}`")), "{args:?}: {output}");
         assert!(!output.contains("panicked") && !output.contains("stack backtrace"), "{output}");
@@ -224,7 +227,8 @@ fn validate_online_on_the_demo_warehouse() {
         run(&mut icewatch_in(dir.path(), &["validate", "--online", "--config", "demo/missing.toml"]));
     assert_eq!(missing_code, 2, "{missing_stdout}{missing_stderr}");
     assert!(
-        missing_stderr.contains("demo/missing.toml:6:7: `catalog.uri`: the catalog database file"),
+        missing_stderr.contains("demo/missing.toml:6:7: `catalog.uri`: cannot reach catalog `sqlite://")
+            && missing_stderr.contains("the catalog database file"),
         "{missing_stderr}"
     );
     // A wrong catalog `name`: said once, with the names the database holds.
