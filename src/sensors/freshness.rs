@@ -4,6 +4,7 @@
 //! commit cadence: the current gap since the last data commit against past inter-commit gaps.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -252,37 +253,39 @@ fn lag_status(lag_seconds: f64, config: &FreshnessConfig) -> (Status, String) {
     if lag_seconds < -FUTURE_EVENT_TOLERANCE_SECONDS {
         return (Status::Warning, ": an event time in the future (clock skew, or bad data in the column)".to_string());
     }
-    if let Some(critical) = config.lag_critical_after
-        && lag_seconds > critical.as_secs_f64()
-    {
-        return (Status::Critical, format!(", over lag_critical_after {}", human_seconds(critical.as_secs_f64())));
-    }
-    if let Some(warn) = config.lag_warn_after
-        && lag_seconds > warn.as_secs_f64()
-    {
-        return (Status::Warning, format!(", over lag_warn_after {}", human_seconds(warn.as_secs_f64())));
-    }
-    match config.lag_warn_after {
-        Some(warn) => (Status::Ok, format!(", within lag_warn_after {}", human_seconds(warn.as_secs_f64()))),
-        None => (Status::Ok, " (no lag_warn_after: reported, not judged)".to_string()),
-    }
+    let thresholds = (config.lag_warn_after, config.lag_critical_after);
+    against(
+        lag_seconds,
+        thresholds,
+        ("lag_warn_after", "lag_critical_after"),
+        " (no lag_warn_after: reported, not judged)",
+    )
 }
 
 /// Status of an age against `warn_after` / `critical_after`, and the words that explain it.
 fn threshold_status(age_seconds: f64, config: &FreshnessConfig) -> (Status, String) {
-    if let Some(critical) = config.critical_after
-        && age_seconds > critical.as_secs_f64()
+    against(age_seconds, (config.warn_after, config.critical_after), ("warn_after", "critical_after"), "")
+}
+
+/// `seconds` against a (warning, critical) pair of thresholds named `names`, and the words
+/// that explain the status; `unset` is said when there is no warning threshold.
+fn against(
+    seconds: f64,
+    (warn, critical): (Option<Duration>, Option<Duration>),
+    (warn_name, critical_name): (&str, &str),
+    unset: &str,
+) -> (Status, String) {
+    if let Some(critical) = critical
+        && seconds > critical.as_secs_f64()
     {
-        return (Status::Critical, format!(", over critical_after {}", human_seconds(critical.as_secs_f64())));
+        return (Status::Critical, format!(", over {critical_name} {}", human_seconds(critical.as_secs_f64())));
     }
-    if let Some(warn) = config.warn_after
-        && age_seconds > warn.as_secs_f64()
-    {
-        return (Status::Warning, format!(", over warn_after {}", human_seconds(warn.as_secs_f64())));
-    }
-    match config.warn_after {
-        Some(warn) => (Status::Ok, format!(", within warn_after {}", human_seconds(warn.as_secs_f64()))),
-        None => (Status::Ok, String::new()),
+    match warn {
+        Some(warn) if seconds > warn.as_secs_f64() => {
+            (Status::Warning, format!(", over {warn_name} {}", human_seconds(warn.as_secs_f64())))
+        }
+        Some(warn) => (Status::Ok, format!(", within {warn_name} {}", human_seconds(warn.as_secs_f64()))),
+        None => (Status::Ok, unset.to_string()),
     }
 }
 
