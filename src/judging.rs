@@ -4,6 +4,8 @@
 //! band drawn for a point is the band that point was judged against. It owns [`Status`], the
 //! verdict every judge returns. Pure: no IO, no history; it depends on no sensor.
 
+pub mod seasonal;
+
 use serde::Serialize;
 
 use crate::config::{SensorSettings, Statistic};
@@ -68,19 +70,54 @@ pub enum Measure {
     Distribution(Statistic),
 }
 
-/// Floor of a distribution statistic's scoring standard deviation relative to the window mean.
-/// Lower than the default 1 %: the statistics of large batches are far steadier than 1 % of
-/// their level (the mean of 2 000 draws of N(50, 10) varies by 0.45 %), and that floor would
-/// hide a 4-sigma shift. It still keeps a constant series (a `max` pinned at 100) from alarming
-/// on noise.
-pub const DISTRIBUTION_MIN_STDDEV_RELATIVE: f64 = 0.001;
+/// The smallest standard deviation a series is scored with, whatever its history says: the
+/// larger of `absolute`, `relative` · |mean| and `sqrt` · sqrt(|mean|). Each kind of statistic
+/// has its own, because each has its own noise (docs/design.md, "Floors"): without them a
+/// series that happened to be constant turns the first tiny change into an enormous z-score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Floors {
+    pub absolute: f64,
+    pub relative: f64,
+    pub sqrt: f64,
+}
 
 impl Measure {
-    /// The standard deviation used for scoring is never below this fraction of |mean|.
-    pub fn min_stddev_relative(self) -> f64 {
+    /// The floors of this series' scoring standard deviation.
+    pub fn floors(self) -> Floors {
+        let floors = |absolute: f64, relative: f64, sqrt: f64| Floors { absolute, relative, sqrt };
         match self {
-            Measure::RowsAdded | Measure::CommitGap => ScoringParams::default().min_stddev_relative,
-            Measure::Distribution(_) => DISTRIBUTION_MIN_STDDEV_RELATIVE,
+            // Counts: at least Poisson noise (a 5-row table varies by ±2 rows), and 1 %.
+            Measure::RowsAdded => floors(1e-9, 0.01, 1.0),
+            // Gaps: a quarter of the usual gap. Loads jitter by minutes and a pause's edges
+            // add a little activity time, so a gap is unusual only from about 1.75 times the
+            // usual one (at z = 3), not 1.03 times.
+            Measure::CommitGap => floors(1.0, 0.25, 0.0),
+            Measure::Distribution(statistic) => match statistic {
+                Statistic::RowCount | Statistic::NullCount => floors(1e-9, 0.01, 1.0),
+                // A low-cardinality column's distinct count is exact, not noisy: a fourth
+                // category where there were always three is news.
+                Statistic::DistinctCount => floors(1e-9, 0.01, 0.0),
+                // Percentages: a tenth of a percentage point (one null in a thousand rows).
+                Statistic::NullPercent | Statistic::ZeroPercent | Statistic::NanPercent | Statistic::EmptyPercent => {
+                    floors(0.1, 0.01, 0.0)
+                }
+                // Means of large batches are far steadier than 1 % of their level (the mean of
+                // 2 000 draws of N(50, 10) varies by 0.45 %): a tenth of a percent.
+                Statistic::Mean | Statistic::Sum | Statistic::MeanLength => floors(1e-9, 0.001, 0.0),
+                // Central quantiles and spreads move with the sample a little more.
+                Statistic::P25 | Statistic::P50 | Statistic::P75 | Statistic::Stddev => floors(1e-9, 0.005, 0.0),
+                // Extremes depend on the batch's size and often sit at a bound (a price's min
+                // is 0.01 in every large batch): 2 %, so a small batch's higher min is not a
+                // 20-sigma event while a unit change (×100) or a new negative is.
+                Statistic::Min
+                | Statistic::Max
+                | Statistic::P01
+                | Statistic::P05
+                | Statistic::P95
+                | Statistic::P99
+                | Statistic::MinLength
+                | Statistic::MaxLength => floors(1e-9, 0.02, 0.0),
+            },
         }
     }
 
@@ -117,12 +154,15 @@ impl Measure {
 
 /// The scoring parameters of `measure` under a sensor's `settings`, watching `direction`.
 pub fn scoring_params(settings: &SensorSettings, direction: Direction, measure: Measure) -> ScoringParams {
+    let floors = measure.floors();
     ScoringParams {
         min_history: settings.min_history,
         zscore_threshold: settings.zscore_threshold,
         direction,
-        min_stddev_relative: measure.min_stddev_relative(),
-        ..ScoringParams::default()
+        min_stddev_absolute: floors.absolute,
+        min_stddev_relative: floors.relative,
+        min_stddev_sqrt: floors.sqrt,
+        rebaseline_after: settings.rebaseline_after,
     }
 }
 
@@ -156,6 +196,17 @@ impl Domain {
 /// The expected band of `score`, clamped to `measure`'s domain.
 pub fn band(score: &Score, measure: Measure) -> (f64, f64) {
     measure.domain().clamp(score.expected_lower, score.expected_upper)
+}
+
+/// What a message adds when `score` was judged against a new level that began with the point
+/// `since` names (a snapshot, a time): the shift alerted while it was new, and is the norm now.
+pub fn new_level_note(score: &Score, window_len: usize, since: impl FnOnce(usize) -> String) -> String {
+    match score.rebased_from {
+        Some(start) => {
+            format!("; a new level since {}, accepted after {} points", since(start), window_len.saturating_sub(start))
+        }
+        None => String::new(),
+    }
 }
 
 /// Severity of a z-score judgement: `insufficient_history` without a score, `critical` for an
@@ -197,11 +248,25 @@ mod tests {
     }
 
     #[test]
-    fn distribution_floors_are_tighter_than_the_default() {
-        assert!(
-            Measure::Distribution(Statistic::Mean).min_stddev_relative() < Measure::RowsAdded.min_stddev_relative()
-        );
-        assert_eq!(Measure::CommitGap.min_stddev_relative(), ScoringParams::default().min_stddev_relative);
+    fn each_kind_of_statistic_has_the_floor_of_its_noise() {
+        let floor = |measure: Measure, history: &[f64]| {
+            let params = ScoringParams {
+                min_stddev_absolute: measure.floors().absolute,
+                min_stddev_relative: measure.floors().relative,
+                min_stddev_sqrt: measure.floors().sqrt,
+                ..ScoringParams::default()
+            };
+            crate::stats::baseline(history, &params).unwrap().stddev
+        };
+        let constant = [1.0; 10];
+        // A min pinned at a bound: 2 % of it, so 1.02 is no alarm.
+        assert!((floor(Measure::Distribution(Statistic::Min), &constant) - 0.02).abs() < 1e-12);
+        // A mean: a tenth of a percent.
+        assert!((floor(Measure::Distribution(Statistic::Mean), &[100.0; 10]) - 0.1).abs() < 1e-12);
+        // A null percentage pinned at 0: a tenth of a point.
+        assert!((floor(Measure::Distribution(Statistic::NullPercent), &[0.0; 10]) - 0.1).abs() < 1e-12);
+        // Five rows per commit: Poisson noise, sqrt(5).
+        assert!((floor(Measure::RowsAdded, &[5.0; 10]) - 5f64.sqrt()).abs() < 1e-12);
     }
 
     #[test]

@@ -40,6 +40,7 @@
 //! - **generation**: one loaded configuration with its pipeline and scheduler; a reload
 //!   starts a new one and keeps the old one when the new config is invalid.
 
+pub(crate) mod backtest;
 pub mod catalog;
 pub mod cli;
 pub mod config;

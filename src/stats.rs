@@ -33,6 +33,13 @@ pub struct ScoringParams {
     /// ... nor below this fraction of |mean|, so a near-constant series (row counts that are
     /// exactly 1 000 000 every day, plus or minus a handful) does not turn noise into huge z-scores.
     pub min_stddev_relative: f64,
+    /// ... nor below `min_stddev_sqrt` · sqrt(|mean|): the Poisson noise of a count (rows per
+    /// commit, nulls per batch); 0 for statistics that are not counts.
+    pub min_stddev_sqrt: f64,
+    /// When the newest this-many points (or more) of the window all lie beyond the band of the
+    /// points before them, on one side, they are a new level and the baseline is theirs alone
+    /// (see [`score`]); 0 never re-baselines.
+    pub rebaseline_after: usize,
 }
 
 impl Default for ScoringParams {
@@ -43,6 +50,8 @@ impl Default for ScoringParams {
             direction: Direction::Both,
             min_stddev_absolute: 1e-9,
             min_stddev_relative: 0.01,
+            min_stddev_sqrt: 0.0,
+            rebaseline_after: 0,
         }
     }
 }
@@ -79,7 +88,11 @@ pub fn baseline(window: &[f64], params: &ScoringParams) -> Option<Baseline> {
     let kept = without_outliers(&finite, params.min_history.max(1));
     let (count, mean, m2) = welford(kept.iter().copied());
     let raw_stddev = if count >= 2 { (m2 / (count - 1) as f64).sqrt() } else { 0.0 };
-    let floor = params.min_stddev_absolute.max(params.min_stddev_relative * mean.abs()).max(0.0);
+    let floor = params
+        .min_stddev_absolute
+        .max(params.min_stddev_relative * mean.abs())
+        .max(params.min_stddev_sqrt * mean.abs().sqrt())
+        .max(0.0);
     let stddev = raw_stddev.max(floor);
     let usable = mean.is_finite() && stddev.is_finite() && stddev > 0.0;
     usable.then_some(Baseline { count, mean, stddev })
@@ -131,6 +144,9 @@ pub struct Score {
     /// `mean + threshold * stddev`: the highest value that is not a spike.
     pub expected_upper: f64,
     pub is_anomaly: bool,
+    /// Where in the window the accepted new level begins, when the baseline was re-based onto
+    /// it (see [`ScoringParams::rebaseline_after`]).
+    pub rebased_from: Option<usize>,
 }
 
 /// Scores `value` against `window`.
@@ -144,7 +160,11 @@ pub fn score(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score
     if !value.is_finite() {
         return None;
     }
-    let Baseline { mean, stddev, .. } = baseline(window, params)?;
+    let rebased_from = new_level_start(window, params);
+    let Baseline { mean, stddev, .. } = match rebased_from {
+        Some(start) => baseline(&window[start..], &ScoringParams { min_history: 1, ..*params })?,
+        None => baseline(window, params)?,
+    };
     let zscore = (value - mean) / stddev;
     let half_band = params.zscore_threshold * stddev;
     let expected_lower = mean - half_band;
@@ -158,7 +178,36 @@ pub fn score(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score
         Direction::Drop => zscore <= -threshold,
         Direction::Both => zscore.abs() >= threshold,
     };
-    Some(Score { zscore, mean, stddev, expected_lower, expected_upper, is_anomaly })
+    Some(Score { zscore, mean, stddev, expected_lower, expected_upper, is_anomaly, rebased_from })
+}
+
+/// The start of a new level at the end of `window`: the earliest index `s` such that at least
+/// `rebaseline_after` points follow it, all beyond the band (`zscore_threshold`) of the
+/// baseline of `window[..s]`, on the same side. `None` when there is no such level (or
+/// re-baselining is off), so a shift alerts for its first `rebaseline_after` points and then
+/// becomes the norm, while a lone past outlier is still left out by the baseline itself.
+fn new_level_start(window: &[f64], params: &ScoringParams) -> Option<usize> {
+    let needed = params.rebaseline_after;
+    if needed == 0 || window.len() < needed + params.min_history.max(1) {
+        return None;
+    }
+    let plain = ScoringParams { rebaseline_after: 0, ..*params };
+    let beyond = |start: usize| -> bool {
+        let Some(Baseline { mean, stddev, .. }) = baseline(&window[..start], &plain) else { return false };
+        let cut = params.zscore_threshold * stddev;
+        let tail = &window[start..];
+        tail.iter().all(|value| *value - mean >= cut) || tail.iter().all(|value| mean - *value >= cut)
+    };
+    let newest_start = window.len() - needed;
+    if !beyond(newest_start) {
+        return None;
+    }
+    // Extend the level backwards while it still stands apart from what came before it.
+    let mut start = newest_start;
+    while start > params.min_history.max(1) && beyond(start - 1) {
+        start -= 1;
+    }
+    Some(start)
 }
 
 /// `100 * (value - mean) / |mean|` against the mean of `reference` (non-finite points ignored);
@@ -418,6 +467,38 @@ pub fn chi_square(expected_counts: &[(String, u64)], actual_counts: &[(String, u
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_level_shift_alerts_until_it_has_lasted_rebaseline_after_points() {
+        let params = ScoringParams { rebaseline_after: 5, ..ScoringParams::default() };
+        let old: Vec<f64> = (0..40).map(|index| 100.0 + (index % 5) as f64 - 2.0).collect();
+        let mut window = old.clone();
+        window.extend([150.0, 151.0, 149.0]);
+        let early = score(150.0, &window, &params).unwrap();
+        assert!(early.is_anomaly && early.rebased_from.is_none(), "{early:?}");
+        window.extend([150.5, 149.5]);
+        let accepted = score(150.0, &window, &params).unwrap();
+        assert!(!accepted.is_anomaly, "{accepted:?}");
+        assert_eq!(accepted.rebased_from, Some(40));
+        // The old level is now the anomaly.
+        assert!(score(100.0, &window, &params).unwrap().is_anomaly);
+        assert!(accepted.stddev < 2.0, "the band is the new level's own: {accepted:?}");
+        // Off: once the new points are more than a tenth of the window they count, and the band
+        // spans both levels, so neither the new level nor a return to the old one stands out.
+        let off = score(150.0, &window, &ScoringParams::default()).unwrap();
+        assert!(!off.is_anomaly && off.rebased_from.is_none() && off.stddev > 10.0, "{off:?}");
+        assert!(!score(100.0, &window, &ScoringParams::default()).unwrap().is_anomaly);
+    }
+
+    #[test]
+    fn a_past_one_off_outlier_is_not_a_new_level() {
+        let params = ScoringParams { rebaseline_after: 5, ..ScoringParams::default() };
+        let mut window: Vec<f64> = (0..40).map(|index| 100.0 + (index % 5) as f64 - 2.0).collect();
+        window.insert(30, 400.0);
+        let scored = score(101.0, &window, &params).unwrap();
+        assert!(!scored.is_anomaly && scored.rebased_from.is_none(), "{scored:?}");
+        assert!(score(400.0, &window, &params).unwrap().is_anomaly);
+    }
+
+    #[test]
     fn a_past_outlier_does_not_hide_the_next_one() {
         let params = ScoringParams::default();
         let mut window = vec![100.0, 104.0, 97.0, 101.0, 99.0, 103.0, 98.0, 102.0, 100.0, 101.0];
@@ -660,6 +741,8 @@ mod tests {
                 direction,
                 min_stddev_absolute: absolute,
                 min_stddev_relative: relative,
+                min_stddev_sqrt: 0.0,
+                rebaseline_after: 0,
             })
     }
 

@@ -34,17 +34,26 @@ pub enum FailOn {
     Critical,
 }
 
-pub async fn check(args: CheckArgs) -> anyhow::Result<u8> {
-    let config = Arc::new(Config::load(&args.config)?);
-    for name in &args.tables {
+/// The usage exit code, after saying so on stderr, when a `--table` is not declared in the
+/// config at `path`.
+pub fn unknown_tables(config: &Config, tables: &[String], path: &std::path::Path) -> Option<u8> {
+    for name in tables {
         if config.table(name).is_none() {
             let known: Vec<&str> = config.tables.iter().map(|table| table.name.as_str()).collect();
             let suggestion = crate::config::did_you_mean(name, &known)
                 .map(|candidate| format!(" (did you mean `{candidate}`?)"))
                 .unwrap_or_default();
-            eprintln!("error: table `{name}` is not declared in `{}`{suggestion}", args.config.display());
-            return Ok(super::EXIT_USAGE);
+            eprintln!("error: table `{name}` is not declared in `{}`{suggestion}", path.display());
+            return Some(super::EXIT_USAGE);
         }
+    }
+    None
+}
+
+pub async fn check(args: CheckArgs) -> anyhow::Result<u8> {
+    let config = Arc::new(Config::load(&args.config)?);
+    if let Some(code) = unknown_tables(&config, &args.tables, &args.config) {
+        return Ok(code);
     }
     let pipeline = Pipeline::new(config, Arc::new(Metrics::new())).await?;
     let lineage = crate::lineage::Lineage::attach(&pipeline);

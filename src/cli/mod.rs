@@ -1,6 +1,7 @@
 //! Command-line interface (clap derive): one module per subcommand. Each returns the process
 //! exit code; `anyhow` errors stop here and are printed by `main` as `error:` / `caused by:`.
 
+mod backtest;
 mod check;
 mod demo;
 mod lineage;
@@ -45,6 +46,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Print the lineage graph: declared pipelines plus edges learned from OpenLineage events.
     Lineage(lineage::LineageArgs),
+    /// Replay each table's history through the judges, as if `check` had run after every past
+    /// commit, and count the alerts per table and sensor at a range of thresholds.
+    Backtest(backtest::BacktestArgs),
 }
 
 /// Runs the parsed command line and returns the exit code.
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Validate(args) => validate::validate(args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Lineage(args) => lineage::lineage(args).await,
+            Command::Backtest(args) => backtest::backtest(args).await,
         }
     })
 }

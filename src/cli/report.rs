@@ -53,7 +53,7 @@ struct Row<'a> {
     check: String,
     value: String,
     range: String,
-    message: &'a str,
+    message: std::borrow::Cow<'a, str>,
 }
 
 impl<'a> Row<'a> {
@@ -75,7 +75,10 @@ impl<'a> Row<'a> {
             check,
             value: evaluation.value.map(human_number).unwrap_or_default(),
             range,
-            message: &evaluation.message,
+            message: match &evaluation.seasonality {
+                Some(model) => format!("{} [seasonality {model}]", evaluation.message).into(),
+                None => evaluation.message.as_str().into(),
+            },
         }
     }
 }
@@ -108,7 +111,7 @@ fn render_text(results: &[SensorResult], summary: &BTreeMap<&'static str, usize>
                 row.status, row.sensor, row.check, row.value, row.range
             );
             let _ = writeln!(out, "{}", line.trim_end());
-            for wrapped in wrap(row.message, REPORT_WIDTH - MESSAGE_INDENT.len()) {
+            for wrapped in wrap(&row.message, REPORT_WIDTH - MESSAGE_INDENT.len()) {
                 let _ = writeln!(out, "{MESSAGE_INDENT}{wrapped}");
             }
         }

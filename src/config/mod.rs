@@ -214,6 +214,8 @@ pub struct Defaults {
     pub min_history: usize,
     /// Points in the rolling window.
     pub window: usize,
+    /// Consecutive points beyond the band after which their level is the baseline (0: never).
+    pub rebaseline_after: usize,
     pub direction: Direction,
     /// Longest a single sensor run may take.
     pub timeout: Duration,
@@ -235,6 +237,8 @@ pub struct SensorSettings {
     pub zscore_threshold: f64,
     pub min_history: usize,
     pub window: usize,
+    /// Consecutive points beyond the band after which their level is the baseline (0: never).
+    pub rebaseline_after: usize,
     pub direction: Direction,
     pub timeout: Duration,
 }
@@ -306,6 +310,8 @@ pub struct FreshnessConfig {
     pub lag_critical_after: Option<Duration>,
     /// Which commits count as the table receiving data (for the age and the cadence).
     pub counts: FreshnessCounts,
+    /// How the commit cadence weighs the hours of the week.
+    pub seasonality: Seasonality,
     pub settings: SensorSettings,
 }
 
@@ -328,20 +334,19 @@ pub struct VolumeConfig {
     pub critical_deviation_percent: f64,
     /// Time window of the rolling mean.
     pub window: Duration,
-    /// Compare only with past commits at about the same time of day / week.
+    /// Which past commits are like the newest one.
     pub seasonality: Seasonality,
     pub settings: SensorSettings,
 }
 
-/// Which past commits a volume is compared with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which past commits a series is compared with (`seasonality`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Seasonality {
-    /// All commits in the window.
-    None,
-    /// Commits within 45 minutes of the same time of day.
-    Daily,
-    /// Commits within 45 minutes of the same time of the week.
-    Weekly,
+    /// Chosen per series by backtesting each model on the table's own history.
+    #[default]
+    Auto,
+    /// Always this cycle, with no trend.
+    Fixed(crate::judging::seasonal::Cycle),
 }
 
 #[derive(Clone, Debug)]

@@ -45,6 +45,7 @@ pub struct Metrics {
     // Verdicts and the service itself.
     pub icewatch_result_severity: IntGaugeVec,
     pub icewatch_build_info: IntGaugeVec,
+    pub icewatch_seasonality_info: IntGaugeVec,
     pub icewatch_up: IntGauge,
     pub icewatch_sensor_runs_total: IntCounterVec,
     pub icewatch_sensor_run_duration_seconds: HistogramVec,
@@ -66,6 +67,9 @@ pub struct Metrics {
     /// The `icewatch_result_severity` label sets of each (table, sensor)'s last run, so a
     /// result the next run no longer has (a statistic or column dropped) loses its series.
     verdict_labels: Mutex<HashMap<(String, SensorKind), BTreeSet<VerdictLabels>>>,
+    /// The `model` label each (table, sensor, metric) series of `icewatch_seasonality_info`
+    /// has now, so a new model replaces the old series instead of adding one.
+    seasonality_labels: Mutex<HashMap<ResultKey, [String; 5]>>,
     /// Every family with a `table` label, for [`Metrics::forget_tables`].
     table_families: Vec<Box<dyn TableFamily>>,
 }
@@ -117,6 +121,8 @@ const TABLE_LAYER: &[&str] = &["table", "layer"];
 /// `column` and `statistic` are empty when a result has none (a table-level metric), so each
 /// distribution statistic and each drift column has its own verdict.
 const VERDICT_LABELS: &[&str] = &["table", "layer", "sensor", "metric", "column", "statistic"];
+/// (table, sensor, metric) of a result.
+type ResultKey = (String, String, &'static str);
 /// The values of [`VERDICT_LABELS`] of one `icewatch_result_severity` series.
 type VerdictLabels = [String; 6];
 const DISTRIBUTION: &[&str] = &["table", "column", "statistic"];
@@ -161,6 +167,16 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(icewatch_build_info.clone())).expect("register once");
         icewatch_build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let icewatch_seasonality_info = IntGaugeVec::new(
+            Opts::new(
+                "icewatch_seasonality_info",
+                "Always 1; `model` is the seasonal model the latest result of the series was judged with.",
+            ),
+            &["table", "layer", "sensor", "metric", "model"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(icewatch_seasonality_info.clone())).expect("register once");
+        r.note(&icewatch_seasonality_info, &["table"]);
         let icewatch_up = IntGauge::new("icewatch_up", "1 while the icewatch service runs.").expect("valid metric");
         registry.register(Box::new(icewatch_up.clone())).expect("register once");
         let icewatch_sensor_run_duration_seconds = HistogramVec::new(
@@ -328,6 +344,8 @@ impl Metrics {
             ),
             icewatch_result_severity,
             icewatch_build_info,
+            icewatch_seasonality_info,
+            seasonality_labels: Mutex::new(HashMap::new()),
             icewatch_up,
             icewatch_sensor_runs_total: counter(
                 r,
@@ -392,6 +410,9 @@ impl Metrics {
         }
         if let Ok(mut verdicts) = self.verdict_labels.lock() {
             verdicts.retain(|(table, _), _| keep(table));
+        }
+        if let Ok(mut models) = self.seasonality_labels.lock() {
+            models.retain(|(table, _, _), _| keep(table));
         }
         self.table_families.iter().map(|family| family.forget_tables(keep)).sum()
     }
@@ -489,6 +510,9 @@ impl Metrics {
     fn record_evaluation(&self, table: &str, layer: &str, evaluation: &Evaluation) {
         // Touching the counter exports it at 0 until the first anomaly.
         let _ = self.anomaly_counter(table, layer, evaluation);
+        if let Some(model) = &evaluation.seasonality {
+            self.record_seasonality(table, layer, evaluation, model);
+        }
         let table_layer = [table, layer];
         match evaluation.metric {
             Metric::COMMIT_GAP_SECONDS => {
@@ -527,6 +551,25 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// `icewatch_seasonality_info` of one result: its model now, the previous one's series gone.
+    fn record_seasonality(&self, table: &str, layer: &str, evaluation: &Evaluation, model: &str) {
+        let labels = [
+            table.to_string(),
+            layer.to_string(),
+            evaluation.sensor.as_str().to_string(),
+            evaluation.metric.as_str().to_string(),
+            model.to_string(),
+        ];
+        let Ok(mut current) = self.seasonality_labels.lock() else { return };
+        let key = (table.to_string(), evaluation.sensor.as_str().to_string(), evaluation.metric.as_str());
+        if let Some(previous) = current.insert(key, labels.clone())
+            && previous != labels
+        {
+            let _ = self.icewatch_seasonality_info.remove_label_values(&previous.each_ref().map(String::as_str));
+        }
+        self.icewatch_seasonality_info.with_label_values(&labels.each_ref().map(String::as_str)).set(1);
     }
 
     /// The `*_anomaly_total` series an evaluation's anomalies count in, if its metric has one.

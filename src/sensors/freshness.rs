@@ -20,8 +20,9 @@ use super::{
     Evaluation, Family, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest, Windows,
     human_seconds,
 };
-use crate::config::{FreshnessConfig, FreshnessCounts, SensorKind};
+use crate::config::{FreshnessConfig, FreshnessCounts, Seasonality, SensorKind};
 use crate::history::{Point, SeriesKey};
+use crate::judging::seasonal;
 use crate::judging::{self, Measure};
 use crate::stats::{Direction, score};
 
@@ -82,20 +83,27 @@ pub async fn observe(
     cache: &ManifestBoundsCache,
 ) -> Result<FreshnessObservation, SensorError> {
     let history = commits(table.metadata());
-    let counted = counted_commits(&history, config.counts);
     let event_time = match &config.timestamp_column {
         Some(column) => max_event_time(table, table_name, column, cache).await?,
         None => None,
     };
-    Ok(FreshnessObservation {
+    Ok(FreshnessObservation { event_time, ..observation_at(&history, config, now_ms) })
+}
+
+/// What the sensor sees at `now_ms` of a table whose snapshot log is `history` (oldest first;
+/// `backtest` passes a prefix of it, to stand at a past moment), without the event time, which
+/// needs the data files.
+pub fn observation_at(history: &[Commit], config: &FreshnessConfig, now_ms: i64) -> FreshnessObservation {
+    let counted = counted_commits(history, config.counts);
+    FreshnessObservation {
         now_ms,
         last_data_commit: counted.data.last().map(|commit| (*commit).clone()),
         data_commits: counted.data.iter().map(|commit| (commit.snapshot_id, commit.timestamp_ms)).collect(),
         counts: config.counts,
         skipped_since: counted.skipped_since,
         last_commit: history.last().cloned(),
-        event_time,
-    })
+        event_time: None,
+    }
 }
 
 /// The commits that count for freshness, and what came after the last of them.
@@ -151,25 +159,40 @@ pub fn gap_series(table_name: &str) -> SeriesKey {
     SeriesKey::new(table_name, SensorKind::FRESHNESS.as_str(), Metric::COMMIT_GAP_SECONDS.as_str(), &[])
 }
 
-/// The gaps the cadence score needs: the `window` newest before now.
+/// The gaps the cadence score needs: those its seasonal model is chosen from and the `window`
+/// newest before now.
 pub fn window_requests(
     table_name: &str,
     config: &FreshnessConfig,
     observation: &FreshnessObservation,
 ) -> Vec<WindowRequest> {
-    vec![WindowRequest {
-        series: gap_series(table_name),
-        before_ms: observation.now_ms + 1,
-        limit: config.settings.window,
-        since_ms: None,
-    }]
+    let limit = match config.seasonality {
+        Seasonality::Fixed(seasonal::Cycle::None) => config.settings.window,
+        _ => MAX_GAP_POINTS.max(config.settings.window),
+    };
+    vec![WindowRequest { series: gap_series(table_name), before_ms: observation.now_ms + 1, limit, since_ms: None }]
 }
+
+/// Most past gaps read for the cadence's seasonal model (35 days of a table committing every
+/// five minutes).
+const MAX_GAP_POINTS: usize = 10_000;
 
 pub fn judge(
     table_name: &str,
     config: &FreshnessConfig,
     observation: &FreshnessObservation,
     windows: &Windows,
+) -> Vec<Evaluation> {
+    judge_with(table_name, config, observation, windows, None)
+}
+
+/// [`judge`] with the cadence's seasonal model already chosen (`backtest` chooses once a day).
+pub fn judge_with(
+    table_name: &str,
+    config: &FreshnessConfig,
+    observation: &FreshnessObservation,
+    windows: &Windows,
+    cadence: Option<&(seasonal::Choice, seasonal::Activity)>,
 ) -> Vec<Evaluation> {
     let kind = SensorKind::FRESHNESS;
     let Some(last) = &observation.last_data_commit else {
@@ -213,7 +236,7 @@ pub fn judge(
     }
     results.push(freshness);
 
-    results.push(judge_cadence(table_name, config, observation, windows, age, status));
+    results.push(judge_cadence(table_name, config, observation, windows, (age, status), cadence));
 
     if let (Some(event), Some(lag)) = (&observation.event_time, observation.event_time_lag_seconds()) {
         let (status, verdict) = lag_status(lag, config);
@@ -289,35 +312,87 @@ fn against(
     }
 }
 
+/// The commit times the cadence reads, oldest first: both ends of every stored gap and the
+/// arrivals of the snapshot log. The value judged is the open gap since the last commit, so
+/// every closed gap of the snapshot log is history: the store receives a series' newest point
+/// only after the judge ran (right for volume, whose newest point is the value judged), and
+/// without the log's own gaps a first run (or one after the store was lost) would score
+/// against one gap fewer than every later run.
+fn cadence_commits(table_name: &str, observation: &FreshnessObservation, windows: &Windows) -> Vec<i64> {
+    let stored = windows.get(&gap_series(table_name)).map(Vec::as_slice).unwrap_or_default();
+    let mut commits_ms: Vec<i64> = stored
+        .iter()
+        .flat_map(|gap| [gap.observed_at_ms - (gap.value * 1000.0).round() as i64, gap.observed_at_ms])
+        .chain(observation.data_commits.iter().map(|(_, at_ms)| *at_ms))
+        .collect();
+    commits_ms.sort_unstable();
+    commits_ms.dedup();
+    commits_ms
+}
+
+/// The seasonal model of the cadence at the observation's moment: the configured cycle, or the
+/// automatic choice from the commits before that day (the same for every run of the day).
+pub fn choose_cadence(
+    table_name: &str,
+    config: &FreshnessConfig,
+    observation: &FreshnessObservation,
+    windows: &Windows,
+) -> (seasonal::Choice, seasonal::Activity) {
+    let settings = &config.settings;
+    let backtest = seasonal::Backtest {
+        window_ms: 0,
+        points: settings.window,
+        min_history: settings.min_history,
+        zscore_threshold: settings.zscore_threshold,
+    };
+    backtest.choose_activity(config.seasonality, &cadence_commits(table_name, observation, windows), observation.now_ms)
+}
+
 /// The current open gap since the last data commit, scored against past gaps (spikes only:
-/// committing sooner than usual is not a problem).
+/// committing sooner than usual is not a problem), both in the activity time of `cadence`.
 fn judge_cadence(
     table_name: &str,
     config: &FreshnessConfig,
     observation: &FreshnessObservation,
     windows: &Windows,
-    age: f64,
-    threshold_status: Status,
+    (age, threshold_status): (f64, Status),
+    cadence: Option<&(seasonal::Choice, seasonal::Activity)>,
 ) -> Evaluation {
-    // The value judged is the open gap since the last commit, so every closed gap of the
-    // snapshot log is history. The store receives a series' newest point only after the judge
-    // ran (right for volume, whose newest point is the value judged): without adding the
-    // observation's own gaps, a first run (or one after the store was lost) would score
-    // against one gap fewer than every later run.
-    let mut points: Vec<Point> = windows.get(&gap_series(table_name)).cloned().unwrap_or_default();
-    for gap in series(table_name, observation) {
-        let known = points
-            .iter()
-            .any(|point| point.observed_at_ms == gap.observed_at_ms && point.snapshot_id == gap.snapshot_id);
-        if !known {
-            points.push(gap);
+    let commits_ms = cadence_commits(table_name, observation, windows);
+    let settings = &config.settings;
+    let chosen;
+    let (choice, activity) = match cadence {
+        Some((choice, activity)) => (choice, activity),
+        None => {
+            chosen = choose_cadence(table_name, config, observation, windows);
+            (&chosen.0, &chosen.1)
         }
-    }
-    points.sort_by_key(|point| point.observed_at_ms);
-    let gaps: Vec<f64> =
-        points[points.len().saturating_sub(config.settings.window)..].iter().map(|point| point.value).collect();
-    let params = judging::scoring_params(&config.settings, Direction::Spike, Measure::CommitGap);
-    let scored = score(age, &gaps, &params);
+    };
+    let recent = &commits_ms[commits_ms.len().saturating_sub(settings.window + 1)..];
+    let gaps: Vec<f64> = recent.windows(2).map(|pair| activity.between(pair[0], pair[1])).collect();
+    let last_ms = observation.last_data_commit.as_ref().map_or(observation.now_ms, |commit| commit.timestamp_ms);
+    let open_gap = activity.between(last_ms, observation.now_ms.max(last_ms));
+    let seasonal = activity.cycle() != seasonal::Cycle::None;
+    let params = judging::scoring_params(settings, Direction::Spike, Measure::CommitGap);
+    let scored = score(open_gap, &gaps, &params);
+    // In clock time: the band ends when the open gap's activity time reaches its upper bound.
+    let due = |activity_seconds: f64| activity.clock_after(last_ms, activity_seconds);
+    let busy = |activity_seconds: f64| {
+        if seasonal {
+            format!(
+                " ({} of it in the table's usual busy hours, {})",
+                human_seconds(activity_seconds),
+                choice.describe()
+            )
+        } else {
+            String::new()
+        }
+    };
+    let new_level = scored.as_ref().map_or(String::new(), |score| {
+        judging::new_level_note(score, gaps.len(), |start| {
+            format!("the gap that ended {}", crate::sensors::format_ms(recent[start + 1]).unwrap_or_default())
+        })
+    });
     let (status, message) = match &scored {
         None => (
             Status::InsufficientHistory,
@@ -326,8 +401,9 @@ fn judge_cadence(
         Some(score) if score.is_anomaly && threshold_status == Status::Ok && config.warn_after.is_some() => (
             Status::Ok,
             format!(
-                "no commit for {}, later than the usual {} (z={:.1}), but within warn_after",
+                "no commit for {}{}, later than the usual {} (z={:.1}), but within warn_after{new_level}",
                 human_seconds(age),
+                busy(open_gap),
                 human_seconds(score.mean),
                 score.zscore
             ),
@@ -335,8 +411,9 @@ fn judge_cadence(
         Some(score) if score.is_anomaly => (
             Status::Warning,
             format!(
-                "no commit for {}, the table usually commits every {} (z={:.1})",
+                "no commit for {}{}, the table usually commits every {} (z={:.1}){new_level}",
                 human_seconds(age),
+                busy(open_gap),
                 human_seconds(score.mean),
                 score.zscore
             ),
@@ -344,16 +421,25 @@ fn judge_cadence(
         Some(score) => (
             Status::Ok,
             format!(
-                "commit cadence as usual: {} since the last, typically {}",
+                "commit cadence as usual: {} since the last{}, typically {}{new_level}",
                 human_seconds(age),
+                busy(open_gap),
                 human_seconds(score.mean)
             ),
         ),
     };
-    Evaluation::new(table_name, SensorKind::FRESHNESS, Metric::COMMIT_GAP_SECONDS, status, message)
-        .with_value(age)
-        .with_score(scored.as_ref(), Measure::CommitGap)
-        .at(observation.now_ms, None)
+    let mut evaluation =
+        Evaluation::new(table_name, SensorKind::FRESHNESS, Metric::COMMIT_GAP_SECONDS, status, message)
+            .with_value(age)
+            .at(observation.now_ms, None);
+    if let Some(score) = &scored {
+        let (lower, upper) = Measure::CommitGap.domain().clamp(due(score.expected_lower), due(score.expected_upper));
+        evaluation.zscore = Some(score.zscore);
+        evaluation.expected_lower = Some(lower);
+        evaluation.expected_upper = Some(upper);
+    }
+    evaluation.seasonality = Some(choice.describe());
+    evaluation
 }
 
 /// Max of `column` over the current snapshot's live data files: upper bounds from manifests,
@@ -709,6 +795,57 @@ mod tests {
             "{}",
             result.message
         );
+    }
+
+    /// The cadence verdict at `now_ms` of a table whose arrivals were `commits_ms`, with no
+    /// freshness thresholds (only the cadence judges).
+    fn cadence_at(commits_ms: &[i64], now_ms: i64) -> Evaluation {
+        let text =
+            "[catalog]\ntype = \"sql\"\nuri = \"sqlite://c.db\"\nwarehouse = \"w\"\n[tables.\"a.b\".freshness]\n";
+        let config = crate::config::Config::from_str(text, std::path::Path::new("/tmp/s.toml")).unwrap();
+        let config = config.tables[0].freshness.clone().unwrap();
+        let history: Vec<Commit> = commits_ms
+            .iter()
+            .enumerate()
+            .map(|(index, at)| Commit {
+                table_commit: index,
+                ..commit(index as i64 + 1, *at, CommitOperation::Append, 10)
+            })
+            .collect();
+        let observation = observation_at(&history, &config, now_ms);
+        judge("a.b", &config, &observation, &Windows::new())
+            .into_iter()
+            .find(|result| result.metric == Metric::COMMIT_GAP_SECONDS)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_table_that_loads_only_on_weekdays_is_not_late_on_sunday_but_is_on_a_quiet_tuesday() {
+        const MONDAY: i64 = 1_767_571_200_000;
+        const HOUR: i64 = 3_600_000;
+        // Four weeks of hourly loads at :05 from 08:00 to 18:00, Monday to Friday.
+        let loads: Vec<i64> = (0..24 * 28)
+            .map(|hour| MONDAY + hour * HOUR + 5 * 60_000)
+            .filter(|at| {
+                let day = (at - MONDAY).rem_euclid(7 * 24 * HOUR) / (24 * HOUR);
+                let hour = at.rem_euclid(24 * HOUR) / HOUR;
+                day < 5 && (8..=18).contains(&hour)
+            })
+            .collect();
+        let week5 = MONDAY + 28 * 24 * HOUR;
+        // Sunday noon of week 4: the last load was Friday 18:05.
+        let sunday = cadence_at(&loads, week5 - 12 * HOUR);
+        assert_eq!(sunday.status, Status::Ok, "{}", sunday.message);
+        assert_ne!(sunday.seasonality.as_deref(), Some("auto: none"), "{}", sunday.message);
+        // Tuesday of week 5: loads until 09:05, then nothing until 15:00.
+        let tuesday = week5 + 24 * HOUR;
+        let mut quiet: Vec<i64> = loads.clone();
+        quiet.extend((0..11).map(|hour| week5 + (8 + hour) * HOUR + 5 * 60_000));
+        quiet.extend([tuesday + 8 * HOUR + 5 * 60_000, tuesday + 9 * HOUR + 5 * 60_000]);
+        let late = cadence_at(&quiet, tuesday + 15 * HOUR);
+        assert_eq!(late.status, Status::Warning, "{}", late.message);
+        // The band is in clock time: the next load was due within a few hours of the last.
+        assert!(late.expected_upper.unwrap() < 6.0 * 3600.0, "{late:?}");
     }
 
     #[test]

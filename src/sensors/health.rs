@@ -601,6 +601,7 @@ mod tests {
                 zscore_threshold: 3.0,
                 min_history: 5,
                 window: 30,
+                rebaseline_after: 5,
                 direction: crate::stats::Direction::Both,
                 timeout: Duration::from_secs(60),
             },

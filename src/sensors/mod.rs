@@ -49,6 +49,10 @@ pub struct Evaluation {
     pub column: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statistic: Option<String>,
+    /// The seasonal model the value was judged with (`hour_of_day+trend`, `auto: none`),
+    /// where the judge uses one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seasonality: Option<String>,
     /// The snapshot the value belongs to, when there is one.
     pub snapshot_id: Option<i64>,
     /// When the value was true (the snapshot's commit time, or the time of the run), RFC 3339.
@@ -72,6 +76,7 @@ impl Evaluation {
             change_type: None,
             column: None,
             statistic: None,
+            seasonality: None,
             snapshot_id: None,
             observed_at: None,
         }

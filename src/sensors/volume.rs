@@ -13,15 +13,14 @@ use super::{
     Evaluation, Export, Family, Input, Metric, Observed, Reading, Sensor, SensorError, Status, Step, WindowRequest,
     Windows, human_number,
 };
-use crate::config::{Seasonality, SensorKind, TableConfig, VolumeConfig};
+use crate::config::{SensorKind, TableConfig, VolumeConfig};
 use crate::history::{Point, SeriesKey};
+use crate::judging::seasonal::{self, Timed};
 use crate::judging::{self, Measure};
 use crate::stats::{Direction, deviation_percent, score};
 
 /// Most points read for one time window (a table committing every few seconds for 7 days).
 const MAX_WINDOW_POINTS: usize = 50_000;
-/// How close in time of day (or week) a past point must be to count as "like" under seasonality.
-const SEASONAL_TOLERANCE_MS: i64 = 45 * 60 * 1000;
 
 #[derive(Clone, Debug)]
 pub struct VolumeObservation {
@@ -41,10 +40,14 @@ pub struct VolumeObservation {
 }
 
 pub fn observe(table: &iceberg::table::Table) -> VolumeObservation {
-    let history = commits(table.metadata());
+    observe_commits(&commits(table.metadata()))
+}
+
+/// What the sensor sees of a snapshot log (oldest first).
+pub fn observe_commits(history: &[Commit]) -> VolumeObservation {
     VolumeObservation {
         appends: history.iter().filter(|commit| commit.is_append() || commit.is_full_refresh()).cloned().collect(),
-        latest_data_commit: latest_data_change(&history),
+        latest_data_commit: latest_data_change(history),
         current: history.last().cloned(),
         totals: history
             .iter()
@@ -112,15 +115,20 @@ pub fn series(table_name: &str, observation: &VolumeObservation) -> Vec<Point> {
     points
 }
 
-/// The past appends within the time window before the newest one.
+/// The past appends before the newest one that its judgement reads: the time window, or the
+/// longer history the seasonal model is chosen from and looked up in.
 pub fn window_requests(table_name: &str, config: &VolumeConfig, observation: &VolumeObservation) -> Vec<WindowRequest> {
     let Some(newest) = observation.appends.last() else { return Vec::new() };
     vec![WindowRequest {
         series: rows_added_series(table_name),
         before_ms: newest.timestamp_ms,
         limit: MAX_WINDOW_POINTS,
-        since_ms: Some(newest.timestamp_ms - config.window.as_millis() as i64),
+        since_ms: Some(seasonal::history_since(config.seasonality, newest.timestamp_ms, window_ms(config))),
     }]
+}
+
+fn window_ms(config: &VolumeConfig) -> i64 {
+    config.window.as_millis() as i64
 }
 
 pub fn judge(
@@ -128,6 +136,41 @@ pub fn judge(
     config: &VolumeConfig,
     observation: &VolumeObservation,
     windows: &Windows,
+) -> Vec<Evaluation> {
+    let choice = observation.appends.last().map(|newest| choose(table_name, config, windows, newest.timestamp_ms));
+    judge_with(table_name, config, observation, windows, choice.as_ref())
+}
+
+/// The past appends in `windows`, as the seasonal model reads them.
+fn past_values<'w>(table_name: &str, windows: &'w Windows) -> (&'w [Point], Vec<Timed>) {
+    let points: &[Point] = windows.get(&rows_added_series(table_name)).map(Vec::as_slice).unwrap_or_default();
+    (points, points.iter().map(|point| Timed { at_ms: point.observed_at_ms, value: point.value }).collect())
+}
+
+fn backtest_of(config: &VolumeConfig) -> seasonal::Backtest {
+    let settings = &config.settings;
+    seasonal::Backtest {
+        window_ms: window_ms(config),
+        points: settings.window,
+        min_history: settings.min_history,
+        zscore_threshold: settings.zscore_threshold,
+    }
+}
+
+/// The seasonal model an append at `at_ms` is judged with: the configured one, or the
+/// automatic choice from the appends before that day (the same for every append of the day).
+pub fn choose(table_name: &str, config: &VolumeConfig, windows: &Windows, at_ms: i64) -> seasonal::Choice {
+    let (_, past) = past_values(table_name, windows);
+    backtest_of(config).choose(config.seasonality, &past, at_ms)
+}
+
+/// [`judge`] with the seasonal model already chosen (`backtest` chooses once per day).
+pub fn judge_with(
+    table_name: &str,
+    config: &VolumeConfig,
+    observation: &VolumeObservation,
+    windows: &Windows,
+    choice: Option<&seasonal::Choice>,
 ) -> Vec<Evaluation> {
     let kind = SensorKind::VOLUME;
     let mut results = Vec::new();
@@ -143,14 +186,21 @@ pub fn judge(
         return results;
     };
     let rows = newest.added_rows().unwrap_or(0) as f64;
-    let past: Vec<&Point> =
-        windows.get(&rows_added_series(table_name)).map(|points| points.iter().collect()).unwrap_or_default();
-    let (reference, like_note) = seasonal_reference(&past, newest.timestamp_ms, config);
-    let values: Vec<f64> = reference.iter().map(|point| point.value).collect();
-    let recent = &values[values.len().saturating_sub(config.settings.window)..];
-    let params = judging::scoring_params(&config.settings, config.settings.direction, Measure::RowsAdded);
+    let (past_points, past) = past_values(table_name, windows);
+    let settings = &config.settings;
+    let choice = choice.cloned().unwrap_or_else(|| choose(table_name, config, windows, newest.timestamp_ms));
+    let reference = seasonal::reference(
+        &past,
+        newest.timestamp_ms,
+        &choice,
+        window_ms(config),
+        settings.window,
+        settings.min_history,
+    );
+    let (recent, like_note) = (&reference.values, &reference.note);
+    let params = judging::scoring_params(settings, settings.direction, Measure::RowsAdded);
     let scored = score(rows, recent, &params);
-    let deviation = deviation_percent(rows, &values);
+    let deviation = deviation_percent(rows, recent);
     let window_text = crate::config::duration_to_string(config.window);
 
     let refresh = newest.is_full_refresh();
@@ -199,13 +249,25 @@ pub fn judge(
                     Status::Ok => String::new(),
                     _ => format!(" (threshold {}%)", config.deviation_percent),
                 };
+                let since = |start: usize| {
+                    let at = reference.at_ms[start];
+                    let snapshot = past_points
+                        .iter()
+                        .find(|point| point.observed_at_ms == at)
+                        .and_then(|point| point.snapshot_id)
+                        .map(|id| format!("snapshot {id} "))
+                        .unwrap_or_default();
+                    format!("{snapshot}({})", crate::sensors::format_ms(at).unwrap_or_default())
+                };
+                let new_level = judging::new_level_note(score, recent.len(), since);
                 (
                     status,
                     format!(
-                        "{added} {} rows, {:.0}% {side} the {window_text} mean of {}{like_note} (z={:.1}){verdict}",
+                        "{added} {} rows, {:.0}% {side} the mean of {} of {} past commit(s){like_note} (z={:.1}){verdict}{new_level}",
                         human_number(rows),
                         magnitude,
                         human_number(score.mean),
+                        recent.len(),
                         score.zscore
                     ),
                 )
@@ -224,7 +286,8 @@ pub fn judge(
         .with_value(rows)
         .with_score(scored.as_ref(), Measure::RowsAdded)
         .at(newest.timestamp_ms, Some(newest.snapshot_id));
-    evaluation.deviation_percent = deviation.filter(|_| newest.added_rows() != Some(0) || !values.is_empty());
+    evaluation.deviation_percent = deviation.filter(|_| newest.added_rows() != Some(0) || !recent.is_empty());
+    evaluation.seasonality = Some(choice.describe());
     results.push(evaluation);
 
     // A partial delete or overwrite after the newest judged commit is a deliberate change; a
@@ -277,32 +340,6 @@ pub fn judge(
         );
     }
     results
-}
-
-/// The past points comparable with one at `at_ms`: all of them, or under seasonality those at
-/// about the same time of day (week). Falls back to all points when too few are comparable.
-fn seasonal_reference<'p>(past: &[&'p Point], at_ms: i64, config: &VolumeConfig) -> (Vec<&'p Point>, String) {
-    let period_ms: i64 = match config.seasonality {
-        Seasonality::None => return (past.to_vec(), String::new()),
-        Seasonality::Daily => 86_400_000,
-        Seasonality::Weekly => 7 * 86_400_000,
-    };
-    let phase = |ms: i64| ms.rem_euclid(period_ms);
-    let target = phase(at_ms);
-    let like: Vec<&Point> = past
-        .iter()
-        .copied()
-        .filter(|point| {
-            let distance = (phase(point.observed_at_ms) - target).abs();
-            distance.min(period_ms - distance) <= SEASONAL_TOLERANCE_MS
-        })
-        .collect();
-    if like.len() >= config.settings.min_history {
-        let what = if config.seasonality == Seasonality::Daily { "time of day" } else { "time of week" };
-        (like, format!(" at this {what}"))
-    } else {
-        (past.to_vec(), " (too few past appends at this time for seasonality)".to_string())
-    }
 }
 
 /// The volume sensor: one step per append the store has not seen, each judged against the
@@ -468,6 +505,96 @@ mod tests {
         let config = config("direction = \"drop\"");
         let spike = [1000, 1010, 990, 1005, 995, 1000, 3000];
         assert_eq!(verdict(&config, &spike).status, Status::Ok);
+    }
+
+    /// Judges the newest of `rows` committed at `times_ms`, with the auto-chosen model.
+    fn verdict_at(config: &VolumeConfig, commits: &[(i64, u64)]) -> Evaluation {
+        let appends: Vec<Commit> =
+            commits.iter().enumerate().map(|(index, (at, rows))| append(index as i64 + 1, *at, *rows)).collect();
+        let observation = VolumeObservation {
+            appends: appends.clone(),
+            latest_data_commit: appends.last().cloned(),
+            current: appends.last().cloned(),
+            totals: vec![],
+        };
+        let mut windows = Windows::new();
+        let points = series("a.b", &observation);
+        windows.insert(rows_added_series("a.b"), points[..points.len() - 1].to_vec());
+        judge("a.b", config, &observation, &windows).remove(0)
+    }
+
+    /// A Monday, 00:00 UTC.
+    const MONDAY: i64 = 1_767_571_200_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn jitter(index: usize) -> f64 {
+        0.92 + 0.16 * ((index as u64).wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0
+    }
+
+    #[test]
+    fn a_daily_cycle_is_found_without_configuration_and_a_drop_at_one_hour_is_critical() {
+        // Ten days of hourly appends with a ±66 % daily cycle, then one 60 % below its hour.
+        let cycle = |hour: i64| 1000.0 * (1.0 + 0.66 * (hour as f64 * std::f64::consts::TAU / 24.0).sin());
+        let mut commits: Vec<(i64, u64)> =
+            (0..24 * 10).map(|hour| (MONDAY + hour * HOUR, (cycle(hour) * jitter(hour as usize)) as u64)).collect();
+        let hour = 24 * 10 + 6; // 06:00, the peak
+        commits.push((MONDAY + hour * HOUR, (cycle(hour) * 0.4) as u64));
+        let auto = config("");
+        let dropped = verdict_at(&auto, &commits);
+        assert_eq!(dropped.status, Status::Critical, "{}", dropped.message);
+        assert_eq!(dropped.seasonality.as_deref(), Some("auto: hour_of_day"), "{}", dropped.message);
+        // Without a model the same drop is inside the spread of the whole day.
+        let none = verdict_at(&config("seasonality = \"none\""), &commits);
+        assert_eq!(none.status, Status::Ok, "{}", none.message);
+        // A normal value at that hour stays ok.
+        commits.last_mut().unwrap().1 = cycle(hour) as u64;
+        assert_eq!(verdict_at(&auto, &commits).status, Status::Ok);
+    }
+
+    #[test]
+    fn quiet_weekends_stay_quiet_on_sunday_and_a_tuesday_at_weekend_level_alerts() {
+        // Four weeks of hourly appends: 1 000 rows on weekdays, 100 at weekends.
+        let level = |at: i64| if (at - MONDAY).rem_euclid(7 * 24 * HOUR) >= 5 * 24 * HOUR { 100.0 } else { 1000.0 };
+        let history: Vec<(i64, u64)> = (0..24 * 27)
+            .map(|hour| {
+                let at = MONDAY + hour * HOUR;
+                (at, (level(at) * jitter(hour as usize)) as u64)
+            })
+            .collect();
+        let auto = config("");
+        // Sunday of week 4 at 12:00: weekend level.
+        let mut sunday = history.clone();
+        sunday.retain(|(at, _)| *at < MONDAY + (21 + 6) * 24 * HOUR + 12 * HOUR);
+        sunday.push((MONDAY + (21 + 6) * 24 * HOUR + 12 * HOUR, 98));
+        let quiet = verdict_at(&auto, &sunday);
+        assert_eq!(quiet.status, Status::Ok, "{}", quiet.message);
+        // Tuesday of week 4 at 12:00 at weekend level.
+        let mut tuesday = history.clone();
+        tuesday.retain(|(at, _)| *at < MONDAY + (21 + 1) * 24 * HOUR + 12 * HOUR);
+        tuesday.push((MONDAY + (21 + 1) * 24 * HOUR + 12 * HOUR, 100));
+        let low = verdict_at(&auto, &tuesday);
+        assert_eq!(low.status, Status::Critical, "{}", low.message);
+        assert_ne!(low.seasonality.as_deref(), Some("auto: none"), "{}", low.message);
+    }
+
+    #[test]
+    fn a_drop_against_a_growing_tables_trend_is_found() {
+        // Three weeks of hourly appends growing 4 % a day with a daily cycle; then 50 % below trend.
+        let expected = |hour: i64| {
+            1000.0
+                * (1.0 + 0.5 * (hour as f64 * std::f64::consts::TAU / 24.0).sin())
+                * (0.04 * hour as f64 / 24.0).exp()
+        };
+        let mut commits: Vec<(i64, u64)> =
+            (0..24 * 21).map(|hour| (MONDAY + hour * HOUR, (expected(hour) * jitter(hour as usize)) as u64)).collect();
+        let hour = 24 * 21 + 6;
+        commits.push((MONDAY + hour * HOUR, (expected(hour) * 0.5) as u64));
+        let judged = verdict_at(&config(""), &commits);
+        assert_eq!(judged.status, Status::Critical, "{}", judged.message);
+        assert_eq!(judged.seasonality.as_deref(), Some("auto: hour_of_day+trend"), "{}", judged.message);
+        commits.last_mut().unwrap().1 = expected(hour) as u64;
+        let normal = verdict_at(&config(""), &commits);
+        assert_eq!(normal.status, Status::Ok, "{}", normal.message);
     }
 
     #[test]

@@ -341,6 +341,7 @@ mod tests {
             zscore_threshold: 3.0,
             min_history: 5,
             window: 50,
+            rebaseline_after: 5,
             direction: Direction::Both,
             timeout: std::time::Duration::from_secs(5),
         }
@@ -354,7 +355,7 @@ mod tests {
             deviation_percent: 20.0,
             critical_deviation_percent: 40.0,
             window: std::time::Duration::from_secs(7 * 86_400),
-            seasonality: crate::config::Seasonality::None,
+            seasonality: crate::config::Seasonality::Fixed(crate::judging::seasonal::Cycle::None),
             settings: settings(),
         };
         let all = points(&series, &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0, 3.0]);
@@ -364,8 +365,8 @@ mod tests {
         assert!(charted[0].band.is_none() && charted[2].band.is_none());
         let last = charted.last().unwrap();
         let (lower, upper) = last.band.unwrap();
-        let expected =
-            score(3.0, &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0], &crate::stats::ScoringParams::default()).unwrap();
+        let params = crate::judging::scoring_params(&settings(), Direction::Both, crate::judging::Measure::RowsAdded);
+        let expected = score(3.0, &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0], &params).unwrap();
         assert!((lower - expected.expected_lower.max(0.0)).abs() < 1e-9);
         assert!((upper - expected.expected_upper).abs() < 1e-9);
         assert!(last.outside_band() && last.anomaly);

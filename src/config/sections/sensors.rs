@@ -45,6 +45,11 @@ pub(in crate::config) const FRESHNESS_KEYS: &[Key] = &[
         doc: "Which commits make the table fresh: `\"arrivals\"`, those that added rows (an append, an overwrite's new rows; not a delete, a compaction, an empty append or a metadata-only commit), or `\"any_data_change\"`, any commit that added or removed records, for tables where a delete is the writer's signal.",
     },
     Key { name: "window", default: "`defaults.window`", doc: "Past commit gaps in the cadence window." },
+    Key {
+        name: "seasonality",
+        default: r#"`"auto"`"#,
+        doc: r#"How the cadence weighs the hours of the week: `"auto"` chooses per table by backtesting on its history (a table that never loads at weekends is not late on Sunday); or one of `"none"`, `"hour_of_day"`, `"day_of_week"`, `"hour_of_week"`, `"weekday_weekend"` (UTC). See docs/design.md, "Seasonality"."#,
+    },
 ];
 
 pub(in crate::config) const VOLUME_KEYS: &[Key] = &[
@@ -62,12 +67,28 @@ pub(in crate::config) const VOLUME_KEYS: &[Key] = &[
     Key { name: "points", default: "`defaults.window`", doc: "At most this many past commits in the window." },
     Key {
         name: "seasonality",
-        default: r#"`"none"`"#,
-        doc: r#"Compare only with past commits at about the same time of day (`daily`) or week (`weekly`), within 45 minutes; falls back to all commits while there are fewer than `min_history` such. Use a `window` of at least two periods (`"14d"` for daily, `"5w"` for weekly)."#,
+        default: r#"`"auto"`"#,
+        doc: r#"Which past commits the newest is compared with. `"auto"` (the default) chooses per table, from its own history, the model that best predicts held-out commits: none, `"hour_of_day"`, `"day_of_week"`, `"hour_of_week"` or `"weekday_weekend"` (UTC; hours match within 45 minutes), with a growth trend where that predicts better; a cycle needs three complete cycles of history (two weeks for weekday/weekend) before it can be chosen. A value other than `"auto"` fixes the cycle, with no trend (`"daily"` and `"weekly"` are `"hour_of_day"` and `"hour_of_week"`). Weekly cycles look back 5 weeks whatever `window` says. Falls back to all commits of the window while fewer than `min_history` are alike. See docs/design.md, "Seasonality"."#,
     },
 ];
 
-const SEASONALITIES: &[&str] = &["none", "daily", "weekly"];
+const SEASONALITIES: &[&str] =
+    &["auto", "none", "hour_of_day", "day_of_week", "hour_of_week", "weekday_weekend", "daily", "weekly"];
+
+impl Reader<'_> {
+    /// `seasonality`: `auto` (the default) or a fixed cycle.
+    fn seasonality(&mut self, section: &Section<'_>) -> Seasonality {
+        use crate::judging::seasonal::Cycle;
+        match self.choice(section, "seasonality", SEASONALITIES).as_deref() {
+            Some("none") => Seasonality::Fixed(Cycle::None),
+            Some("hour_of_day" | "daily") => Seasonality::Fixed(Cycle::HourOfDay),
+            Some("day_of_week") => Seasonality::Fixed(Cycle::DayOfWeek),
+            Some("hour_of_week" | "weekly") => Seasonality::Fixed(Cycle::HourOfWeek),
+            Some("weekday_weekend") => Seasonality::Fixed(Cycle::WeekdayWeekend),
+            _ => Seasonality::Auto,
+        }
+    }
+}
 
 pub(in crate::config) const SCHEMA_KEYS: &[Key] = &[
     Key {
@@ -172,6 +193,7 @@ impl Reader<'_> {
             Some("any_data_change") => FreshnessCounts::AnyDataChange,
             _ => FreshnessCounts::Arrivals,
         };
+        let seasonality = self.seasonality(section);
         let settings = self.settings(section, defaults, Some("window"));
         Some(FreshnessConfig {
             warn_after: warn_after.or(critical_after),
@@ -180,6 +202,7 @@ impl Reader<'_> {
             lag_warn_after: lag_warn_after.or(lag_critical_after),
             lag_critical_after,
             counts,
+            seasonality,
             settings,
         })
     }
@@ -210,11 +233,7 @@ impl Reader<'_> {
             );
         }
         let window = self.duration(section, "window").unwrap_or(Duration::from_secs(7 * 86_400));
-        let seasonality = match self.choice(section, "seasonality", SEASONALITIES).as_deref() {
-            Some("daily") => Seasonality::Daily,
-            Some("weekly") => Seasonality::Weekly,
-            _ => Seasonality::None,
-        };
+        let seasonality = self.seasonality(section);
         let settings = self.settings(section, defaults, Some("points"));
         Some(VolumeConfig { deviation_percent, critical_deviation_percent, window, seasonality, settings })
     }

@@ -24,6 +24,11 @@ pub(in crate::config) const DEFAULTS_KEYS: &[Key] = &[
         doc: "Points needed before a value is scored; until then the status is `insufficient_history`.",
     },
     Key { name: "window", default: "`50`", doc: "Points in the rolling window (must be at least `min_history`)." },
+    Key {
+        name: "rebaseline_after",
+        default: "`5`",
+        doc: "After this many consecutive points beyond the band on one side, that level is the new baseline: a persistent level shift alerts, then the band follows it. `0` never re-baselines.",
+    },
     Key { name: "direction", default: r#"`"both"`"#, doc: "Which side of the band counts as a problem." },
     Key {
         name: "timeout",
@@ -58,6 +63,11 @@ pub(in crate::config) const SENSOR_COMMON_KEYS: &[Key] = &[
         default: "`defaults.min_history`",
         doc: "Points needed before a value is scored; until then the status is `insufficient_history`.",
     },
+    Key {
+        name: "rebaseline_after",
+        default: "`defaults.rebaseline_after`",
+        doc: "Consecutive points at a new level after which it becomes the baseline (`0`: never).",
+    },
     Key { name: "direction", default: "`defaults.direction`", doc: "Which side of the band counts as a problem." },
     Key {
         name: "timeout",
@@ -73,6 +83,7 @@ impl Reader<'_> {
             zscore_threshold: 3.0,
             min_history: 5,
             window: 50,
+            rebaseline_after: 5,
             direction: Direction::Both,
             timeout: Duration::from_secs(60),
             concurrency: 4,
@@ -92,6 +103,9 @@ impl Reader<'_> {
         }
         if let Some(window) = self.integer(&section, "window", 2, 100_000) {
             defaults.window = window as usize;
+        }
+        if let Some(points) = self.integer(&section, "rebaseline_after", 0, 100_000) {
+            defaults.rebaseline_after = points as usize;
         }
         if let Some(direction) = self.direction(&section, "direction") {
             defaults.direction = direction;
@@ -129,6 +143,7 @@ impl Reader<'_> {
             zscore_threshold: defaults.zscore_threshold,
             min_history: defaults.min_history,
             window: defaults.window,
+            rebaseline_after: defaults.rebaseline_after,
             direction: defaults.direction,
             timeout: defaults.timeout,
         };
@@ -156,6 +171,9 @@ impl Reader<'_> {
                     ),
                 );
             }
+        }
+        if let Some(points) = self.integer(section, "rebaseline_after", 0, 100_000) {
+            settings.rebaseline_after = points as usize;
         }
         if let Some(direction) = self.direction(section, "direction") {
             settings.direction = direction;

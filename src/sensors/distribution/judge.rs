@@ -67,13 +67,9 @@ pub fn judge(
         let measure = Measure::Distribution(value.statistic);
         let params = judging::scoring_params(settings, settings.direction, measure);
         let key = series_key(table_name, &value.column, value.statistic);
-        let history: Vec<f64> = windows
-            .get(&key)
-            .map(|points| {
-                let start = points.len().saturating_sub(settings.window);
-                points[start..].iter().map(|point| point.value).collect()
-            })
-            .unwrap_or_default();
+        let points: &[Point] = windows.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let points = &points[points.len().saturating_sub(settings.window)..];
+        let history: Vec<f64> = points.iter().map(|point| point.value).collect();
         let score = stats::score(value.value, &history, &params);
         let status = judging::zscore_verdict(score.as_ref(), settings.zscore_threshold);
         let origin = describe_source(newest, value.source);
@@ -85,12 +81,17 @@ pub fn judge(
             ),
             Some(score) => {
                 let (lower, upper) = judging::band(score, measure);
+                let since = |start: usize| match points[start].snapshot_id {
+                    Some(id) => format!("snapshot {id}"),
+                    None => crate::sensors::format_ms(points[start].observed_at_ms).unwrap_or_default(),
+                };
                 format!(
-                    "z = {:.2} against {} earlier batches (expected {} to {})",
+                    "z = {:.2} against {} earlier batches (expected {} to {}){}",
                     score.zscore,
                     history.len(),
                     human_number(lower),
-                    human_number(upper)
+                    human_number(upper),
+                    judging::new_level_note(score, history.len(), since)
                 )
             }
         };

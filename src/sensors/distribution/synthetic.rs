@@ -57,6 +57,7 @@ pub(super) fn config() -> DistributionConfig {
             zscore_threshold: 3.0,
             min_history: 5,
             window: 30,
+            rebaseline_after: 5,
             direction: Direction::Both,
             timeout: std::time::Duration::from_secs(60),
         },
