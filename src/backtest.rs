@@ -21,6 +21,9 @@ pub const THRESHOLDS: [f64; 7] = [2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0];
 #[derive(Clone, Debug, Serialize)]
 pub struct PastAlert {
     pub observed_at: Option<String>,
+    /// The replayed check's moment: the append judged (volume), or just before the arrival that
+    /// closed the gap (freshness), in Unix milliseconds.
+    pub checked_at_ms: i64,
     pub snapshot_id: Option<i64>,
     pub metric: String,
     pub status: Status,
@@ -74,7 +77,7 @@ impl Replay {
 
     /// Counts one replayed check: `judged` at the configured settings, `at_thresholds` the
     /// alert verdict at each of [`THRESHOLDS`].
-    fn count(&mut self, judged: &[Evaluation], at_thresholds: &[bool]) {
+    fn count(&mut self, checked_at_ms: i64, judged: &[Evaluation], at_thresholds: &[bool]) {
         if judged.iter().all(|evaluation| evaluation.status == Status::InsufficientHistory) {
             return;
         }
@@ -91,6 +94,7 @@ impl Replay {
         for alert in alerts {
             self.alerted.push(PastAlert {
                 observed_at: alert.observed_at.clone(),
+                checked_at_ms,
                 snapshot_id: alert.snapshot_id,
                 metric: alert.metric.as_str().to_string(),
                 status: alert.status,
@@ -171,7 +175,7 @@ pub fn replay_volume(table: &TableConfig, config: &VolumeConfig, history: &[Comm
                     .any(|evaluation| evaluation.metric == Metric::ROWS_ADDED && is_alert(evaluation.status))
             })
             .collect();
-        replay.count(&judged, &at_thresholds);
+        replay.count(newest.timestamp_ms, &judged, &at_thresholds);
     }
     replay
 }
@@ -214,7 +218,7 @@ pub fn replay_freshness(table: &TableConfig, config: &FreshnessConfig, history: 
                     .any(|result| is_alert(result.status))
             })
             .collect();
-        replay.count(&judged, &at_thresholds);
+        replay.count(now_ms, &judged, &at_thresholds);
     }
     replay
 }

@@ -18,5 +18,6 @@ mod ops;
 mod postgres;
 mod pushgateway;
 mod reports;
+mod seasonality;
 mod service;
 mod status_page;
