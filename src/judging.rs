@@ -198,6 +198,39 @@ pub fn band(score: &Score, measure: Measure) -> (f64, f64) {
     measure.domain().clamp(score.expected_lower, score.expected_upper)
 }
 
+/// Scores a count that grows and shrinks by factors (rows per commit) on a log scale:
+/// `ln(1 + x)` of the value against `ln(1 + x)` of the window, so a batch twice the usual size
+/// and one half of it are equally far, and heavy-tailed batch sizes (a lognormal spread) do not
+/// turn every large batch into a spike. The floors of `params` are read in counts (1 % and
+/// Poisson noise of the window's mean) and carried over to the log scale. The returned score is
+/// in counts again: `mean` the window's arithmetic mean, the band `e^(log band) − 1`, `stddev`
+/// half the band over the threshold; `zscore` is the log-scale one.
+pub fn score_counts(value: f64, window: &[f64], params: &ScoringParams) -> Option<Score> {
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    let linear_mean = crate::stats::mean(window)?.max(0.0);
+    let linear_floor = params
+        .min_stddev_absolute
+        .max(params.min_stddev_relative * linear_mean)
+        .max(params.min_stddev_sqrt * linear_mean.sqrt());
+    let log_floor = (linear_floor / (1.0 + linear_mean)).ln_1p().max(1e-9);
+    let log_window: Vec<f64> = window.iter().filter(|value| **value >= 0.0).map(|value| value.ln_1p()).collect();
+    let log_params =
+        ScoringParams { min_stddev_absolute: log_floor, min_stddev_relative: 0.0, min_stddev_sqrt: 0.0, ..*params };
+    let log_score = crate::stats::score(value.ln_1p(), &log_window, &log_params)?;
+    let expected_lower = log_score.expected_lower.exp_m1();
+    let expected_upper = log_score.expected_upper.exp_m1();
+    let stddev = (expected_upper - expected_lower) / (2.0 * params.zscore_threshold.max(f64::MIN_POSITIVE));
+    [expected_lower, expected_upper, stddev].iter().all(|number| number.is_finite()).then_some(Score {
+        mean: linear_mean,
+        stddev,
+        expected_lower,
+        expected_upper,
+        ..log_score
+    })
+}
+
 /// What a message adds when `score` was judged against a new level that began with the point
 /// `since` names (a snapshot, a time): the shift alerted while it was new, and is the norm now.
 pub fn new_level_note(score: &Score, window_len: usize, since: impl FnOnce(usize) -> String) -> String {

@@ -17,7 +17,7 @@ use crate::config::{SensorKind, TableConfig, VolumeConfig};
 use crate::history::{Point, SeriesKey};
 use crate::judging::seasonal::{self, Timed};
 use crate::judging::{self, Measure};
-use crate::stats::{Direction, deviation_percent, score};
+use crate::stats::{Direction, deviation_percent};
 
 /// Most points read for one time window (a table committing every few seconds for 7 days).
 const MAX_WINDOW_POINTS: usize = 50_000;
@@ -199,7 +199,7 @@ pub fn judge_with(
     );
     let (recent, like_note) = (&reference.values, &reference.note);
     let params = judging::scoring_params(settings, settings.direction, Measure::RowsAdded);
-    let scored = score(rows, recent, &params);
+    let scored = judging::score_counts(rows, recent, &params);
     let deviation = deviation_percent(rows, recent);
     let window_text = crate::config::duration_to_string(config.window);
 

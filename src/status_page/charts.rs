@@ -366,7 +366,7 @@ mod tests {
         let last = charted.last().unwrap();
         let (lower, upper) = last.band.unwrap();
         let params = crate::judging::scoring_params(&settings(), Direction::Both, crate::judging::Measure::RowsAdded);
-        let expected = score(3.0, &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0], &params).unwrap();
+        let expected = crate::judging::score_counts(3.0, &[100.0, 110.0, 95.0, 105.0, 98.0, 102.0], &params).unwrap();
         assert!((lower - expected.expected_lower.max(0.0)).abs() < 1e-9);
         assert!((upper - expected.expected_upper).abs() < 1e-9);
         assert!(last.outside_band() && last.anomaly);
