@@ -311,14 +311,14 @@ impl Metrics {
             pipeline_stage_root_cause: gauge(
                 r,
                 "pipeline_stage_root_cause",
-                "1 when the stage fails while all its upstream stages succeed.",
-                &["pipeline_name", "stage", "job"],
+                "1 when the stage fails while all its upstream stages succeed; `table` is the stage's table.",
+                &["pipeline_name", "stage", "job", "table"],
             ),
             pipeline_stage_impacted: gauge(
                 r,
                 "pipeline_stage_impacted",
-                "1 when the stage is downstream of a failing stage.",
-                &["pipeline_name", "stage", "job"],
+                "1 when the stage is downstream of a failing stage; `table` is its root cause's table while it is, else the stage's own.",
+                &["pipeline_name", "stage", "job", "table"],
             ),
             pipeline_propagation_lag_seconds: gauge(
                 r,
