@@ -390,6 +390,38 @@ fn alerts_carry_labels_annotations_and_existing_runbooks() {
     assert!(problems.is_empty(), "alert problems: {problems:#?}");
 }
 
+/// Every query a runbook suggests comes in three forms, on consecutive lines of a list:
+/// `- PyIceberg:`, `- Spark SQL:`, `- Trino:` (issue 21: the runbooks gave only Spark SQL), and no
+/// SQL on the table (`ns.tbl`) is written anywhere else.
+#[test]
+fn runbook_queries_come_for_pyiceberg_spark_sql_and_trino() {
+    let forms = ["- PyIceberg:", "- Spark SQL:", "- Trino:"];
+    let mut problems = Vec::new();
+    let mut trios = 0;
+    for runbook in files_in("docs/runbooks", "md") {
+        let text = common::read(&runbook);
+        let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
+        let name = runbook.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for (index, line) in lines.iter().enumerate() {
+            if line.starts_with(forms[1]) {
+                let before = index.checked_sub(1).and_then(|before| lines.get(before));
+                if !before.is_some_and(|before| before.starts_with(forms[0]))
+                    || !lines.get(index + 1).is_some_and(|after| after.starts_with(forms[2]))
+                {
+                    problems.push(format!("{name}:{}: Spark SQL without PyIceberg before and Trino after", index + 1));
+                }
+                trios += 1;
+            }
+            let sql = ["`SELECT ", "`CALL ", "`ALTER TABLE "].iter().any(|start| line.contains(start)) && line.contains("ns.tbl");
+            if sql && !forms[1..].iter().any(|form| line.starts_with(form)) {
+                problems.push(format!("{name}:{}: SQL outside a Spark SQL / Trino line: {line}", index + 1));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(trios >= 15, "only {trios} queries in the runbooks");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Example configs.
 
