@@ -460,6 +460,22 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
         }
     }
 
+    /// A problem links to the runbook section its alert links to, under `[server]
+    /// runbook_base_url`; an ok result has no link.
+    #[test]
+    fn a_problem_links_to_its_runbook_section_under_the_configured_base() {
+        let mut config = config();
+        config.server.runbook_base_url = "https://runbooks.example.org/icewatch".to_string();
+        let tables = table_views(&config, &[result(Status::Critical)]);
+        let html = overview(&config, &tables, &[], 5_000);
+        assert!(
+            html.contains(r#"<a class="runbook" href="https://runbooks.example.org/icewatch/schema.md#schemaexpectationviolated">runbook</a>"#),
+            "{html}"
+        );
+        let tables = table_views(&config, &[result(Status::Ok)]);
+        assert!(!overview(&config, &tables, &[], 5_000).contains(r#"class="runbook""#));
+    }
+
     #[test]
     fn overview_escapes_table_column_layer_and_pipeline_names() {
         let config = config();
