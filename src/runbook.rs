@@ -71,7 +71,8 @@ pub fn section(evaluation: &Evaluation, layer: &str) -> Option<Section> {
         SensorKind::SCHEMA => "schemaunexpectedcolumn",
         SensorKind::DISTRIBUTION if metric == Metric::DRIFT => "distributiondrift",
         SensorKind::DISTRIBUTION
-            if evaluation.statistic.as_deref() == Some("null_percent") && evaluation.zscore.is_some_and(|z| z > 0.0) =>
+            if evaluation.statistic.as_deref() == Some("null_percent")
+                && evaluation.zscore.is_some_and(|z| z > 0.0) =>
         {
             "highnullpercentage"
         }
@@ -159,7 +160,8 @@ mod tests {
         for (file, anchor) in &seen {
             let runbook =
                 std::fs::read_to_string(format!("{}/docs/runbooks/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-            let heading = runbook.lines().any(|line| line.starts_with("## ") && line[3..].trim().to_lowercase() == *anchor);
+            let heading =
+                runbook.lines().any(|line| line.starts_with("## ") && line[3..].trim().to_lowercase() == *anchor);
             assert!(heading, "no `## ` heading for #{anchor} in docs/runbooks/{file}");
             assert!(rules.contains(&format!("/{file}#{anchor}'")), "no alert links to {file}#{anchor}");
         }

@@ -224,14 +224,11 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
     // the page, and the table's warning is inhibited by it (docs/alerts.md, "One incident, one
     // page").
     let inhibited = wait_for("the warning to be inhibited", Duration::from_secs(30), || {
-        alertmanager
-            .alerts()
-            .into_iter()
-            .find(|alert| {
-                alert["labels"]["alertname"] == "BronzeFreshnessViolation"
-                    && alert["labels"]["table"] == "bronze.raw_trades"
-                    && alert["status"]["state"] == "suppressed"
-            })
+        alertmanager.alerts().into_iter().find(|alert| {
+            alert["labels"]["alertname"] == "BronzeFreshnessViolation"
+                && alert["labels"]["table"] == "bronze.raw_trades"
+                && alert["status"]["state"] == "suppressed"
+        })
     });
     assert!(inhibited["status"]["inhibitedBy"].as_array().is_some_and(|by| !by.is_empty()), "{inhibited}");
 
@@ -677,7 +674,11 @@ stages = [
         .iter()
         .map(|body| {
             let alerts = body["alerts"].as_array().map_or(0, Vec::len);
-            (body["status"].as_str().unwrap_or("").to_string(), body["receiver"].as_str().unwrap_or("").to_string(), alerts)
+            (
+                body["status"].as_str().unwrap_or("").to_string(),
+                body["receiver"].as_str().unwrap_or("").to_string(),
+                alerts,
+            )
         })
         .collect();
     assert_eq!(notified, [("firing".to_string(), "data-oncall".to_string(), 1)], "{bodies:#?}");

@@ -412,7 +412,8 @@ fn runbook_queries_come_for_pyiceberg_spark_sql_and_trino() {
                 }
                 trios += 1;
             }
-            let sql = ["`SELECT ", "`CALL ", "`ALTER TABLE "].iter().any(|start| line.contains(start)) && line.contains("ns.tbl");
+            let sql = ["`SELECT ", "`CALL ", "`ALTER TABLE "].iter().any(|start| line.contains(start))
+                && line.contains("ns.tbl");
             if sql && !forms[1..].iter().any(|form| line.starts_with(form)) {
                 problems.push(format!("{name}:{}: SQL outside a Spark SQL / Trino line: {line}", index + 1));
             }
@@ -489,7 +490,11 @@ fn example_alertmanager_leaves_one_alert_per_incident() {
                 "critical",
                 json!({"pipeline_name": "orders", "stage": "ingest", "table": "raw.orders"}),
             ),
-            alert("PipelineStageImpacted", "warning", json!({"pipeline_name": "orders", "stage": "clean", "table": "raw.orders"})),
+            alert(
+                "PipelineStageImpacted",
+                "warning",
+                json!({"pipeline_name": "orders", "stage": "clean", "table": "raw.orders"})
+            ),
             alert("PipelineEndToEndFailure", "critical", json!({"pipeline_name": "orders", "table": "raw.orders"})),
             // The pipeline alerts of a table that has a critical alert of its own.
             alert(
