@@ -175,6 +175,17 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
     assert_eq!(lineage.len(), 3, "{json}");
     assert_eq!(lineage[0]["table"], BRONZE);
     assert_eq!(lineage[0]["status"], "warning");
+    // Each problem links to the section its alert links to: the root cause, the stage it breaks.
+    let runbook = |result: &serde_json::Value| result["runbook_url"].as_str().unwrap_or_default().to_string();
+    assert!(runbook(lineage[0]).ends_with("/lineage.md#pipelinestagerootcause"), "{json}");
+    assert!(runbook(lineage[1]).ends_with("/lineage.md#pipelinestagefailure"), "{json}");
+    assert!(lineage[2].get("runbook_url").is_none(), "an ok result has no runbook link: {json}");
+    assert!(
+        stdout.contains(
+            "runbook: https://github.com/icewatch/icewatch/blob/main/docs/runbooks/freshness.md#freshnessviolation"
+        ),
+        "{stdout}"
+    );
     assert_eq!(lineage[2]["table"], GOLD);
     assert!(lineage[2]["message"].as_str().unwrap().contains("healthy but downstream of a failure"), "{json}");
 
