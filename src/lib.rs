@@ -52,6 +52,7 @@ pub(crate) mod judging;
 pub(crate) mod lineage;
 pub mod pipeline;
 pub(crate) mod redact;
+pub(crate) mod runbook;
 pub(crate) mod scheduler;
 pub mod sensors;
 pub mod server;

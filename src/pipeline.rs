@@ -43,6 +43,7 @@ impl Pipeline {
     /// catalog that is down at start-up becomes `error` results, not a crash.
     pub async fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Pipeline, PipelineError> {
         let history = HistoryStore::open(&config.history.location).await?;
+        metrics.set_runbook_base_url(&config.server.runbook_base_url);
         Ok(Pipeline {
             catalog: CatalogConnection::new(config.catalog.clone()),
             config,

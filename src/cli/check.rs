@@ -68,7 +68,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let failed =
         results.iter().flat_map(|result| &result.evaluations).any(|evaluation| evaluation.status.reaches(level));
     let exit_code = if failed { super::EXIT_PROBLEM } else { 0 };
-    print!("{}", report::render(&results, args.format, exit_code));
+    print!("{}", report::render(&results, args.format, exit_code, &pipeline.config().server.runbook_base_url));
     pipeline.history().close().await;
     Ok(exit_code)
 }

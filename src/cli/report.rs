@@ -1,5 +1,6 @@
 //! The `check` report: a table per monitored table and sensor (status, value, expected range,
-//! why) for people, or one JSON object with a `results` array for machines.
+//! why, and for a problem the runbook section its alert links to) for people, or one JSON object
+//! with a `results` array for machines.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -18,12 +19,22 @@ pub enum ReportFormat {
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
-    results: Vec<&'a Evaluation>,
+    results: Vec<JsonResult<'a>>,
     summary: BTreeMap<&'static str, usize>,
     exit_code: u8,
 }
 
-pub fn render(results: &[SensorResult], format: ReportFormat, exit_code: u8) -> String {
+/// One result of the JSON report: the evaluation, and for a problem its runbook section.
+#[derive(Serialize)]
+struct JsonResult<'a> {
+    #[serde(flatten)]
+    evaluation: &'a Evaluation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runbook_url: Option<String>,
+}
+
+/// The report of `results`; `runbook_base` is `[server] runbook_base_url`.
+pub fn render(results: &[SensorResult], format: ReportFormat, exit_code: u8, runbook_base: &str) -> String {
     let evaluations: Vec<&Evaluation> = results.iter().flat_map(|result| &result.evaluations).collect();
     let mut summary: BTreeMap<&'static str, usize> = BTreeMap::new();
     for status in [Status::Ok, Status::InsufficientHistory, Status::Warning, Status::Critical, Status::Error] {
@@ -31,13 +42,22 @@ pub fn render(results: &[SensorResult], format: ReportFormat, exit_code: u8) -> 
     }
     match format {
         ReportFormat::Json => {
-            let report = JsonReport { results: evaluations, summary, exit_code };
+            let results = results
+                .iter()
+                .flat_map(|result| {
+                    result.evaluations.iter().map(|evaluation| JsonResult {
+                        evaluation,
+                        runbook_url: crate::runbook::url(runbook_base, evaluation, &result.layer),
+                    })
+                })
+                .collect();
+            let report = JsonReport { results, summary, exit_code };
             let mut text =
                 serde_json::to_string_pretty(&report).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
             text.push('\n');
             text
         }
-        ReportFormat::Text => render_text(results, &summary),
+        ReportFormat::Text => render_text(results, &summary, runbook_base),
     }
 }
 
@@ -54,10 +74,11 @@ struct Row<'a> {
     value: String,
     range: String,
     message: std::borrow::Cow<'a, str>,
+    runbook_url: Option<String>,
 }
 
 impl<'a> Row<'a> {
-    fn of(evaluation: &'a Evaluation) -> Row<'a> {
+    fn of(evaluation: &'a Evaluation, layer: &str, runbook_base: &str) -> Row<'a> {
         let mut check = evaluation.metric.to_string();
         if let Some(column) = &evaluation.column {
             check = format!("{check} {column}");
@@ -79,15 +100,22 @@ impl<'a> Row<'a> {
                 Some(model) => format!("{} [seasonality {model}]", evaluation.message).into(),
                 None => evaluation.message.as_str().into(),
             },
+            runbook_url: crate::runbook::url(runbook_base, evaluation, layer),
         }
     }
 }
 
 /// Per table, one line per result (status, sensor, check, value, expected range), aligned
-/// over the whole report, and its message wrapped beneath: nothing is cut, and every line
-/// fits [`REPORT_WIDTH`] unless a single word (a long column name) does not.
-fn render_text(results: &[SensorResult], summary: &BTreeMap<&'static str, usize>) -> String {
-    let rows: Vec<Vec<Row>> = results.iter().map(|result| result.evaluations.iter().map(Row::of).collect()).collect();
+/// over the whole report, its message wrapped beneath and, for a problem, its runbook link:
+/// nothing is cut, and every line fits [`REPORT_WIDTH`] unless a single word (a long column
+/// name, a long link) does not.
+fn render_text(results: &[SensorResult], summary: &BTreeMap<&'static str, usize>, runbook_base: &str) -> String {
+    let rows: Vec<Vec<Row>> = results
+        .iter()
+        .map(|result| {
+            result.evaluations.iter().map(|evaluation| Row::of(evaluation, &result.layer, runbook_base)).collect()
+        })
+        .collect();
     let width = |cell: fn(&Row) -> usize| rows.iter().flatten().map(cell).max().unwrap_or(0);
     let status_width = width(|row| row.status.len());
     let sensor_width = width(|row| row.sensor.len());
@@ -113,6 +141,9 @@ fn render_text(results: &[SensorResult], summary: &BTreeMap<&'static str, usize>
             let _ = writeln!(out, "{}", line.trim_end());
             for wrapped in wrap(&row.message, REPORT_WIDTH - MESSAGE_INDENT.len()) {
                 let _ = writeln!(out, "{MESSAGE_INDENT}{wrapped}");
+            }
+            if let Some(url) = &row.runbook_url {
+                let _ = writeln!(out, "{MESSAGE_INDENT}runbook: {url}");
             }
         }
     }

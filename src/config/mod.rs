@@ -165,11 +165,20 @@ pub struct ServerConfig {
     pub tls: Option<ServerTlsConfig>,
     /// User name → bcrypt hash of the password. Empty: no authentication.
     pub basic_auth_users: BTreeMap<String, PasswordHash>,
+    /// Where the runbooks are (no trailing `/`): `check`, the status page and, through
+    /// `icewatch_runbook_info`, the alerts link each problem to a section under it.
+    pub runbook_base_url: String,
 }
 
 impl ServerConfig {
     pub fn new(listen: SocketAddr) -> ServerConfig {
-        ServerConfig { listen, shutdown_grace: Duration::from_secs(30), tls: None, basic_auth_users: BTreeMap::new() }
+        ServerConfig {
+            listen,
+            shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            basic_auth_users: BTreeMap::new(),
+            runbook_base_url: crate::runbook::DEFAULT_BASE_URL.to_string(),
+        }
     }
 }
 

@@ -111,3 +111,21 @@ fn the_event_time_lag_thresholds_need_an_event_time_column() {
     );
     assert_eq!(freshness.warn_after, None, "the commit age keeps its own (unset) thresholds");
 }
+
+#[test]
+fn the_runbook_base_url_defaults_to_the_repository_and_must_be_a_url() {
+    let text = format!("{MINIMAL}uri = \"sqlite://c.db\"\n");
+    let config = parse_with_env(&text, &[]).expect("valid");
+    assert_eq!(config.server.runbook_base_url, crate::runbook::DEFAULT_BASE_URL);
+    let text = format!(
+        "{MINIMAL}uri = \"sqlite://c.db\"\n[server]\nrunbook_base_url = \"https://wiki.example.org/runbooks/\"\n"
+    );
+    let config = parse_with_env(&text, &[]).expect("valid");
+    assert_eq!(config.server.runbook_base_url, "https://wiki.example.org/runbooks", "the trailing `/` is dropped");
+    let text = format!("{MINIMAL}uri = \"sqlite://c.db\"\n[server]\nrunbook_base_url = \"docs/runbooks\"\n");
+    let error = parse_with_env(&text, &[]).expect_err("invalid").to_string();
+    assert!(
+        error.contains("server.runbook_base_url") && error.contains("expected an `http://` or `https://` URL"),
+        "{error}"
+    );
+}

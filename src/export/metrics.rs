@@ -44,6 +44,8 @@ pub struct Metrics {
     pub pipeline_propagation_lag_seconds: GaugeVec,
     // Verdicts and the service itself.
     pub icewatch_result_severity: IntGaugeVec,
+    pub icewatch_result_message_info: IntGaugeVec,
+    pub icewatch_runbook_info: IntGaugeVec,
     pub icewatch_build_info: IntGaugeVec,
     pub icewatch_seasonality_info: IntGaugeVec,
     pub icewatch_up: IntGauge,
@@ -70,6 +72,8 @@ pub struct Metrics {
     /// The `model` label each (table, sensor, metric) series of `icewatch_seasonality_info`
     /// has now, so a new model replaces the old series instead of adding one.
     seasonality_labels: Mutex<HashMap<ResultKey, [String; 5]>>,
+    /// The `icewatch_result_message_info` label sets of each (table, sensor)'s last run.
+    message_labels: Mutex<HashMap<(String, SensorKind), BTreeSet<MessageLabels>>>,
     /// Every family with a `table` label, for [`Metrics::forget_tables`].
     table_families: Vec<Box<dyn TableFamily>>,
 }
@@ -125,6 +129,13 @@ const VERDICT_LABELS: &[&str] = &["table", "layer", "sensor", "metric", "column"
 type ResultKey = (String, String, &'static str);
 /// The values of [`VERDICT_LABELS`] of one `icewatch_result_severity` series.
 type VerdictLabels = [String; 6];
+/// A warning or critical result and what icewatch says about it: the verdict's labels, the
+/// schema change type, the status and the message (cut to [`MESSAGE_MAX_CHARS`]).
+const MESSAGE_LABELS: &[&str] =
+    &["table", "layer", "sensor", "metric", "column", "statistic", "change_type", "status", "message"];
+type MessageLabels = [String; 9];
+/// The longest `message` label value, in characters (longer messages end with `…`).
+pub const MESSAGE_MAX_CHARS: usize = 300;
 const DISTRIBUTION: &[&str] = &["table", "column", "statistic"];
 
 fn gauge(declarations: &Declarations, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -160,6 +171,26 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(icewatch_result_severity.clone())).expect("register once");
         r.note(&icewatch_result_severity, &["table"]);
+        let icewatch_result_message_info = IntGaugeVec::new(
+            Opts::new(
+                "icewatch_result_message_info",
+                "Always 1; one series per warning or critical result of the latest runs, whose message label says what icewatch found.",
+            ),
+            MESSAGE_LABELS,
+        )
+        .expect("valid metric");
+        registry.register(Box::new(icewatch_result_message_info.clone())).expect("register once");
+        r.note(&icewatch_result_message_info, &["table"]);
+        let icewatch_runbook_info = IntGaugeVec::new(
+            Opts::new(
+                "icewatch_runbook_info",
+                "Always 1; base_url is [server] runbook_base_url, where the alerts' runbook_url points.",
+            ),
+            &["base_url"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(icewatch_runbook_info.clone())).expect("register once");
+        icewatch_runbook_info.with_label_values(&[crate::runbook::DEFAULT_BASE_URL]).set(1);
         let icewatch_build_info = IntGaugeVec::new(
             Opts::new("icewatch_build_info", "Always 1; the version label says which icewatch runs."),
             &["version"],
@@ -327,14 +358,14 @@ impl Metrics {
             pipeline_stage_root_cause: gauge(
                 r,
                 "pipeline_stage_root_cause",
-                "1 when the stage fails while all its upstream stages succeed.",
-                &["pipeline_name", "stage", "job"],
+                "1 when the stage fails while all its upstream stages succeed; `table` is the stage's table.",
+                &["pipeline_name", "stage", "job", "table"],
             ),
             pipeline_stage_impacted: gauge(
                 r,
                 "pipeline_stage_impacted",
-                "1 when the stage is downstream of a failing stage.",
-                &["pipeline_name", "stage", "job"],
+                "1 when the stage is downstream of a failing stage; `table` is its root cause's table while it is, else the stage's own.",
+                &["pipeline_name", "stage", "job", "table"],
             ),
             pipeline_propagation_lag_seconds: gauge(
                 r,
@@ -343,6 +374,8 @@ impl Metrics {
                 &["pipeline_name", "upstream", "downstream"],
             ),
             icewatch_result_severity,
+            icewatch_result_message_info,
+            icewatch_runbook_info,
             icewatch_build_info,
             icewatch_seasonality_info,
             seasonality_labels: Mutex::new(HashMap::new()),
@@ -397,6 +430,7 @@ impl Metrics {
                 .collect(),
             latest_labels: Mutex::new(HashMap::new()),
             verdict_labels: Mutex::new(HashMap::new()),
+            message_labels: Mutex::new(HashMap::new()),
             table_families: declarations.table_families.take(),
             registry: declarations.registry,
         }
@@ -413,6 +447,9 @@ impl Metrics {
         }
         if let Ok(mut models) = self.seasonality_labels.lock() {
             models.retain(|(table, _, _), _| keep(table));
+        }
+        if let Ok(mut messages) = self.message_labels.lock() {
+            messages.retain(|(table, _), _| keep(table));
         }
         self.table_families.iter().map(|family| family.forget_tables(keep)).sum()
     }
@@ -472,11 +509,58 @@ impl Metrics {
             }
         }
         let current: BTreeSet<VerdictLabels> = worst.into_keys().collect();
-        let Ok(mut verdicts) = self.verdict_labels.lock() else { return };
-        let previous = verdicts.insert((table.to_string(), sensor), current.clone()).unwrap_or_default();
-        for gone in previous.difference(&current) {
-            let _ = self.icewatch_result_severity.remove_label_values(&gone.each_ref().map(String::as_str));
+        if let Ok(mut verdicts) = self.verdict_labels.lock() {
+            let previous = verdicts.insert((table.to_string(), sensor), current.clone()).unwrap_or_default();
+            for gone in previous.difference(&current) {
+                let _ = self.icewatch_result_severity.remove_label_values(&gone.each_ref().map(String::as_str));
+            }
         }
+        self.record_messages(table, layer, sensor, evaluations);
+    }
+
+    /// `icewatch_result_message_info` for the warning and critical results of a run, replacing
+    /// the previous run's: the message changes from run to run, so an ok result has no series
+    /// and a problem has one series at a time (a new one when its message changes).
+    fn record_messages(&self, table: &str, layer: &str, sensor: SensorKind, evaluations: &[Evaluation]) {
+        let current: BTreeSet<MessageLabels> = evaluations
+            .iter()
+            .filter(|evaluation| matches!(evaluation.status, Status::Warning | Status::Critical))
+            .map(|evaluation| {
+                [
+                    table.to_string(),
+                    layer.to_string(),
+                    sensor.as_str().to_string(),
+                    evaluation.metric.as_str().to_string(),
+                    evaluation.column.clone().unwrap_or_default(),
+                    evaluation.statistic.clone().unwrap_or_default(),
+                    evaluation.change_type.clone().unwrap_or_default(),
+                    evaluation.status.as_str().to_string(),
+                    bounded_message(&evaluation.message),
+                ]
+            })
+            .collect();
+        for labels in &current {
+            self.icewatch_result_message_info.with_label_values(&labels.each_ref().map(String::as_str)).set(1);
+        }
+        let Ok(mut messages) = self.message_labels.lock() else { return };
+        let previous = messages.insert((table.to_string(), sensor), current.clone()).unwrap_or_default();
+        for gone in previous.difference(&current) {
+            let _ = self.icewatch_result_message_info.remove_label_values(&gone.each_ref().map(String::as_str));
+        }
+    }
+
+    /// Exports `[server] runbook_base_url` as `icewatch_runbook_info{base_url}` (one series).
+    pub fn set_runbook_base_url(&self, base_url: &str) {
+        use prometheus::core::Collector;
+        for family in self.icewatch_runbook_info.collect() {
+            for metric in family.get_metric() {
+                let known = metric.get_label().iter().map(|pair| pair.value()).next().unwrap_or_default();
+                if known != base_url {
+                    let _ = self.icewatch_runbook_info.remove_label_values(&[known]);
+                }
+            }
+        }
+        self.icewatch_runbook_info.with_label_values(&[base_url]).set(1);
     }
 
     /// A failed run's bounded reason (the error itself goes to the log and the result message).
@@ -621,6 +705,16 @@ impl Metrics {
             (_, SensorFamily::Counter(_)) => {}
         }
     }
+}
+
+/// `message` cut to [`MESSAGE_MAX_CHARS`] characters, so one long error cannot make a huge label.
+fn bounded_message(message: &str) -> String {
+    if message.chars().count() <= MESSAGE_MAX_CHARS {
+        return message.to_string();
+    }
+    let mut cut: String = message.chars().take(MESSAGE_MAX_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// A family a sensor declared, as registered.

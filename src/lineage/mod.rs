@@ -154,6 +154,9 @@ struct State {
     edge_count: usize,
     /// `pipeline_stage_success` per (stage, job) at the last refresh.
     stage_success: HashMap<(String, String), bool>,
+    /// The (job, table) labels of each (pipeline, stage)'s `pipeline_stage_impacted` series at
+    /// the last refresh: its `table` moves to the root cause while the stage is impacted.
+    impacted_labels: HashMap<(String, String), (String, String)>,
     last_status: Vec<PipelineStatus>,
 }
 
@@ -600,9 +603,23 @@ impl Lineage {
                     .set(f64::from(u8::from(ok)));
             }
             for stage in &status.stages {
-                let labels = [status.name.as_str(), stage.stage.as_str(), stage.job.as_str()];
+                let labels = [status.name.as_str(), stage.stage.as_str(), stage.job.as_str(), stage.table.as_str()];
                 metrics.pipeline_stage_root_cause.with_label_values(&labels).set(f64::from(u8::from(stage.root_cause)));
+                // An impacted stage names its root cause (the first upstream, in declaration
+                // order), so Alertmanager can group and inhibit it with that table's alerts.
+                let impact_table = match stage.caused_by.first().and_then(|root| status.stage(root)) {
+                    Some(root) if stage.impacted => root.table.as_str(),
+                    _ => stage.table.as_str(),
+                };
+                let labels = [status.name.as_str(), stage.stage.as_str(), stage.job.as_str(), impact_table];
                 metrics.pipeline_stage_impacted.with_label_values(&labels).set(f64::from(u8::from(stage.impacted)));
+                let current = (stage.job.clone(), impact_table.to_string());
+                let previous =
+                    state.impacted_labels.insert((status.name.clone(), stage.stage.clone()), current.clone());
+                if let Some((job, table)) = previous.filter(|previous| *previous != current) {
+                    let gone = [status.name.as_str(), stage.stage.as_str(), job.as_str(), table.as_str()];
+                    let _ = metrics.pipeline_stage_impacted.remove_label_values(&gone);
+                }
                 *impact.entry(stage.stage.clone()).or_default() += stage.downstream_impact_count;
                 if stage.health != Health::Unknown {
                     let healthy = stage.health == Health::Healthy;

@@ -195,7 +195,7 @@ pub fn overview(config: &Config, tables: &[TableView], lineage: &[PipelineStatus
             pill(layer_worst),
         );
         for table in in_layer {
-            out.push_str(&table_card(table, now_ms));
+            out.push_str(&table_card(table, now_ms, &config.server.runbook_base_url));
         }
         out.push_str("</section>");
     }
@@ -232,7 +232,7 @@ fn pipeline_block(
     )
 }
 
-fn table_card(table: &TableView, now_ms: i64) -> String {
+fn table_card(table: &TableView, now_ms: i64, runbook_base: &str) -> String {
     let status = table.status();
     let stages: Vec<String> =
         table.stages.iter().map(|(pipeline, stage)| format!("{} › {}", escape(pipeline), escape(stage))).collect();
@@ -251,13 +251,14 @@ fn table_card(table: &TableView, now_ms: i64) -> String {
             .last_checked_ms()
             .map_or_else(|| "not checked yet".to_string(), |ms| format!("checked {}", escape(&ago(now_ms, ms)))),
     );
-    out.push_str(&evaluations_table(&table.results));
+    out.push_str(&evaluations_table(&table.results, &table.layer, runbook_base));
     out.push_str("</article>");
     out
 }
 
-/// The results of a table, worst first.
-pub fn evaluations_table(results: &[SensorResult]) -> String {
+/// The results of a table in `layer`, worst first; each problem links to its runbook section
+/// under `runbook_base` (the section its alert links to).
+pub fn evaluations_table(results: &[SensorResult], layer: &str, runbook_base: &str) -> String {
     let mut evaluations: Vec<&Evaluation> = results.iter().flat_map(|result| result.evaluations.iter()).collect();
     if evaluations.is_empty() {
         return r#"<p class="empty">No sensor has run on this table yet.</p>"#.to_string();
@@ -289,9 +290,12 @@ pub fn evaluations_table(results: &[SensorResult]) -> String {
             _ => String::new(),
         };
         let zscore = evaluation.zscore.map(|z| format!(r#"<span class="z">z = {z:.1}</span>"#)).unwrap_or_default();
+        let runbook = crate::runbook::url(runbook_base, evaluation, layer)
+            .map(|url| format!(r#" <a class="runbook" href="{}">runbook</a>"#, escape(&url)))
+            .unwrap_or_default();
         let _ = write!(
             out,
-            r#"<tr class="status-{status}" data-sensor="{sensor}" data-metric="{metric}" data-status="{status}"><td>{pill}</td><td>{sensor}</td><td>{check}</td><td class="num">{value}{zscore}</td><td class="num">{expected}</td><td class="why">{message}</td></tr>"#,
+            r#"<tr class="status-{status}" data-sensor="{sensor}" data-metric="{metric}" data-status="{status}"><td>{pill}</td><td>{sensor}</td><td>{check}</td><td class="num">{value}{zscore}</td><td class="num">{expected}</td><td class="why">{message}{runbook}</td></tr>"#,
             status = evaluation.status.as_str(),
             sensor = evaluation.sensor.as_str(),
             metric = escape(evaluation.metric.as_str()),
@@ -338,7 +342,7 @@ pub fn table_page(
         let _ = write!(out, r#"<p class="problem">{}</p>"#, escape(problem));
     }
     out.push_str(r#"<section><h2>Latest results</h2>"#);
-    out.push_str(&evaluations_table(&table.results));
+    out.push_str(&evaluations_table(&table.results, &table.layer, &config.server.runbook_base_url));
     out.push_str("</section>");
 
     out.push_str(r#"<section><h2>History</h2><p class="hint">Shaded: the expected band each point was judged against, computed from the points before it. Red points fall outside it.</p><div class="charts">"#);
@@ -454,6 +458,22 @@ stages = [{ stage = "s\"1", table = "bronze.events" }]
             finished_at_ms: 1_000,
             duration: std::time::Duration::from_millis(3),
         }
+    }
+
+    /// A problem links to the runbook section its alert links to, under `[server]
+    /// runbook_base_url`; an ok result has no link.
+    #[test]
+    fn a_problem_links_to_its_runbook_section_under_the_configured_base() {
+        let mut config = config();
+        config.server.runbook_base_url = "https://runbooks.example.org/icewatch".to_string();
+        let tables = table_views(&config, &[result(Status::Critical)]);
+        let html = overview(&config, &tables, &[], 5_000);
+        assert!(
+            html.contains(r#"<a class="runbook" href="https://runbooks.example.org/icewatch/schema.md#schemaexpectationviolated">runbook</a>"#),
+            "{html}"
+        );
+        let tables = table_views(&config, &[result(Status::Ok)]);
+        assert!(!overview(&config, &tables, &[], 5_000).contains(r#"class="runbook""#));
     }
 
     #[test]

@@ -2,15 +2,18 @@
 //! whose bronze table has gone stale → a real Prometheus scraping it with `rules/` loaded → the
 //! freshness alert fires → a real Alertmanager (with the shipped `deploy/alertmanager.yml`
 //! routing) holds it and notifies a webhook; the verdicts icewatch reports against the alerts
-//! Prometheus raises from them (the same set); and every dashboard expression run against a
-//! Prometheus that has scraped icewatch.
+//! Prometheus raises from them (the same set); one stopped table at the top of a pipeline
+//! reaching the receiver as one notification, and its recovery as one; and every dashboard
+//! expression run against a Prometheus that has scraped icewatch.
 //!
-//! Test-only changes to the shipped files, and why: the rules are copied with every `for:` set
-//! to `0s` (the freshness alerts wait `for: 5m`, too long for a test), and the Alertmanager
-//! config is copied with its webhook URLs pointed at this test's receiver and `group_wait`
-//! shortened to 1s. Nothing else changes.
+//! Test-only changes to the shipped files, and why: the rules are copied with their `for:` and
+//! `keep_firing_for:` durations rewritten (zeroed where only the verdicts matter; scaled down,
+//! all by the same factor, where the order in which alerts fire and resolve is what is tested),
+//! and the Alertmanager config is copied with its webhook URLs pointed at this test's receiver
+//! and `group_wait` (and, for the one-page test, `group_interval`) shortened. Nothing else
+//! changes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -25,12 +28,13 @@ use icewatch::demo::{self, DemoWarehouse};
 use serde_json::Value;
 
 use crate::common::{self, ChildGuard, http_get, wait_for};
-use crate::ops::{TestPrometheus, dashboard_expressions, grafana_to_promql};
+use crate::ops::{TestPrometheus, dashboard_expressions, duration_ms, grafana_to_promql};
 use crate::service::{Icewatch, Pushgateway, demo_config, prepare_demo, vector};
 
-/// Copies `rules/*.yml` into `dir` with every `for:` duration replaced by `0s`; returns the
-/// `rule_files` entry for Prometheus.
-fn rules_without_for(dir: &Path) -> String {
+/// Copies `rules/*.yml` into `dir` with every `for:` and `keep_firing_for:` duration scaled so
+/// that a shipped minute lasts `minute` (zero: every duration `0s`), keeping their order;
+/// returns the `rule_files` entry for Prometheus.
+fn rules_scaled(dir: &Path, minute: Duration) -> String {
     let mut copied = 0;
     for entry in std::fs::read_dir(common::repo_root().join("rules")).expect("read rules/") {
         let path = entry.expect("entry").path();
@@ -39,9 +43,15 @@ fn rules_without_for(dir: &Path) -> String {
         }
         let text: String = common::read(&path)
             .lines()
-            .map(|line| match line.trim_start().strip_prefix("for:") {
-                Some(_) => format!("{}for: 0s\n", &line[..line.len() - line.trim_start().len()]),
-                None => format!("{line}\n"),
+            .map(|line| {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                for key in ["for:", "keep_firing_for:"] {
+                    if let Some(value) = line.trim_start().strip_prefix(key) {
+                        let scaled = u128::from(duration_ms(value)) * minute.as_millis() / 60_000;
+                        return format!("{indent}{key} {scaled}ms\n");
+                    }
+                }
+                format!("{line}\n")
             })
             .collect();
         std::fs::write(dir.join(path.file_name().expect("file name")), text).expect("write rule copy");
@@ -49,6 +59,11 @@ fn rules_without_for(dir: &Path) -> String {
     }
     assert!(copied >= 5, "only {copied} rule files");
     format!("rule_files:\n  - {}/*.yml\n", dir.display())
+}
+
+/// The rules with every `for:` and `keep_firing_for:` set to `0s`.
+fn rules_without_for(dir: &Path) -> String {
+    rules_scaled(dir, Duration::ZERO)
 }
 
 /// The rules as shipped.
@@ -103,17 +118,20 @@ struct TestAlertmanager {
 
 impl TestAlertmanager {
     fn start(dir: &Path, webhook: &Webhook) -> TestAlertmanager {
-        let shipped = common::read(&common::repo_root().join("deploy/alertmanager.yml"));
-        assert!(
-            shipped.contains("http://127.0.0.1:5001") && shipped.contains("group_wait: 30s"),
-            "deploy/alertmanager.yml changed shape"
-        );
+        TestAlertmanager::start_with(dir, webhook, &[("group_wait: 30s", "group_wait: 1s")])
+    }
+
+    /// The shipped config pointed at `webhook`, with each (shipped, test) line replaced.
+    fn start_with(dir: &Path, webhook: &Webhook, replacements: &[(&str, &str)]) -> TestAlertmanager {
+        let mut config_text = common::read(&common::repo_root().join("deploy/alertmanager.yml"));
+        assert!(config_text.contains("http://127.0.0.1:5001"), "deploy/alertmanager.yml changed shape");
+        config_text = config_text.replace("http://127.0.0.1:5001", &webhook.url);
+        for (shipped, test) in replacements {
+            assert!(config_text.contains(shipped), "deploy/alertmanager.yml has no `{shipped}` any more");
+            config_text = config_text.replace(shipped, test);
+        }
         let config = dir.join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            shipped.replace("http://127.0.0.1:5001", &webhook.url).replace("group_wait: 30s", "group_wait: 1s"),
-        )
-        .expect("write config");
+        std::fs::write(&config, config_text).expect("write config");
         let port = common::free_port();
         let mut command = Command::new("prometheus-alertmanager");
         command
@@ -135,6 +153,15 @@ impl TestAlertmanager {
     }
 }
 
+/// How long a shipped minute of `for:` / `keep_firing_for:` lasts in the one-page test: every
+/// duration shrinks by the same factor (1/20), so the order the rules set is what runs. The
+/// smallest step between a source and what it inhibits (one shipped minute) is then 3 s, three
+/// evaluations of the test's Prometheus.
+const TEST_MINUTE: Duration = Duration::from_secs(3);
+
+/// The demo's stale bronze table: its warning reaches Alertmanager, inhibited by the critical
+/// that names bronze as its pipeline's root cause, which is the one page (durations scaled by
+/// [`TEST_MINUTE`], so the order in which they reach Alertmanager is the shipped one).
 #[test]
 fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
     let started = Instant::now();
@@ -151,7 +178,7 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
     std::fs::create_dir_all(&rules_dir).expect("rules dir");
     let prometheus = TestPrometheus::start(&format!(
         "{}alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\nscrape_configs:\n  - job_name: icewatch\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
-        rules_without_for(&rules_dir),
+        rules_scaled(&rules_dir, TEST_MINUTE),
         alertmanager.base_url.trim_start_matches("http://"),
     ));
     let scraping = Instant::now();
@@ -181,7 +208,6 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
     assert_eq!(received["labels"]["severity"], "warning");
     assert_eq!(received["labels"]["service"], "icewatch");
     assert_eq!(received["labels"]["layer"], "bronze");
-    assert_eq!(received["status"]["state"], "active");
     assert!(
         received["annotations"]["runbook_url"]
             .as_str()
@@ -194,9 +220,20 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
         .filter_map(|receiver| receiver["name"].as_str())
         .collect();
     assert_eq!(receivers, vec!["data-team"], "warnings route to data-team");
+    // Bronze is the root cause of the demo's pipeline: that critical, which names the table, is
+    // the page, and the table's warning is inhibited by it (docs/alerts.md, "One incident, one
+    // page").
+    let inhibited = wait_for("the warning to be inhibited", Duration::from_secs(30), || {
+        alertmanager.alerts().into_iter().find(|alert| {
+            alert["labels"]["alertname"] == "BronzeFreshnessViolation"
+                && alert["labels"]["table"] == "bronze.raw_trades"
+                && alert["status"]["state"] == "suppressed"
+        })
+    });
+    assert!(inhibited["status"]["inhibitedBy"].as_array().is_some_and(|by| !by.is_empty()), "{inhibited}");
 
-    // And the webhook behind the shipped routing gets the notification.
-    let notified = wait_for("the data-team webhook notification", Duration::from_secs(60), || {
+    // And the webhook behind the shipped routing gets the page.
+    let notified = wait_for("the data-oncall webhook notification", Duration::from_secs(60), || {
         webhook
             .bodies
             .lock()
@@ -204,15 +241,21 @@ fn a_stale_bronze_table_fires_through_prometheus_into_alertmanager() {
             .iter()
             .find(|body| {
                 body["status"] == "firing"
-                    && body["alerts"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|alert| alert["labels"]["alertname"] == "BronzeFreshnessViolation")
+                    && body["alerts"].as_array().into_iter().flatten().any(|alert| {
+                        alert["labels"]["alertname"] == "PipelineStageRootCause"
+                            && alert["labels"]["table"] == "bronze.raw_trades"
+                    })
             })
             .cloned()
     });
-    assert_eq!(notified["receiver"], "data-team");
+    assert_eq!(notified["receiver"], "data-oncall");
+    let bodies = webhook.bodies.lock().expect("lock").clone();
+    let notified_names: Vec<&str> = bodies
+        .iter()
+        .flat_map(|body| body["alerts"].as_array().into_iter().flatten())
+        .filter_map(|alert| alert["labels"]["alertname"].as_str())
+        .collect();
+    assert!(!notified_names.contains(&"BronzeFreshnessViolation"), "the inhibited warning was delivered: {bodies:#?}");
     eprintln!(
         "alert in Alertmanager {:.1}s after Prometheus started scraping, webhook notified {:.1}s after; whole test {:.1}s",
         in_alertmanager.as_secs_f64(),
@@ -491,4 +534,188 @@ fn every_warning_and_critical_verdict_is_an_alert_and_nothing_else_is() {
     );
     icewatch.assert_running();
     eprintln!("whole test {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// A bronze table stopped hours ago, past its `critical_after`, feeding silver and gold (declared
+/// lineage, both fresh by their own thresholds): the rules raise seven alerts about it
+/// (FreshnessCriticalFailure, BronzeFreshnessViolation, PipelineStageRootCause,
+/// PipelineStageFailure, PipelineEndToEndFailure, PipelineStageImpacted for silver and gold),
+/// and the receiver behind the shipped Alertmanager config gets exactly one notification with
+/// one alert; after a fresh append, exactly one resolved notification. The real stack: icewatch,
+/// Prometheus with the rules (durations scaled by [`TEST_MINUTE`]), Alertmanager with the shipped
+/// routing and inhibit rules (`group_wait` 1 s, `group_interval` 2 s), and a webhook receiver.
+#[test]
+fn one_stopped_table_with_two_downstream_stages_pages_once_and_resolves_once() {
+    use crate::lineage::{BRONZE, GOLD, HOUR_MS, SILVER};
+    let started = Instant::now();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let warehouse = runtime.block_on(crate::lineage::warehouse());
+    runtime.block_on(async {
+        warehouse.backdate(BRONZE, 3 * HOUR_MS).await;
+        warehouse.backdate(SILVER, 3 * HOUR_MS - 600_000).await;
+        warehouse.backdate(GOLD, 3 * HOUR_MS - 1_200_000).await;
+    });
+    let port = common::free_port();
+    let config = warehouse.dir.join("one-page.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[catalog]
+type = "sql"
+uri = "sqlite://catalog.db"
+warehouse = "warehouse"
+
+[history]
+path = "history.db"
+
+[server]
+listen = "127.0.0.1:{port}"
+runbook_base_url = "https://runbooks.example.org/icewatch"
+
+[defaults]
+schedule = "* * * * * *"
+
+[tables."{BRONZE}"]
+layer = "bronze"
+
+[tables."{BRONZE}".freshness]
+warn_after = "1h"
+critical_after = "2h"
+
+[tables."{SILVER}".freshness]
+warn_after = "6h"
+
+[tables."{GOLD}".freshness]
+warn_after = "6h"
+
+[pipelines.trade_pipeline]
+stages = [
+  {{ stage = "bronze", table = "{BRONZE}" }},
+  {{ stage = "silver", table = "{SILVER}", upstream = ["bronze"] }},
+  {{ stage = "gold", table = "{GOLD}", upstream = ["silver"] }},
+]
+"#
+        ),
+    )
+    .expect("write sensors.toml");
+    let icewatch = Icewatch::start(&config, port);
+    let webhook = Webhook::start();
+    let alertmanager_dir = tempfile::tempdir().expect("temp dir");
+    let alertmanager = TestAlertmanager::start_with(
+        alertmanager_dir.path(),
+        &webhook,
+        &[("group_wait: 30s", "group_wait: 1s"), ("group_interval: 5m", "group_interval: 2s")],
+    );
+    let rules_dir = alertmanager_dir.path().join("rules");
+    std::fs::create_dir_all(&rules_dir).expect("rules dir");
+    // deploy/prometheus.yml's scrape job (`honor_labels` for the lineage `job` label), on this
+    // test's ports.
+    let prometheus = TestPrometheus::start(&format!(
+        "{}alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\nscrape_configs:\n  - job_name: icewatch\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+        rules_scaled(&rules_dir, TEST_MINUTE),
+        alertmanager.base_url.trim_start_matches("http://"),
+    ));
+    let scraping = Instant::now();
+
+    // (alertname, stage) of every alert the stopped table raises.
+    let expected: BTreeSet<(String, String)> = [
+        ("BronzeFreshnessViolation", ""),
+        ("FreshnessCriticalFailure", ""),
+        ("PipelineEndToEndFailure", ""),
+        ("PipelineStageFailure", "bronze"),
+        ("PipelineStageImpacted", "gold"),
+        ("PipelineStageImpacted", "silver"),
+        ("PipelineStageRootCause", "bronze"),
+    ]
+    .into_iter()
+    .map(|(name, stage)| (name.to_string(), stage.to_string()))
+    .collect();
+    let key = |labels: &Value| {
+        (labels["alertname"].as_str().unwrap_or("").to_string(), labels["stage"].as_str().unwrap_or("").to_string())
+    };
+    // Every one of them firing in Prometheus, each naming the stopped table.
+    let firing = wait_for("the stopped table's alerts to fire", Duration::from_secs(60), || {
+        let body = http_get(&format!("{}/api/v1/alerts", prometheus.base_url))?;
+        let alerts: Value = serde_json::from_str(&body).ok()?;
+        let alerts = alerts["data"]["alerts"].as_array()?.clone();
+        let firing: BTreeSet<(String, String)> =
+            alerts.iter().filter(|alert| alert["state"] == "firing").map(|alert| key(&alert["labels"])).collect();
+        (firing == expected && alerts.len() == expected.len()).then_some(alerts)
+    });
+    let all_fired = scraping.elapsed();
+    for alert in &firing {
+        assert_eq!(alert["labels"]["table"], BRONZE, "every alert names the root-cause table: {alert}");
+        let runbook = alert["annotations"]["runbook_url"].as_str().unwrap_or_default();
+        assert!(runbook.starts_with("https://runbooks.example.org/icewatch/"), "runbook_url from the config: {alert}");
+    }
+    let critical = firing
+        .iter()
+        .find(|alert| alert["labels"]["alertname"] == "FreshnessCriticalFailure")
+        .expect("FreshnessCriticalFailure");
+    let description = critical["annotations"]["description"].as_str().unwrap_or_default();
+    assert!(description.contains("icewatch says: last commit that added rows"), "the verdict's message: {description}");
+
+    // Alertmanager holds all seven, six of them inhibited; the receiver got one notification of
+    // one alert. Alertmanager has had every alert for a `group_wait` and two `group_interval`s.
+    let states = wait_for("Alertmanager to hold every alert", Duration::from_secs(30), || {
+        let alerts = alertmanager.alerts();
+        let states: BTreeMap<(String, String), String> = alerts
+            .iter()
+            .map(|alert| (key(&alert["labels"]), alert["status"]["state"].as_str().unwrap_or("").to_string()))
+            .collect();
+        (states.keys().cloned().collect::<BTreeSet<_>>() == expected).then_some(states)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let active: Vec<&(String, String)> =
+        states.iter().filter(|(_, state)| state.as_str() == "active").map(|(key, _)| key).collect();
+    assert_eq!(active, [&("FreshnessCriticalFailure".to_string(), String::new())], "{states:#?}");
+    let bodies = webhook.bodies.lock().expect("lock").clone();
+    let notified: Vec<(String, String, usize)> = bodies
+        .iter()
+        .map(|body| {
+            let alerts = body["alerts"].as_array().map_or(0, Vec::len);
+            (
+                body["status"].as_str().unwrap_or("").to_string(),
+                body["receiver"].as_str().unwrap_or("").to_string(),
+                alerts,
+            )
+        })
+        .collect();
+    assert_eq!(notified, [("firing".to_string(), "data-oncall".to_string(), 1)], "{bodies:#?}");
+    assert_eq!(bodies[0]["alerts"][0]["labels"]["alertname"], "FreshnessCriticalFailure");
+    assert_eq!(bodies[0]["alerts"][0]["labels"]["table"], BRONZE);
+    let paged = scraping.elapsed();
+
+    // A fresh append: everything resolves, and the receiver hears of it once.
+    runtime.block_on(warehouse.append(BRONZE, 5));
+    let appended = Instant::now();
+    wait_for("every alert to resolve in Prometheus", Duration::from_secs(60), || {
+        let body = http_get(&format!("{}/api/v1/alerts", prometheus.base_url))?;
+        let alerts: Value = serde_json::from_str(&body).ok()?;
+        alerts["data"]["alerts"].as_array()?.is_empty().then_some(())
+    });
+    let resolved_in_prometheus = appended.elapsed();
+    wait_for("the resolved notification", Duration::from_secs(30), || {
+        (webhook.bodies.lock().expect("lock").len() >= 2).then_some(())
+    });
+    let notified_resolved = appended.elapsed();
+    // Two more `group_interval`s: nothing else arrives.
+    std::thread::sleep(Duration::from_secs(5));
+    let bodies = webhook.bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 2, "{bodies:#?}");
+    assert_eq!(bodies[1]["status"], "resolved", "{bodies:#?}");
+    let resolved = bodies[1]["alerts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(resolved.len(), 1, "{bodies:#?}");
+    assert_eq!(resolved[0]["labels"]["alertname"], "FreshnessCriticalFailure");
+    assert_eq!(resolved[0]["status"], "resolved");
+    icewatch.assert_running();
+    eprintln!(
+        "all seven alerts firing {:.1}s after scraping started, one page checked at {:.1}s; after the append: \
+         resolved in Prometheus {:.1}s, resolved notification {:.1}s; whole test {:.1}s",
+        all_fired.as_secs_f64(),
+        paged.as_secs_f64(),
+        resolved_in_prometheus.as_secs_f64(),
+        notified_resolved.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -24,16 +24,16 @@ use std::time::Instant;
 
 use crate::common::{ChildGuard, free_port, http_get, icewatch_bin, repo_root, rss_bytes, run, wait_for};
 
-const BRONZE: &str = "bronze.raw_trades";
-const SILVER: &str = "silver.cleaned_trades";
-const GOLD: &str = "gold.trade_summary_daily";
-const HOUR_MS: i64 = 3_600_000;
+pub(crate) const BRONZE: &str = "bronze.raw_trades";
+pub(crate) const SILVER: &str = "silver.cleaned_trades";
+pub(crate) const GOLD: &str = "gold.trade_summary_daily";
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 
-struct Warehouse {
+pub(crate) struct Warehouse {
     _dir: tempfile::TempDir,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     catalog_uri: String,
-    warehouse: PathBuf,
+    pub(crate) warehouse: PathBuf,
 }
 
 impl Warehouse {
@@ -42,7 +42,7 @@ impl Warehouse {
     }
 
     /// Appends `rows` rows to `table` as one fresh snapshot and returns its id.
-    async fn append(&self, table: &str, rows: i64) -> i64 {
+    pub(crate) async fn append(&self, table: &str, rows: i64) -> i64 {
         let catalog = self.catalog().await;
         let schema = Arc::new(ArrowSchema::new(vec![Field::new("id", DataType::Int64, false)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap();
@@ -51,7 +51,7 @@ impl Warehouse {
     }
 
     /// Moves the table's only snapshot `age_ms` into the past.
-    async fn backdate(&self, table: &str, age_ms: i64) {
+    pub(crate) async fn backdate(&self, table: &str, age_ms: i64) {
         let at = chrono::Utc::now().timestamp_millis() - age_ms;
         rewrite_table_metadata(&self.catalog_uri, "default", &table_ident(table), |metadata| {
             retime_snapshots(metadata, &[at])
@@ -108,7 +108,7 @@ datasets = [{{ namespace = "file", strip_prefix = "{warehouse}/" }}]
 }
 
 /// Three one-column tables, each with one fresh snapshot.
-async fn warehouse() -> Warehouse {
+pub(crate) async fn warehouse() -> Warehouse {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().canonicalize().unwrap();
     let warehouse = Warehouse {
@@ -175,6 +175,17 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
     assert_eq!(lineage.len(), 3, "{json}");
     assert_eq!(lineage[0]["table"], BRONZE);
     assert_eq!(lineage[0]["status"], "warning");
+    // Each problem links to the section its alert links to: the root cause, the stage it breaks.
+    let runbook = |result: &serde_json::Value| result["runbook_url"].as_str().unwrap_or_default().to_string();
+    assert!(runbook(lineage[0]).ends_with("/lineage.md#pipelinestagerootcause"), "{json}");
+    assert!(runbook(lineage[1]).ends_with("/lineage.md#pipelinestagefailure"), "{json}");
+    assert!(lineage[2].get("runbook_url").is_none(), "an ok result has no runbook link: {json}");
+    assert!(
+        stdout.contains(
+            "runbook: https://github.com/icewatch/icewatch/blob/main/docs/runbooks/freshness.md#freshnessviolation"
+        ),
+        "{stdout}"
+    );
     assert_eq!(lineage[2]["table"], GOLD);
     assert!(lineage[2]["message"].as_str().unwrap().contains("healthy but downstream of a failure"), "{json}");
 
@@ -187,7 +198,7 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
         sample(
             body,
             "pipeline_stage_root_cause",
-            r#"job="bronze.raw_trades",pipeline_name="trade_pipeline",stage="bronze""#,
+            r#"job="bronze.raw_trades",pipeline_name="trade_pipeline",stage="bronze",table="bronze.raw_trades""#,
         ) == Some(1.0)
             && sample(body, "pipeline_stage_success", r#"job="silver.cleaned_trades",stage="silver""#).is_some()
     });
@@ -198,9 +209,12 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
     );
     assert_eq!(sample(&body, "pipeline_stage_success", r#"job="silver.cleaned_trades",stage="silver""#), Some(1.0));
     for (stage, job) in [("silver", SILVER), ("gold", GOLD)] {
-        let labels = format!(r#"job="{job}",pipeline_name="trade_pipeline",stage="{stage}""#);
-        assert_eq!(sample(&body, "pipeline_stage_impacted", &labels), Some(1.0), "{stage}: {body}");
-        assert_eq!(sample(&body, "pipeline_stage_root_cause", &labels), Some(0.0), "{stage}");
+        // An impacted stage names its root cause's table; its root-cause series its own.
+        let impacted = format!(r#"job="{job}",pipeline_name="trade_pipeline",stage="{stage}",table="{BRONZE}""#);
+        assert_eq!(sample(&body, "pipeline_stage_impacted", &impacted), Some(1.0), "{stage}: {body}");
+        let own = format!(r#"job="{job}",pipeline_name="trade_pipeline",stage="{stage}",table="{job}""#);
+        assert_eq!(sample(&body, "pipeline_stage_root_cause", &own), Some(0.0), "{stage}");
+        assert_eq!(sample(&body, "pipeline_stage_impacted", &own), None, "{stage}: one impacted series per stage");
     }
     assert_eq!(sample(&body, "pipeline_end_to_end_success", r#"pipeline_name="trade_pipeline""#), Some(0.0));
     assert_eq!(sample(&body, "pipeline_downstream_impact_count", r#"stage="bronze""#), Some(2.0));
@@ -225,9 +239,11 @@ async fn stale_bronze_is_the_root_cause_until_a_fresh_commit() {
         sample(body, "pipeline_end_to_end_success", r#"pipeline_name="trade_pipeline""#) == Some(1.0)
     });
     for (stage, job) in [("bronze", BRONZE), ("silver", SILVER), ("gold", GOLD)] {
-        let labels = format!(r#"job="{job}",pipeline_name="trade_pipeline",stage="{stage}""#);
+        let labels = format!(r#"job="{job}",pipeline_name="trade_pipeline",stage="{stage}",table="{job}""#);
         assert_eq!(sample(&body, "pipeline_stage_root_cause", &labels), Some(0.0), "{stage}: {body}");
         assert_eq!(sample(&body, "pipeline_stage_impacted", &labels), Some(0.0), "{stage}");
+        let root = format!(r#"job="{job}",pipeline_name="trade_pipeline",stage="{stage}",table="{BRONZE}""#);
+        assert!(stage == "bronze" || sample(&body, "pipeline_stage_impacted", &root).is_none(), "{stage}: {body}");
     }
     assert_eq!(sample(&body, "pipeline_stage_success", r#"job="bronze.raw_trades",stage="bronze""#), Some(1.0));
     assert_eq!(sample(&body, "pipeline_downstream_impact_count", r#"stage="bronze""#), Some(0.0));
@@ -370,7 +386,7 @@ async fn openlineage_events_build_the_edge_link_the_snapshot_and_fail_the_stage(
         sample(
             &body,
             "pipeline_stage_root_cause",
-            r#"job="silver.cleaned_trades",pipeline_name="trade_pipeline",stage="silver""#
+            r#"job="silver.cleaned_trades",pipeline_name="trade_pipeline",stage="silver",table="silver.cleaned_trades""#
         ),
         Some(1.0)
     );
@@ -378,7 +394,7 @@ async fn openlineage_events_build_the_edge_link_the_snapshot_and_fail_the_stage(
         sample(
             &body,
             "pipeline_stage_impacted",
-            r#"job="gold.trade_summary_daily",pipeline_name="trade_pipeline",stage="gold""#
+            r#"job="gold.trade_summary_daily",pipeline_name="trade_pipeline",stage="gold",table="silver.cleaned_trades""#
         ),
         Some(1.0)
     );

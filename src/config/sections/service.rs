@@ -103,6 +103,11 @@ pub(in crate::config) const SERVER_KEYS: &[Key] = &[
         default: "none",
         doc: "table of user name → **bcrypt hash** of the password; when set, every endpoint (including `/healthz`, `/readyz` and `/-/reload`) answers 401 without valid credentials",
     },
+    Key {
+        name: "runbook_base_url",
+        default: r#"`"https://github.com/icewatch/icewatch/blob/main/docs/runbooks"`"#,
+        doc: "where your copy of `docs/runbooks/` is served (an `http://` or `https://` URL; a trailing `/` is dropped). `check`, its JSON and the status page link each problem to a section under it, and icewatch exports it as `icewatch_runbook_info{base_url}`, from which the alerts' `runbook_url` is built",
+    },
 ];
 
 pub(in crate::config) const PUSHGATEWAY_KEYS: &[Key] = &[
@@ -348,6 +353,18 @@ impl Reader<'_> {
             (None, Some(_)) => {
                 let span = Reader::value_span(&section, "tls_key_file");
                 self.problem_at(span, "server.tls_key_file", "`tls_key_file` needs `tls_cert_file` too");
+            }
+        }
+        if let Some(base) = self.string(&section, "runbook_base_url") {
+            if base.starts_with("http://") || base.starts_with("https://") {
+                server.runbook_base_url = base.trim_end_matches('/').to_string();
+            } else {
+                let span = Reader::value_span(&section, "runbook_base_url");
+                self.problem_at(
+                    span,
+                    "server.runbook_base_url",
+                    "expected an `http://` or `https://` URL, such as `https://github.com/your-org/icewatch/blob/main/docs/runbooks`",
+                );
             }
         }
         if let Some(users) = self.section(&section, "basic_auth_users") {
