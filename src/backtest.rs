@@ -35,6 +35,9 @@ pub struct PastAlert {
 pub struct Replay {
     pub table: String,
     pub sensor: SensorKind,
+    /// Checks before this moment (the table's first commit plus `--warm-up`) are replayed as
+    /// history but not counted.
+    pub counted_from_ms: i64,
     /// Replayed checks that reached a verdict (not `insufficient_history`).
     pub checks: usize,
     /// Of them, those with a warning or critical result at the configured thresholds.
@@ -54,10 +57,11 @@ pub struct ThresholdCount {
 }
 
 impl Replay {
-    fn new(table: &str, sensor: SensorKind) -> Replay {
+    fn new(table: &str, sensor: SensorKind, counted_from_ms: i64) -> Replay {
         Replay {
             table: table.to_string(),
             sensor,
+            counted_from_ms,
             checks: 0,
             alerts: 0,
             by_threshold: THRESHOLDS
@@ -78,6 +82,9 @@ impl Replay {
     /// Counts one replayed check: `judged` at the configured settings, `at_thresholds` the
     /// alert verdict at each of [`THRESHOLDS`].
     fn count(&mut self, checked_at_ms: i64, judged: &[Evaluation], at_thresholds: &[bool]) {
+        if checked_at_ms < self.counted_from_ms {
+            return;
+        }
         if judged.iter().all(|evaluation| evaluation.status == Status::InsufficientHistory) {
             return;
         }
@@ -131,9 +138,15 @@ fn merged(from_log: Vec<Point>, stored: &[Point]) -> Vec<Point> {
 }
 
 /// Replays the volume sensor: every append judged against the appends before it.
-pub fn replay_volume(table: &TableConfig, config: &VolumeConfig, history: &[Commit], stored: &[Point]) -> Replay {
+pub fn replay_volume(
+    table: &TableConfig,
+    config: &VolumeConfig,
+    history: &[Commit],
+    stored: &[Point],
+    counted_from_ms: i64,
+) -> Replay {
     let name = table.name.as_str();
-    let mut replay = Replay::new(name, SensorKind::VOLUME);
+    let mut replay = Replay::new(name, SensorKind::VOLUME, counted_from_ms);
     let observation = volume::observe_commits(history);
     let key = volume::rows_added_series(name);
     let from_log: Vec<Point> =
@@ -183,9 +196,15 @@ pub fn replay_volume(table: &TableConfig, config: &VolumeConfig, history: &[Comm
 /// Replays the freshness sensor just before every arrival: the moment the gap that arrival
 /// closed was longest, so a check at any time during it alerts here if it would have at all.
 /// The event-time lag is not replayed (it needs the data files).
-pub fn replay_freshness(table: &TableConfig, config: &FreshnessConfig, history: &[Commit], stored: &[Point]) -> Replay {
+pub fn replay_freshness(
+    table: &TableConfig,
+    config: &FreshnessConfig,
+    history: &[Commit],
+    stored: &[Point],
+    counted_from_ms: i64,
+) -> Replay {
     let name = table.name.as_str();
-    let mut replay = Replay::new(name, SensorKind::FRESHNESS);
+    let mut replay = Replay::new(name, SensorKind::FRESHNESS, counted_from_ms);
     let whole = freshness::observation_at(history, config, i64::MAX);
     let key = freshness::gap_series(name);
     let points = merged(freshness::series(name, &whole), stored);
@@ -224,14 +243,23 @@ pub fn replay_freshness(table: &TableConfig, config: &FreshnessConfig, history: 
 }
 
 /// The replays of one table's volume and freshness sensors (those it declares and `only`
-/// allows), from its snapshot log and its stored points by series.
+/// allows), from its snapshot log and its stored points by series; checks within `warm_up_ms`
+/// of the table's first commit (or stored point) are history, not counted.
 pub fn replay_table(
     table: &TableConfig,
     history: &[Commit],
     stored: &HashMap<crate::history::SeriesKey, Vec<Point>>,
     only: Option<SensorKind>,
+    warm_up_ms: i64,
 ) -> Vec<Replay> {
     let name = table.name.as_str();
+    let first_ms = history
+        .iter()
+        .map(|commit| commit.timestamp_ms)
+        .chain(stored.values().flatten().map(|point| point.observed_at_ms))
+        .min()
+        .unwrap_or(0);
+    let counted_from_ms = first_ms.saturating_add(warm_up_ms);
     let wanted = |kind: SensorKind| only.is_none_or(|only| only == kind);
     let none = Vec::new();
     let mut replays = Vec::new();
@@ -239,13 +267,13 @@ pub fn replay_table(
         && wanted(SensorKind::FRESHNESS)
     {
         let stored = stored.get(&freshness::gap_series(name)).unwrap_or(&none);
-        replays.push(replay_freshness(table, config, history, stored));
+        replays.push(replay_freshness(table, config, history, stored, counted_from_ms));
     }
     if let Some(config) = &table.volume
         && wanted(SensorKind::VOLUME)
     {
         let stored = stored.get(&volume::rows_added_series(name)).unwrap_or(&none);
-        replays.push(replay_volume(table, config, history, stored));
+        replays.push(replay_volume(table, config, history, stored, counted_from_ms));
     }
     replays
 }
@@ -284,7 +312,7 @@ mod tests {
     fn a_steady_table_replays_quietly_and_a_drop_is_one_alert() {
         let table = table("");
         let steady: Vec<u64> = (0..200).map(|index| 1000 + (index * 37 % 60)).collect();
-        let replays = replay_table(&table, &appends(&steady), &HashMap::new(), None);
+        let replays = replay_table(&table, &appends(&steady), &HashMap::new(), None, 0);
         let volume = replays.iter().find(|replay| replay.sensor == SensorKind::VOLUME).unwrap();
         assert_eq!(volume.alerts, 0, "{:?}", volume.alerted);
         assert!(volume.checks >= 190, "{}", volume.checks);
@@ -293,7 +321,11 @@ mod tests {
 
         let mut dropped = steady.clone();
         dropped[150] = 300;
-        let replays = replay_table(&table, &appends(&dropped), &HashMap::new(), Some(SensorKind::VOLUME));
+        let replays = replay_table(&table, &appends(&dropped), &HashMap::new(), Some(SensorKind::VOLUME), 0);
+        // A warm-up past the drop leaves it uncounted.
+        let warm = replay_table(&table, &appends(&dropped), &HashMap::new(), Some(SensorKind::VOLUME), 160 * HOUR);
+        assert_eq!(warm[0].alerts, 0);
+        assert!(warm[0].checks < 45, "{}", warm[0].checks);
         assert_eq!(replays.len(), 1);
         assert_eq!(replays[0].alerts, 1, "{:?}", replays[0].alerted);
         assert_eq!(replays[0].alerted[0].snapshot_id, Some(151));

@@ -308,7 +308,8 @@ mod tests {
         let history = [10.0, 11.0, 9.0, 10.0, 10.5, 9.5];
         assert_eq!(zscore_verdict(None, 3.0), Status::InsufficientHistory);
         assert_eq!(zscore_verdict(score(10.2, &history, &params).as_ref(), 3.0), Status::Ok);
-        let warning = score(12.7, &history, &params).unwrap();
+        // Mean 10, σ 0.71, widened 1.96× for six points: a warning from about 14.1 to 18.3.
+        let warning = score(15.5, &history, &params).unwrap();
         assert!(warning.zscore > 3.0 && warning.zscore < 6.0, "{warning:?}");
         assert_eq!(zscore_verdict(Some(&warning), 3.0), Status::Warning);
         assert_eq!(zscore_verdict(score(30.0, &history, &params).as_ref(), 3.0), Status::Critical);

@@ -32,6 +32,10 @@ pub struct BacktestArgs {
     /// Only this sensor.
     #[arg(long, value_enum)]
     pub sensor: Option<ReplayedSensor>,
+    /// Count only the checks once a table has this much history (its first commit plus this):
+    /// the earlier ones are a brand-new table's, replayed as history. `0s` counts all.
+    #[arg(long, default_value = "0s", value_parser = parse_warm_up)]
+    pub warm_up: std::time::Duration,
     /// Alerts per check the suggested threshold must stay within: `1/1000` or `0.001`.
     #[arg(long, default_value = "1/1000", value_parser = parse_budget)]
     pub budget: f64,
@@ -57,6 +61,10 @@ impl ReplayedSensor {
             ReplayedSensor::Volume => SensorKind::VOLUME,
         }
     }
+}
+
+fn parse_warm_up(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text)
 }
 
 /// `1/1000`, `0.001` or `0.1%`: a share between 0 and 1.
@@ -134,7 +142,8 @@ pub async fn backtest(args: BacktestArgs) -> anyhow::Result<u8> {
             }
         };
         let stored = stored_points(history.as_ref(), table.name.as_str()).await;
-        replays.extend(backtest::replay_table(table, &commits(iceberg_table.metadata()), &stored, only));
+        let warm_up_ms = i64::try_from(args.warm_up.as_millis()).unwrap_or(i64::MAX);
+        replays.extend(backtest::replay_table(table, &commits(iceberg_table.metadata()), &stored, only, warm_up_ms));
     }
     if let Some(history) = &history {
         history.close().await;

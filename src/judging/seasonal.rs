@@ -90,6 +90,16 @@ impl Cycle {
         }
     }
 
+    /// History needed before the automatic choice may pick this cycle for commit gaps: the hour
+    /// rates of a week need every hour seen once and a weekend, not three like points each.
+    fn min_span_for_gaps_ms(self) -> i64 {
+        match self {
+            Cycle::None => 0,
+            Cycle::HourOfDay => 3 * DAY_MS,
+            Cycle::WeekdayWeekend | Cycle::DayOfWeek | Cycle::HourOfWeek => 8 * DAY_MS,
+        }
+    }
+
     /// The span like points are looked for in, at least: a weekly cycle has one like day a week.
     pub fn reference_span_ms(self) -> i64 {
         match self {
@@ -363,19 +373,21 @@ impl Backtest {
     /// times, oldest first) from the gaps before them: first the fewest held-out gaps that
     /// would have alarmed (a weekend pause is one gap in sixty, so an average error would not
     /// see it), then the smallest relative error (each cycle measures gaps on its own scale).
-    /// The held-out gaps are the last week's when there are two weeks of history, so that a
-    /// weekly pause is among them.
+    /// The held-out gaps are the last week's when there are eight days of history, so that a
+    /// weekly pause is among them. The hour rates come from the whole history, held-out gaps
+    /// included: a week of loads holds at most one weekend, and rates learnt without it would
+    /// never know the weekend is quiet. That favours detailed cycles, which must still cut the
+    /// alarms, or the error by a fifth, to be chosen.
     pub fn choose_for_gaps(&self, commits_ms: &[i64]) -> (Choice, Activity) {
         let thinned = thin(commits_ms, MAX_SELECTION_POINTS);
         let none = (Choice::automatic_none(), Activity::uniform());
         let gap_count = thinned.len().saturating_sub(1);
         let Some(mut held_out) = held_out_count(gap_count, self.min_history) else { return none };
         let span = thinned[thinned.len() - 1] - thinned[0];
-        if span >= 2 * WEEK_MS {
+        if span >= 8 * DAY_MS {
             let last_week = thinned.len() - thinned.partition_point(|at| *at <= thinned[thinned.len() - 1] - WEEK_MS);
             held_out = last_week.clamp(held_out, gap_count - self.min_history.max(1));
         }
-        let train_end = thinned.len() - held_out;
         let floors = super::Measure::CommitGap.floors();
         let params = ScoringParams {
             min_history: self.min_history.max(1),
@@ -386,8 +398,8 @@ impl Backtest {
             ..ScoringParams::default()
         };
         let mut candidates: Vec<(Choice, (usize, f64), Activity)> = Vec::new();
-        for cycle in Cycle::ALL.into_iter().filter(|cycle| span >= cycle.min_span_ms()) {
-            let activity = Activity::estimate(&thinned[..train_end], cycle);
+        for cycle in Cycle::ALL.into_iter().filter(|cycle| span >= cycle.min_span_for_gaps_ms()) {
+            let activity = Activity::estimate(&thinned, cycle);
             let gaps: Vec<f64> = thinned.windows(2).map(|pair| activity.between(pair[0], pair[1])).collect();
             let (mut alarms, mut errors) = (0usize, Vec::new());
             for index in gaps.len() - held_out..gaps.len() {

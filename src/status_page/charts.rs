@@ -440,8 +440,9 @@ mod tests {
             assert_eq!(Some(upper), judged.expected_upper, "{statistic:?}");
             assert!(lower >= 0.0, "{statistic:?} band starts at {lower}");
             if statistic == Statistic::Mean {
-                // 3σ of the 0.1 % floor around 1000: about ±3, not the ±30 of a 1 % floor.
-                assert!(upper - lower < 7.0, "band {lower}..{upper}");
+                // 3σ of the 0.1 % floor around 1000, widened 1.7× for a 7-point window: about
+                // ±5, not the ±52 of a 1 % floor.
+                assert!(upper - lower < 12.0, "band {lower}..{upper}");
             }
         }
     }
@@ -453,10 +454,10 @@ mod tests {
         let charted = scored_points(&settings(), Direction::Spike, Measure::CommitGap, &[], &all);
         assert!(charted[4].band.is_none());
         assert!(charted[5].outside_band() && charted[5].anomaly);
-        // A gap shorter than usual is below the band but not late: not outside for a spike judge.
+        // A gap shorter than usual is not late: never outside for a spike judge.
         let early =
             scored_points(&settings(), Direction::Spike, Measure::CommitGap, &all[..5], &points(&series, &[1.0]));
-        assert!(early[0].value < early[0].band.unwrap().0 && !early[0].outside_band() && !early[0].anomaly);
+        assert!(early[0].band.is_some() && !early[0].outside_band() && !early[0].anomaly);
         let rendered = render(&Chart {
             series: "freshness/commit_gap_seconds".into(),
             title: "gap <b>".into(),

@@ -293,9 +293,14 @@ pub fn evaluations_table(results: &[SensorResult], layer: &str, runbook_base: &s
         let runbook = crate::runbook::url(runbook_base, evaluation, layer)
             .map(|url| format!(r#" <a class="runbook" href="{}">runbook</a>"#, escape(&url)))
             .unwrap_or_default();
+        let seasonality = evaluation
+            .seasonality
+            .as_ref()
+            .map(|model| format!(r#" <span class="model" title="seasonal model">{}</span>"#, escape(model)))
+            .unwrap_or_default();
         let _ = write!(
             out,
-            r#"<tr class="status-{status}" data-sensor="{sensor}" data-metric="{metric}" data-status="{status}"><td>{pill}</td><td>{sensor}</td><td>{check}</td><td class="num">{value}{zscore}</td><td class="num">{expected}</td><td class="why">{message}{runbook}</td></tr>"#,
+            r#"<tr class="status-{status}" data-sensor="{sensor}" data-metric="{metric}" data-status="{status}"><td>{pill}</td><td>{sensor}</td><td>{check}</td><td class="num">{value}{zscore}</td><td class="num">{expected}</td><td class="why">{message}{seasonality}{runbook}</td></tr>"#,
             status = evaluation.status.as_str(),
             sensor = evaluation.sensor.as_str(),
             metric = escape(evaluation.metric.as_str()),

@@ -2,6 +2,7 @@
 //! capability end to end against real tables and real Prometheus tools.
 
 mod alerting;
+mod budget;
 mod catalogs;
 mod cli;
 mod common;
