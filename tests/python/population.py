@@ -16,7 +16,7 @@ Kinds (UTC; every table has weeks of backdated history ending in the past day):
   full_refresh   a daily `overwrite()` for 28 days (PyIceberg: `delete` + `append`), ±5 %
 
 Problems, injected once at about 85 % of a table's history: drop (10 % of the usual rows),
-spike (5× the usual batch), duplicate_load (the batch written twice in its commit, 2×; only on kinds with
+spike (5× the table's 90th-percentile batch), duplicate_load (the batch written twice in its commit, 2×; only on kinds with
 noise of at most ~10 %), zero_rows (not on full refreshes: an empty `overwrite()` only deletes) (an empty append), stale (6 usual intervals without an
 arrival; for weekday loads two working days), sigma_blowup (batches of 3.5×, 0.25×, 3×, 0.3×; not on tiny tables, whose 1 to 8 rows
 already swing by 8×).
@@ -161,8 +161,9 @@ def inject(kind, ops, interval_ms, problem):
     if problem in ("drop", "spike", "duplicate_load", "zero_rows"):
         factor = {"drop": 0.1, "spike": 5.0, "duplicate_load": 2.0, "zero_rows": 0.0}[problem]
         if problem == "spike":
-            # Five times the table's usual batch: a tiny table's random 2 rows times 5 is usual.
-            usual = sorted(ops[index][2] for index in writes)[len(writes) // 2]
+            # Five times the table's large batches (its 90th percentile): a tiny table's random
+            # 2 rows times 5 is within its usual 1 to 8.
+            usual = sorted(ops[index][2] for index in writes)[len(writes) * 9 // 10]
             rows = max(rows, usual)
         ops[target] = (op, ms, rows * factor)
         return ops, {"sensor": "volume", "checked_at_ms": ms}
