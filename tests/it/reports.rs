@@ -155,7 +155,7 @@ async fn check_reports_and_metrics_of_a_fixed_table() {
 
 fn is_data_line(line: &str) -> bool {
     let name = line.trim_start_matches("# HELP ").trim_start_matches("# TYPE ");
-    ["data_", "schema_", "icewatch_result_severity", "icewatch_result_message_info"]
+    ["data_", "schema_", "icewatch_result_severity", "icewatch_result_message_info", "icewatch_seasonality_info"]
         .iter()
         .any(|prefix| name.starts_with(prefix))
 }
