@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::config::{FreshnessConfig, SensorKind, TableConfig, VolumeConfig};
+use crate::config::{FreshnessConfig, SensorKind, SensorSettings, TableConfig, VolumeConfig};
 use crate::history::Point;
 use crate::judging::seasonal::{self, Choice};
 use crate::sensors::snapshots::Commit;
-use crate::sensors::{Evaluation, Metric, Status, Windows, freshness, volume};
+use crate::sensors::{Evaluation, Metric, Status, WindowRequest, Windows, freshness, volume};
 
 /// The z-score thresholds every replay is counted at (besides the configured one).
 pub const THRESHOLDS: [f64; 7] = [2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0];
@@ -137,6 +137,32 @@ fn merged(from_log: Vec<Point>, stored: &[Point]) -> Vec<Point> {
     all
 }
 
+/// `config` at each of [`THRESHOLDS`], its other settings unchanged.
+fn at_each_threshold<C: Clone>(config: &C, settings: fn(&mut C) -> &mut SensorSettings) -> Vec<C> {
+    THRESHOLDS
+        .iter()
+        .map(|threshold| {
+            let mut config = config.clone();
+            settings(&mut config).zscore_threshold = *threshold;
+            config
+        })
+        .collect()
+}
+
+/// The windows a judge asked for, answered from `points` (all of the series, oldest first) as
+/// the store answers them: before `before_ms`, from `since_ms`, the newest `limit`.
+fn windows_of(requests: Vec<WindowRequest>, points: &[Point]) -> Windows {
+    let mut windows = Windows::new();
+    for request in requests {
+        let before = points.partition_point(|point| point.observed_at_ms < request.before_ms);
+        let since =
+            request.since_ms.map_or(0, |since| points[..before].partition_point(|point| point.observed_at_ms < since));
+        let first = since.max(before.saturating_sub(request.limit));
+        windows.insert(request.series, points[first..before].to_vec());
+    }
+    windows
+}
+
 /// Replays the volume sensor: every append judged against the appends before it.
 pub fn replay_volume(
     table: &TableConfig,
@@ -152,14 +178,7 @@ pub fn replay_volume(
     let from_log: Vec<Point> =
         volume::series(name, &observation).into_iter().filter(|point| point.series == key).collect();
     let points = merged(from_log, stored);
-    let at_threshold: Vec<VolumeConfig> = THRESHOLDS
-        .iter()
-        .map(|threshold| {
-            let mut config = config.clone();
-            config.settings.zscore_threshold = *threshold;
-            config
-        })
-        .collect();
+    let at_threshold = at_each_threshold(config, |config: &mut VolumeConfig| &mut config.settings);
     let mut choices: HashMap<i64, Choice> = HashMap::new();
     for (index, newest) in observation.appends.iter().enumerate() {
         let upto = volume::VolumeObservation {
@@ -168,11 +187,7 @@ pub fn replay_volume(
             current: None,
             totals: Vec::new(),
         };
-        let since = seasonal::history_since(config.seasonality, newest.timestamp_ms, config.window.as_millis() as i64);
-        let before = points.partition_point(|point| point.observed_at_ms < newest.timestamp_ms);
-        let first = points[..before].partition_point(|point| point.observed_at_ms < since);
-        let mut windows = Windows::new();
-        windows.insert(key.clone(), points[first..before].to_vec());
+        let windows = windows_of(volume::window_requests(name, config, &upto), &points);
         let day = seasonal::day_start(newest.timestamp_ms);
         let choice =
             choices.entry(day).or_insert_with(|| volume::choose(name, config, &windows, newest.timestamp_ms)).clone();
@@ -206,24 +221,16 @@ pub fn replay_freshness(
     let name = table.name.as_str();
     let mut replay = Replay::new(name, SensorKind::FRESHNESS, counted_from_ms);
     let whole = freshness::observation_at(history, config, i64::MAX);
-    let key = freshness::gap_series(name);
     let points = merged(freshness::series(name, &whole), stored);
-    let at_threshold: Vec<FreshnessConfig> = THRESHOLDS
-        .iter()
-        .map(|threshold| {
-            let mut config = config.clone();
-            config.settings.zscore_threshold = *threshold;
-            config
-        })
-        .collect();
+    let at_threshold = at_each_threshold(config, |config: &mut FreshnessConfig| &mut config.settings);
+    let position: HashMap<i64, usize> =
+        history.iter().enumerate().map(|(index, commit)| (commit.snapshot_id, index)).collect();
     let mut choices = HashMap::new();
     for (snapshot_id, arrival_ms) in whole.data_commits.iter().skip(1) {
         let now_ms = arrival_ms - 1;
-        let end = history.iter().position(|commit| commit.snapshot_id == *snapshot_id).unwrap_or(history.len());
+        let end = position.get(snapshot_id).copied().unwrap_or(history.len());
         let observation = freshness::observation_at(&history[..end], config, now_ms);
-        let before = points.partition_point(|point| point.observed_at_ms <= now_ms);
-        let mut windows = Windows::new();
-        windows.insert(key.clone(), points[..before].to_vec());
+        let windows = windows_of(freshness::window_requests(name, config, &observation), &points);
         let cadence = choices
             .entry(seasonal::day_start(now_ms))
             .or_insert_with(|| freshness::choose_cadence(name, config, &observation, &windows))

@@ -464,21 +464,9 @@ mod tests {
 
     /// Judges the newest of `rows` (one append an hour) against the ones before it.
     fn verdict(config: &VolumeConfig, rows: &[u64]) -> Evaluation {
-        let appends: Vec<Commit> = rows
-            .iter()
-            .enumerate()
-            .map(|(index, rows)| append(index as i64 + 1, index as i64 * 3_600_000, *rows))
-            .collect();
-        let observation = VolumeObservation {
-            appends: appends.clone(),
-            latest_data_commit: appends.last().cloned(),
-            current: appends.last().cloned(),
-            totals: vec![],
-        };
-        let mut windows = Windows::new();
-        let points = series("a.b", &observation);
-        windows.insert(rows_added_series("a.b"), points[..points.len() - 1].to_vec());
-        judge("a.b", config, &observation, &windows).remove(0)
+        let commits: Vec<(i64, u64)> =
+            rows.iter().enumerate().map(|(index, rows)| (index as i64 * 3_600_000, *rows)).collect();
+        verdict_at(config, &commits)
     }
 
     #[test]
